@@ -1,0 +1,46 @@
+"""Pipeline step `validate`: the Great Expectations gate; a hard failure fails the run."""
+
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Output
+
+from components._base import shoprec_component
+
+
+@shoprec_component
+def validate(
+    raw: Input[Dataset],
+    max_events_per_user_day: int,
+    window_start: str,
+    window_end: str,
+    clean: Output[Dataset],
+    quarantine: Output[Dataset],
+    report: Output[Markdown],
+    report_json: Output[Artifact],
+    metrics: Output[Metrics],
+) -> None:
+    """Validate the raw tables: clean data and quarantine out, the report always.
+
+    On a hard failure the report is written, the step exits non-zero naming the failed checks
+    and the report, and no later step runs.
+    """
+    from pathlib import Path
+
+    from shoprec.config import ValidationConfig
+    from shoprec.data.dataset import EventData
+    from shoprec.data.gate import run_gate
+    from shoprec.data.report import ReportPaths
+
+    config = ValidationConfig.from_strings(max_events_per_user_day, window_start, window_end)
+    outcome = run_gate(
+        EventData.read(raw.path),
+        config,
+        clean_dir=clean.path,
+        quarantine_dir=quarantine.path,
+        report=ReportPaths(json=Path(report_json.path), markdown=Path(report.path)),
+    )
+    summary = outcome.report
+    metrics.log_metric("rows_in", summary.rows_in)
+    metrics.log_metric("rows_clean", summary.rows_clean)
+    for reason, count in summary.quarantined.items():
+        metrics.log_metric(f"quarantined_{reason}", count)
+    clean.metadata.update({"events": summary.rows_clean, "source": summary.source})
+    quarantine.metadata.update({"rows": sum(summary.quarantined.values())})

@@ -1,0 +1,1 @@
+"""Data: loading event logs into the canonical model and validating them."""

@@ -1,0 +1,88 @@
+"""The validation report on disk: JSON for machines, Markdown for the person reviewing the run."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from shoprec.data.validation import ValidationReport
+
+REPORT_JSON = "validation_report.json"
+REPORT_MARKDOWN = "validation_report.md"
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    json: Path
+    markdown: Path
+
+
+def write_report(report: ValidationReport, directory: str | Path) -> ReportPaths:
+    """Write `validation_report.json` and `validation_report.md` into `directory`."""
+    out = Path(directory)
+    return write_report_files(report, ReportPaths(out / REPORT_JSON, out / REPORT_MARKDOWN))
+
+
+def write_report_files(report: ValidationReport, paths: ReportPaths) -> ReportPaths:
+    """Write the report's JSON and Markdown to the given paths (pipeline artifacts name their own)."""
+    for path in (paths.json, paths.markdown):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    paths.json.write_text(json.dumps(report.to_dict(), indent=2, default=str))
+    paths.markdown.write_text(render_markdown(report))
+    return paths
+
+
+def read_report_json(path: str | Path) -> dict:
+    """The JSON report as a dict (for summaries after a run)."""
+    return json.loads(Path(path).read_text())
+
+
+def render_markdown(report: ValidationReport) -> str:
+    """A page a person reads: verdict, row accounting, every check, samples of what failed."""
+    verdict = "PASSED" if report.passed else "FAILED: " + ", ".join(report.failed_hard)
+    quarantined = sum(report.quarantined.values())
+    lines = [
+        f"# Data validation report: {report.source}",
+        "",
+        f"**Verdict: {verdict}**",
+        "",
+        f"Checked at {report.created_at}. Hard checks stop the run; soft checks quarantine rows.",
+        "",
+        "| rows in | clean | quarantined |",
+        "|---:|---:|---:|",
+        f"| {report.rows_in:,} | {report.rows_clean:,} | {quarantined:,} |",
+        "",
+    ]
+    if report.quarantined:
+        lines += ["| quarantine reason | rows |", "|---|---:|"]
+        lines += [f"| {reason} | {count:,} |" for reason, count in report.quarantined.items()]
+        lines.append("")
+    lines += [
+        "## Checks",
+        "",
+        "| | severity | table | check | column | unexpected | of | expectation |",
+        "|---|---|---|---|---|---:|---:|---|",
+    ]
+    for check in report.checks:
+        mark = "skipped" if check.skipped else ("pass" if check.success else "**FAIL**")
+        lines.append(
+            f"| {mark} | {check.severity} | {check.table} | {check.description} | "
+            f"{check.column or ''} | {check.unexpected_count:,} | {check.element_count:,} | "
+            f"`{check.expectation}` |"
+        )
+    failed = [c for c in report.checks if not c.success and not c.skipped]
+    if failed:
+        lines += ["", "## What failed", ""]
+    for check in failed:
+        lines += [f"### {check.name} ({check.severity})", "", check.description + "."]
+        if check.error:
+            lines += ["", f"Error: `{check.error}`"]
+        if check.sample_rows:
+            columns = list(check.sample_rows[0])
+            lines += ["", "Sample rows:", "", "| " + " | ".join(columns) + " |",
+                      "|" + "---|" * len(columns)]
+            lines += ["| " + " | ".join(str(r.get(c)) for c in columns) + " |" for r in check.sample_rows]
+        lines.append("")
+    lines += ["## Settings", "", "```json", json.dumps(report.config, indent=2), "```", ""]
+    return "\n".join(lines)

@@ -1,0 +1,496 @@
+"""The validation gate: Great Expectations suites defined in code, a quarantine, a report.
+
+Hard checks stop the run (`DataValidationError`); soft checks move rows to the quarantine and
+the run goes on. Every input row ends in the clean output or in the quarantine, with its reason.
+
+GX checks the events coerced to canonical types (ids and event types as categoricals, which
+keeps GX's pandas engine fast on a million rows) plus two derived columns: whether the item is
+in the items table, and each user's busiest-day event count. A check whose columns are missing
+is reported as skipped beside the failed "column present" check that explains why.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from shoprec import schema as S
+from shoprec.config import ValidationConfig
+from shoprec.data.dataset import EventData
+
+Severity = Literal["hard", "soft"]
+
+# Quarantine reasons, in the order they are assigned: a row gets the first that applies.
+OUTSIDE_WINDOW = "outside_window"
+DUPLICATE = "duplicate"
+BOT_ACTIVITY = "bot_activity"
+QUARANTINE_REASONS = (OUTSIDE_WINDOW, DUPLICATE, BOT_ACTIVITY)
+
+# Derived columns exist only in the frame GX checks, never in an output.
+ITEM_KNOWN = "_item_known"
+BUSIEST_DAY_EVENTS = "_busiest_day_events"
+
+NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "float32", "float64", "Int64Dtype",
+                 "Float64Dtype"]
+
+
+@dataclass
+class CheckResult:
+    """One expectation's outcome, in the words the report uses."""
+
+    name: str
+    severity: Severity
+    table: str
+    column: str | None
+    description: str
+    expectation: str
+    success: bool
+    element_count: int = 0
+    unexpected_count: int = 0
+    sample_rows: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    skipped: bool = False
+
+
+@dataclass
+class ValidationReport:
+    """Everything a person needs to judge a data set: each check, counts, the quarantine."""
+
+    source: str
+    checks: list[CheckResult]
+    rows_in: int
+    rows_clean: int
+    quarantined: dict[str, int]
+    config: dict[str, Any]
+    created_at: str = field(
+        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
+    )
+
+    @property
+    def failed_hard(self) -> list[str]:
+        """Names of hard checks that failed: any one stops the run."""
+        return [c.name for c in self.checks if c.severity == "hard" and not c.success and not c.skipped]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed_hard
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "created_at": self.created_at,
+            "passed": self.passed,
+            "failed_hard_checks": self.failed_hard,
+            "rows_in": self.rows_in,
+            "rows_clean": self.rows_clean,
+            "rows_quarantined": sum(self.quarantined.values()),
+            "quarantined_by_reason": self.quarantined,
+            "config": self.config,
+            "checks": [vars(check) for check in self.checks],
+        }
+
+
+@dataclass
+class ValidationOutcome:
+    """The gate's three products: clean data, quarantined rows, and the report."""
+
+    clean: EventData
+    quarantine: pd.DataFrame
+    report: ValidationReport
+
+
+@dataclass(frozen=True)
+class _Check:
+    """A check before it runs: the GX expectation plus the words and columns for the report."""
+
+    name: str
+    severity: Severity
+    column: str | None
+    description: str
+    expectation: Any
+    show: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()  # columns that must exist for the check to run
+
+
+def validate(data: EventData, config: ValidationConfig | None = None) -> ValidationOutcome:
+    """Run the gate over a data set; pure: reads nothing, writes nothing, raises nothing on bad data.
+
+    Returns the outcome whatever the verdict; `outcome.report.passed` is False on a hard failure,
+    and then `clean` and `quarantine` are empty (no row was judged).
+    """
+    config = config or ValidationConfig()
+    now = config.now or pd.Timestamp.now(tz="UTC")
+    events = data.events
+    normal = normalize_events(events)
+    judged = all(c in normal for c in S.EVENT_REQUIRED) and len(normal) > 0
+    if judged:
+        reasons, detail = _quarantine_reasons(normal, config)
+        checked = _with_derived_columns(normal, data.items, reasons)
+    else:  # a table without its required columns is only checked, never split
+        reasons = detail = pd.Series(np.full(len(normal), None, dtype=object))
+        checked = normal
+
+    runner = _GxRunner()
+    specs = _event_checks(checked, config, now)
+    runnable = [c for c in specs if all(column in checked for column in c.requires)]
+    # Sample rows show the events as they came in (an unparseable timestamp as its text).
+    as_given = events.reset_index(drop=True)
+    results = {r.name: r for r in runner.run("events", checked, runnable, as_given)}
+    checks = [results.get(c.name) or _skipped(c) for c in specs]
+    if data.items is not None:
+        checks += runner.run("items", data.items, _key_table_checks(data.items, "items", S.ITEM_ID))
+    if data.users is not None:
+        checks += runner.run("users", data.users, _key_table_checks(data.users, "users", S.USER_ID))
+    for check in checks:
+        if check.name == BOT_ACTIVITY and not check.success and not check.skipped:
+            check.sample_rows = _bot_samples(checked, config)
+
+    passed = judged and all(c.success for c in checks if c.severity == "hard")
+    if passed:
+        in_quarantine = reasons.notna()
+        clean_events = _to_output(normal[~in_quarantine])
+        quarantine = _to_output(normal[in_quarantine]).assign(
+            **{S.QUARANTINE_REASON: reasons[in_quarantine].to_numpy(),
+               S.QUARANTINE_DETAIL: detail[in_quarantine].to_numpy()}
+        )
+        counts = {reason: int((reasons == reason).sum()) for reason in QUARANTINE_REASONS}
+    else:
+        clean_events, quarantine, counts = events.iloc[:0], events.iloc[:0], {}
+    report = ValidationReport(
+        source=data.source,
+        checks=checks,
+        rows_in=len(events),
+        rows_clean=len(clean_events),
+        quarantined=counts,
+        config={
+            "max_events_per_user_day": config.max_events_per_user_day,
+            "window_start": _text(config.window_start),
+            "window_end": _text(config.window_end),
+            "now": _text(now),
+        },
+    )
+    clean = EventData(clean_events, data.items, data.users, data.source, data.info)
+    return ValidationOutcome(clean=clean, quarantine=quarantine, report=report)
+
+
+def normalize_events(events: pd.DataFrame) -> pd.DataFrame:
+    """Coerce an events table to canonical types, as far as its columns allow.
+
+    Ids and event types become categoricals with string categories (ids are text: integer ids
+    from a file become "7", not 7.0). Timestamps are parsed to UTC (numbers as Unix seconds);
+    what does not parse becomes NaT, a hard failure. Numeric columns become float64; a price or
+    quantity column that is not numeric is left as it came, for the type check to name. Missing
+    optional columns are added empty; missing required ones are not.
+    """
+    out = events.reset_index(drop=True).copy()
+    for column in (S.USER_ID, S.ITEM_ID, S.EVENT_TYPE, S.SESSION_ID):
+        if column in out:
+            out[column] = _string_categorical(out[column])
+    if S.SESSION_ID not in out:
+        out[S.SESSION_ID] = pd.Categorical([None] * len(out), categories=[])
+    if S.TIMESTAMP in out:
+        out[S.TIMESTAMP] = _parse_timestamps(out[S.TIMESTAMP])
+    for column in (S.PRICE, S.QUANTITY):
+        if column not in out:
+            out[column] = np.nan
+        elif pd.api.types.is_numeric_dtype(out[column]):
+            out[column] = out[column].astype("float64")
+    ordered = [c for c in S.EVENT_COLUMNS if c in out] + [c for c in out if c not in S.EVENT_COLUMNS]
+    return out[ordered]
+
+
+def _string_categorical(column: pd.Series) -> pd.Series:
+    categorical = column.astype("category")
+    categories = categorical.cat.categories
+    if not (categories.dtype == object and all(isinstance(v, str) for v in categories[:50])):
+        # Integer ids from a CSV or Parquet file: the same ids as text ("7", not 7.0).
+        text = categories.astype("int64").astype(str) if categories.dtype.kind == "f" else categories.astype(str)
+        categorical = categorical.cat.rename_categories(text)
+    return categorical
+
+
+def _parse_timestamps(column: pd.Series) -> pd.Series:
+    if isinstance(column.dtype, pd.DatetimeTZDtype):
+        return column.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    if pd.api.types.is_datetime64_dtype(column):
+        return column.dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
+    if pd.api.types.is_numeric_dtype(column):
+        return pd.to_datetime(column, unit="s", utc=True, errors="coerce").astype("datetime64[ns, UTC]")
+    parsed = pd.to_datetime(column, utc=True, errors="coerce", format="ISO8601")
+    retry = parsed.isna() & column.notna()
+    if retry.any():  # other layouts ("03/01/2024 10:00"): slower, so only where ISO 8601 failed
+        parsed[retry] = pd.to_datetime(column[retry], utc=True, errors="coerce", format="mixed")
+    return parsed.astype("datetime64[ns, UTC]")
+
+
+def _quarantine_reasons(normal: pd.DataFrame, config: ValidationConfig) -> tuple[pd.Series, pd.Series]:
+    """Each row's quarantine reason (None = clean) and a human-readable detail."""
+    reasons = pd.Series(np.full(len(normal), None, dtype=object))
+    details = pd.Series(np.full(len(normal), None, dtype=object))
+    stamps = normal[S.TIMESTAMP]
+    outside = pd.Series(False, index=normal.index)
+    if config.window_start is not None:
+        outside |= stamps < config.window_start
+    if config.window_end is not None:
+        outside |= stamps > config.window_end
+    outside &= stamps.notna()
+    reasons[outside] = OUTSIDE_WINDOW
+    details[outside] = (
+        "timestamp " + stamps[outside].astype(str)
+        + f" outside [{_text(config.window_start) or '-'}, {_text(config.window_end) or '-'}]"
+    )
+    duplicate = normal.duplicated(subset=_event_key(normal), keep="first") & reasons.isna()
+    reasons[duplicate] = DUPLICATE
+    details[duplicate] = "exact copy of an earlier event"
+    busiest = _busiest_day_events(normal, reasons.isna())
+    bot = (busiest > config.max_events_per_user_day) & reasons.isna()
+    reasons[bot] = BOT_ACTIVITY
+    details[bot] = (
+        "user has " + busiest[bot].astype("int64").astype(str)
+        + f" events on one day (ceiling {config.max_events_per_user_day})"
+    )
+    return reasons, details
+
+
+def _event_key(frame: pd.DataFrame) -> list[str]:
+    """Columns that make two events the same event: every event column the source has."""
+    return [c for c in frame.columns if not c.startswith("_")]
+
+
+def _busiest_day_events(normal: pd.DataFrame, counted: pd.Series) -> pd.Series:
+    """Per row: the most events its user has on any one UTC day (rows in `counted` only)."""
+    users = normal[S.USER_ID].cat.codes.to_numpy()
+    # Integer nanoseconds -> day numbers; avoids materializing a million Timestamp objects.
+    days = normal[S.TIMESTAMP].array.asi8 // 86_400_000_000_000
+    mask = counted.to_numpy()
+    per_day = pd.DataFrame({"u": users[mask], "d": days[mask]}).value_counts()
+    busiest = per_day.groupby(level="u").max()
+    return pd.Series(busiest.reindex(users).fillna(0).to_numpy(), index=normal.index)
+
+
+def _with_derived_columns(
+    normal: pd.DataFrame, items: pd.DataFrame | None, reasons: pd.Series
+) -> pd.DataFrame:
+    checked = normal.copy(deep=False)
+    if items is not None and S.ITEM_ID in items:
+        known = pd.Index(_string_categorical(items[S.ITEM_ID]).dropna().astype(str).unique())
+        checked[ITEM_KNOWN] = normal[S.ITEM_ID].isin(known).to_numpy() | normal[S.ITEM_ID].isna().to_numpy()
+    checked[BUSIEST_DAY_EVENTS] = _busiest_day_events(normal, reasons.isna() | (reasons == BOT_ACTIVITY))
+    return checked
+
+
+def _key_table_checks(table: pd.DataFrame, name: str, key: str) -> list[_Check]:
+    import great_expectations.expectations as gxe
+
+    checks = [
+        _Check(f"{name}_{key}_present", "hard", key, f"the {name} table has a '{key}' column",
+               gxe.ExpectColumnToExist(column=key)),
+    ]
+    if key in table:
+        checks += [
+            _Check(f"{name}_{key}_not_null", "hard", key, f"every {name[:-1]} has an id",
+                   gxe.ExpectColumnValuesToNotBeNull(column=key), (key,)),
+            _Check(f"{name}_{key}_unique", "hard", key, f"each {name[:-1]} appears once",
+                   gxe.ExpectColumnValuesToBeUnique(column=key), (key,)),
+        ]
+    if S.PRICE in table:
+        checks += [
+            _Check(f"{name}_price_type", "hard", S.PRICE, "'price' holds numbers",
+                   gxe.ExpectColumnValuesToBeInTypeList(column=S.PRICE, type_list=NUMERIC_TYPES)),
+            _Check(f"{name}_price_not_negative", "hard", S.PRICE, "prices are >= 0",
+                   gxe.ExpectColumnValuesToBeBetween(column=S.PRICE, min_value=0), (key, S.PRICE)),
+        ]
+    return checks
+
+
+def _event_checks(checked: pd.DataFrame, config: ValidationConfig, now: pd.Timestamp) -> list[_Check]:
+    """Every check on the events table, hard ones first."""
+    import great_expectations.expectations as gxe
+
+    row = (S.USER_ID, S.ITEM_ID, S.EVENT_TYPE, S.TIMESTAMP)
+    checks = [
+        _Check("events_not_empty", "hard", None, "the events table has at least one row",
+               gxe.ExpectTableRowCountToBeBetween(min_value=1)),
+    ]
+    checks += [
+        _Check(f"{column}_present", "hard", column, f"required column '{column}' exists",
+               gxe.ExpectColumnToExist(column=column))
+        for column in S.EVENT_REQUIRED
+    ]
+    # Ids and event types of any scalar type are read as text, and timestamps are checked by
+    # parsing them, so the type checks are the numeric columns'.
+    checks += [
+        _Check(f"{column}_type", "hard", column, f"'{column}' holds numbers",
+               gxe.ExpectColumnValuesToBeInTypeList(column=column, type_list=NUMERIC_TYPES))
+        for column in (S.PRICE, S.QUANTITY)
+    ]
+    checks += [
+        _Check(f"{column}_not_null", "hard", column, f"every event has a value in '{column}'",
+               gxe.ExpectColumnValuesToNotBeNull(column=column), row, requires=row)
+        for column in (S.USER_ID, S.ITEM_ID, S.EVENT_TYPE)
+    ]
+    checks += [
+        _Check("timestamp_parseable", "hard", S.TIMESTAMP,
+               "every event has a 'timestamp' that parses as a date-time",
+               gxe.ExpectColumnValuesToNotBeNull(column=S.TIMESTAMP), row, requires=row),
+        _Check("timestamp_not_in_future", "hard", S.TIMESTAMP,
+               f"no 'timestamp' is after {now.isoformat(timespec='seconds')} (now)",
+               gxe.ExpectColumnValuesToBeBetween(column=S.TIMESTAMP, max_value=now), row,
+               requires=row),
+        _Check("event_type_in_set", "hard", S.EVENT_TYPE,
+               f"'event_type' is one of {', '.join(S.EVENT_TYPES)}",
+               gxe.ExpectColumnValuesToBeInSet(column=S.EVENT_TYPE, value_set=list(S.EVENT_TYPES)),
+               row, requires=row),
+    ]
+    # A price that is not numeric cannot be compared with 0: its type check already names it.
+    if pd.api.types.is_numeric_dtype(checked[S.PRICE]):
+        checks.append(
+            _Check("price_not_negative", "hard", S.PRICE, "'price' is >= 0",
+                   gxe.ExpectColumnValuesToBeBetween(column=S.PRICE, min_value=0),
+                   row + (S.PRICE,), requires=row))
+    if ITEM_KNOWN in checked:
+        checks.append(
+            _Check("item_id_known", "hard", S.ITEM_ID, "every event's 'item_id' is in the items table",
+                   gxe.ExpectColumnValuesToBeInSet(column=ITEM_KNOWN, value_set=[True]), row,
+                   requires=row))
+    checks += [
+        _Check(DUPLICATE, "soft", None,
+               "no event appears twice (all copies after the first are quarantined)",
+               gxe.ExpectCompoundColumnsToBeUnique(column_list=_event_key(checked)), row,
+               requires=row),
+        _Check(BOT_ACTIVITY, "soft", S.USER_ID,
+               f"no user has more than {config.max_events_per_user_day} events on one day "
+               "(a bot's events are all quarantined)",
+               gxe.ExpectColumnValuesToBeBetween(column=BUSIEST_DAY_EVENTS,
+                                                 max_value=config.max_events_per_user_day),
+               requires=row + (BUSIEST_DAY_EVENTS,)),
+    ]
+    if config.window_start is not None or config.window_end is not None:
+        checks.append(
+            _Check(OUTSIDE_WINDOW, "soft", S.TIMESTAMP,
+                   f"timestamps within [{_text(config.window_start) or '-'}, "
+                   f"{_text(config.window_end) or '-'}]",
+                   gxe.ExpectColumnValuesToBeBetween(column=S.TIMESTAMP, min_value=config.window_start,
+                                                     max_value=config.window_end), row,
+                   requires=row))
+    return checks
+
+
+def _skipped(check: _Check) -> CheckResult:
+    return CheckResult(check.name, check.severity, "events", check.column,
+                       f"{check.description} (not run: needs {', '.join(check.requires)})",
+                       check.expectation.expectation_type, success=False, skipped=True)
+
+
+def _bot_samples(checked: pd.DataFrame, config: ValidationConfig) -> list[dict[str, Any]]:
+    """One line per offending user (busiest-day count), rather than arbitrary event rows."""
+    over = checked[checked[BUSIEST_DAY_EVENTS] > config.max_events_per_user_day]
+    users = over.groupby(S.USER_ID, observed=True)[BUSIEST_DAY_EVENTS].max()
+    users = users.sort_values(ascending=False).head(config.sample_rows)
+    return [{S.USER_ID: str(user), "busiest_day_events": int(count)} for user, count in users.items()]
+
+
+def _to_output(frame: pd.DataFrame) -> pd.DataFrame:
+    """Canonical output types: ids and event types back to plain strings, derived columns dropped."""
+    out = frame[[c for c in frame.columns if not c.startswith("_")]].reset_index(drop=True)
+    for column in (S.USER_ID, S.ITEM_ID, S.EVENT_TYPE, S.SESSION_ID):
+        out[column] = out[column].astype(object).where(out[column].notna(), None)
+    return out
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _cell(value: Any) -> str:
+    """A sample-row cell as a person reads it: missing values say so."""
+    return "(missing)" if value is None or (not isinstance(value, (list, dict)) and pd.isna(value)) else str(value)
+
+
+class _GxRunner:
+    """One ephemeral GX context: a pandas data source with one asset per table."""
+
+    def __init__(self) -> None:
+        # No telemetry (this machine, and many clusters, have no route out) and no progress
+        # bars inside a pipeline log.
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+        # GX logs its plugin registry at INFO: hundreds of lines per run in a pipeline log.
+        logging.getLogger("great_expectations").setLevel(logging.WARNING)
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import (
+            DataContextConfig,
+            InMemoryStoreBackendDefaults,
+            ProgressBarsConfig,
+        )
+
+        self._gx = gx
+        project = DataContextConfig(
+            analytics_enabled=False,
+            progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
+            store_backend_defaults=InMemoryStoreBackendDefaults(),
+        )
+        self._context = gx.get_context(mode="ephemeral", project_config=project)
+        self._source = self._context.data_sources.add_pandas("shoprec")
+        self._suites = 0
+
+    def run(self, table: str, frame: pd.DataFrame, checks: list[_Check],
+            display: pd.DataFrame | None = None) -> list[CheckResult]:
+        """Validate `frame` against the checks as one suite; one CheckResult per check, in order.
+
+        Sample rows of failed checks come from `display` (default `frame`), matched by index.
+        """
+        display = frame if display is None else display
+        self._suites += 1
+        asset = self._source.add_dataframe_asset(f"{table}_{self._suites}")
+        batch = asset.add_batch_definition_whole_dataframe("all").get_batch(
+            batch_parameters={"dataframe": frame}
+        )
+        suite = self._gx.ExpectationSuite(name=f"shoprec_{table}_{self._suites}")
+        for check in checks:
+            # GX returns results in its own order: the check's name in `meta` pairs them up.
+            check.expectation.meta = {"shoprec_check": check.name}
+            suite.add_expectation(check.expectation)
+        suite = self._context.suites.add(suite)
+        outcome = batch.validate(suite, result_format={"result_format": "SUMMARY",
+                                                       "partial_unexpected_count": 5})
+        by_name = {r.expectation_config.meta["shoprec_check"]: r for r in outcome.results}
+        return [self._result(table, display, check, by_name[check.name]) for check in checks]
+
+    @staticmethod
+    def _result(table: str, frame: pd.DataFrame, check: _Check, result: Any) -> CheckResult:
+        details = result.result or {}
+        error = None
+        info = result.exception_info or {}
+        if info.get("raised_exception"):
+            error = str(info.get("exception_message"))
+        elif isinstance(info, dict):
+            for value in info.values():
+                if isinstance(value, dict) and value.get("raised_exception"):
+                    error = str(value.get("exception_message"))
+        samples: list[dict[str, Any]] = []
+        index = details.get("partial_unexpected_index_list") or []
+        if not result.success and index and check.show:
+            shown = [c for c in check.show if c in frame.columns]
+            rows = frame.loc[[i for i in index if i in frame.index], shown]
+            samples = [{k: _cell(v) for k, v in row.items()} for row in rows.to_dict("records")]
+        elif not result.success and details.get("partial_unexpected_list"):
+            samples = [{"value": _cell(v)} for v in details["partial_unexpected_list"]]
+        return CheckResult(
+            name=check.name,
+            severity=check.severity,
+            table=table,
+            column=check.column,
+            description=check.description,
+            expectation=check.expectation.expectation_type,
+            success=bool(result.success),
+            element_count=int(details.get("element_count") or len(frame)),
+            unexpected_count=int(details.get("unexpected_count") or 0),
+            sample_rows=samples,
+            error=error,
+        )

@@ -1,0 +1,59 @@
+"""Error types that carry the facts a person needs; entry points turn them into one line and an exit code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ShoprecError(Exception):
+    """Base class: every error the CLI reports as one clear line with exit code 2."""
+
+    exit_code = 2
+
+
+class DataSourceError(ShoprecError):
+    """A data set cannot be found or read (missing package, missing file, unreadable format)."""
+
+
+class DataValidationError(ShoprecError):
+    """The validation gate found a hard failure: the run stops, nothing downstream runs."""
+
+    exit_code = 3
+
+    def __init__(self, failed_checks: list[str], report_path: Path | None) -> None:
+        self.failed_checks = failed_checks
+        self.report_path = report_path
+        where = f"; report: {report_path}" if report_path else ""
+        super().__init__(f"data validation failed: {', '.join(failed_checks)}{where}")
+
+
+class FeatureStoreError(ShoprecError):
+    """The feature store cannot do what was asked; the message names the file, store or view."""
+
+
+class FeatureTableError(FeatureStoreError):
+    """Feature tables cannot be built from the given events (missing columns, nothing in range)."""
+
+
+class FeatureStoreConfigError(FeatureStoreError):
+    """A `feature_store.yaml` or the feature repo is broken: the message names the file and the fault."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"feature store config {path}: {problem}")
+
+
+class FeatureSourceMissing(FeatureStoreError):
+    """A feature view's source table is not on disk (build the features first)."""
+
+    def __init__(self, view: str, path: Path) -> None:
+        self.view = view
+        self.path = path
+        super().__init__(
+            f"feature source for '{view}' not found: {path} (run the build_features step first)"
+        )
+
+
+class FeatureStoreUnavailable(FeatureStoreError):
+    """The online store does not answer (Redis down, unreachable, refused)."""
