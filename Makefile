@@ -38,8 +38,12 @@ setup-dev: $(VENV)/.installed-dev
 run: setup
 	$(BIN)/shoprec run $(ARGS)
 
+# tests/services.sh installs redis-server when missing and starts a throwaway one for the
+# online-store tests; it is stopped whatever pytest's result, and pytest's status is kept.
 test: setup-dev
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@bash tests/services.sh start
+	@status=0; SHOPREC_REQUIRE_REDIS=1 $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
+		bash tests/services.sh stop; exit $$status
 
 benchmark: setup-dev
 	$(BIN)/python benchmarks/validation.py

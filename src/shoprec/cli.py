@@ -70,6 +70,7 @@ def run(dataset: str, items_path: str, limit_users: int, max_events_per_user_day
         "dataset": dataset, "items_path": items_path, "limit_users": limit_users,
         "max_events_per_user_day": max_events_per_user_day,
         "window_start": window_start, "window_end": window_end,
+        "feature_home": str(layout.root),
     }
     steps = _step_order(training_pipeline)
     console.print(f"[bold]shoprec-training[/] on [cyan]{dataset}[/]: {' -> '.join(steps)}")
@@ -139,6 +140,24 @@ def compile_command(output_dir: Path | None) -> None:
         click.echo(f"wrote {path}")
 
 
+@cli.group()
+def events() -> None:
+    """Live events for the feature store."""
+
+
+@events.command(name="push")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@HOME_OPTION
+def events_push(file: Path, home: Path | None) -> None:
+    """Push the events in FILE (CSV or Parquet: user_id, item_id, timestamp) to the online store."""
+    from shoprec.data.loaders import load_event_files
+    from shoprec.features.store import FeatureStoreSettings, open_store, push_events
+
+    settings = FeatureStoreSettings.from_env(home)
+    summary = push_events(open_store(settings), load_event_files(file).events, settings)
+    click.echo(f"pushed {summary.events} event(s) of {summary.users} user(s) to {settings.describe()}")
+
+
 def _step_order(pipeline: Any) -> list[str]:
     """The pipeline's task names in an order that respects their dependencies."""
     tasks = pipeline.pipeline_spec.root.dag.tasks
@@ -170,8 +189,16 @@ def _print_summary(console: Console, report: dict[str, Any], outputs: dict[str, 
     where.add_column("what")
     where.add_column("path", overflow="fold")
     for name, path in outputs.items():
-        where.add_row(name, str(path))
+        where.add_row(name, _short(path))
     console.print(where)
+
+
+def _short(path: Path) -> str:
+    """A path relative to the current folder when it lies inside it (tables stay readable)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def main() -> None:

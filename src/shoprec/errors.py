@@ -57,3 +57,37 @@ class FeatureSourceMissing(FeatureStoreError):
 
 class FeatureStoreUnavailable(FeatureStoreError):
     """The online store does not answer (Redis down, unreachable, refused)."""
+
+
+class BundleError(ShoprecError):
+    """A model bundle is missing, incomplete or unreadable."""
+
+
+class BundleIntegrityError(BundleError):
+    """The weights in a bundle are not the ones recorded at save time: loading is refused."""
+
+    def __init__(self, path: Path, expected: str, actual: str) -> None:
+        self.path, self.expected, self.actual = path, expected, actual
+        super().__init__(
+            f"model weights {path} fail the integrity check: sha256 {actual[:16]}... "
+            f"but {expected[:16]}... was recorded at save time; refusing to load"
+        )
+
+
+class RegistryError(ShoprecError):
+    """The model registry cannot do what was asked (unknown version, nothing to roll back to,
+    an unreadable pointer); the message names the registry and the version."""
+
+
+class InvalidRequest(ShoprecError):
+    """A prediction request is malformed or too large; the message names the field at fault
+    (servers answer it with HTTP 400)."""
+
+
+class InfraCheckError(ShoprecError):
+    """The predictor could not be started or stopped for an infrastructure check."""
+
+
+class GateError(ShoprecError):
+    """The promotion gate was asked to compare things that cannot be compared (different
+    evaluation windows, a missing metric); the message says which."""

@@ -1,0 +1,116 @@
+"""shoprec's Feast definitions, in Feast's order: entities -> sources -> feature views -> services.
+
+`feast apply` imports this file (and the library loads it the same way). The Parquet tables it
+points at are written by `shoprec.features.tables`; their folder comes from $SHOPREC_FEATURES_DIR,
+by default the features folder of the checkout's default home (`make run` writes there).
+"""
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
+from feast.types import Array, Float64, Int64, String
+
+from shoprec import schema as S
+from shoprec.features import names as N
+
+FEATURES_DIR = os.environ.get(N.FEATURES_DIR_ENV) or str(
+    Path(__file__).resolve().parent.parent / "shoprec-home" / "features"
+)
+
+# --- entities ----------------------------------------------------------------------------------
+
+# The shopper: every personal feature and every recommendation request is keyed by user_id.
+user = Entity(name="user", join_keys=[S.USER_ID], value_type=ValueType.STRING,
+              description="A shopper (canonical user_id, text)")
+
+# The product: popularity and catalogue features are keyed by item_id.
+item = Entity(name="item", join_keys=[S.ITEM_ID], value_type=ValueType.STRING,
+              description="A product (canonical item_id, text)")
+
+# --- sources -----------------------------------------------------------------------------------
+
+# User activity history: one row per user per change (tables.user_stats_table).
+user_stats_source = FileSource(
+    name="user_stats_source",
+    path=f"{FEATURES_DIR}/{N.TABLE_FILES[N.USER_STATS]}",
+    timestamp_field=N.FEATURE_TIMESTAMP,
+)
+
+# Item popularity history: one row per item per change (tables.item_stats_table).
+item_stats_source = FileSource(
+    name="item_stats_source",
+    path=f"{FEATURES_DIR}/{N.TABLE_FILES[N.ITEM_STATS]}",
+    timestamp_field=N.FEATURE_TIMESTAMP,
+)
+
+# Each user's recent item ids over time: the batch history behind the push source below.
+user_recent_items_source = FileSource(
+    name="user_recent_items_source",
+    path=f"{FEATURES_DIR}/{N.TABLE_FILES[N.USER_RECENT_ITEMS]}",
+    timestamp_field=N.FEATURE_TIMESTAMP,
+)
+
+# Live events reach the online store through this push source at once, without re-materializing.
+user_recent_items_push = PushSource(name=N.PUSH_SOURCE, batch_source=user_recent_items_source)
+
+# --- feature views -----------------------------------------------------------------------------
+
+# Ttl 0 (no expiry): the history tables are complete, and the DuckDB store joins by time alone.
+
+# How active the user is and on what: counts by event type over 7 / 30 days and all time.
+user_stats_fv = FeatureView(
+    name=N.USER_STATS,
+    entities=[user],
+    ttl=timedelta(0),
+    schema=[Field(name=name, dtype=Int64) for name in N.USER_COUNT_FEATURES]
+    + [
+        Field(name=N.DISTINCT_ITEMS, dtype=Int64),
+        Field(name=N.DAYS_SINCE_LAST_EVENT, dtype=Float64),
+        Field(name=N.MEAN_PRICE, dtype=Float64),
+        Field(name=N.TOP_CATEGORY, dtype=String),
+    ],
+    source=user_stats_source,
+    online=True,
+    tags={"owner": "features", "doc": "shoprec.features.tables.user_stats_table"},
+)
+
+# How popular an item is now and what it is: window popularity, purchase share, price, category.
+item_stats_fv = FeatureView(
+    name=N.ITEM_STATS,
+    entities=[item],
+    ttl=timedelta(0),
+    schema=[Field(name=name, dtype=Int64) for name in N.ITEM_EVENT_FEATURES]
+    + [
+        Field(name=N.ITEM_USERS_ALL, dtype=Int64),
+        Field(name=N.PURCHASE_SHARE, dtype=Float64),
+        Field(name=N.ITEM_PRICE, dtype=Float64),
+        Field(name=N.ITEM_CATEGORY, dtype=String),
+    ],
+    source=item_stats_source,
+    online=True,
+    tags={"owner": "features", "doc": "shoprec.features.tables.item_stats_table"},
+)
+
+# The model's input sequence at serving: the last N item ids, oldest first; fed by the push source.
+user_recent_items_fv = FeatureView(
+    name=N.USER_RECENT_ITEMS,
+    entities=[user],
+    ttl=timedelta(0),
+    schema=[Field(name=N.RECENT_ITEMS, dtype=Array(String))],
+    source=user_recent_items_push,
+    online=True,
+    tags={"owner": "features", "recent_n": str(N.DEFAULT_RECENT_N)},
+)
+
+# --- feature services --------------------------------------------------------------------------
+
+# The contract between a model and its features: training retrieval and online serving both go
+# through it, and every model bundle records its name.
+recommender_v1 = FeatureService(
+    name=N.FEATURE_SERVICE,
+    features=[user_stats_fv, user_recent_items_fv, item_stats_fv],
+    tags={"model": "sequential-recommender"},
+    description="Features of the sequential recommender, version 1",
+)

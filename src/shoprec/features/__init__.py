@@ -1,0 +1,4 @@
+"""Features: Parquet feature tables, the Feast store over them, point-in-time training sets.
+
+Import the submodules (`tables`, `store`, `training_set`); this package imports nothing heavy.
+"""

@@ -1,0 +1,63 @@
+"""Names shared by the feature tables, the Feast repo (feature_repo/) and serving: one place.
+
+The Feast definitions import these, so a renamed column cannot drift between the table
+builder and the feature views.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from shoprec import schema as S
+
+PROJECT: Final = "shoprec"
+# Feast's timestamp column in every feature table: when the row's values became true.
+FEATURE_TIMESTAMP: Final = "event_timestamp"
+
+# Environment variables. FEATURES_DIR_ENV tells feature_repo/ where the Parquet tables live;
+# the library sets it while it loads the definitions, `feast apply` users set it themselves
+# (default: <checkout>/shoprec-home/features, the default home of `make run`).
+FEATURES_DIR_ENV: Final = "SHOPREC_FEATURES_DIR"
+FEATURE_REPO_ENV: Final = "SHOPREC_FEATURE_REPO"
+
+# --- tables (file names under Home.features) --------------------------------------------------
+USER_STATS: Final = "user_stats"
+ITEM_STATS: Final = "item_stats"
+USER_RECENT_ITEMS: Final = "user_recent_items"
+TABLE_FILES: Final[dict[str, str]] = {
+    USER_STATS: "user_stats.parquet",
+    ITEM_STATS: "item_stats.parquet",
+    USER_RECENT_ITEMS: "user_recent_items.parquet",
+}
+PUSH_SOURCE: Final = "user_recent_items_push"
+FEATURE_SERVICE: Final = "recommender_v1"
+
+# --- user_stats -------------------------------------------------------------------------------
+WINDOWS: Final[dict[str, int | None]] = {"7d": 7, "30d": 30, "all": None}
+EVENT_PLURAL: Final[dict[str, str]] = {S.VIEW: "views", S.CART: "carts", S.PURCHASE: "purchases"}
+USER_COUNT_FEATURES: Final[tuple[str, ...]] = tuple(
+    f"{EVENT_PLURAL[kind]}_{window}" for window in WINDOWS for kind in S.EVENT_TYPES
+)
+DISTINCT_ITEMS: Final = "distinct_items"
+DAYS_SINCE_LAST_EVENT: Final = "days_since_last_event"
+MEAN_PRICE: Final = "mean_price"
+TOP_CATEGORY: Final = "top_category"
+USER_STATS_FEATURES: Final[tuple[str, ...]] = USER_COUNT_FEATURES + (
+    DISTINCT_ITEMS, DAYS_SINCE_LAST_EVENT, MEAN_PRICE, TOP_CATEGORY,
+)
+
+# --- item_stats -------------------------------------------------------------------------------
+ITEM_EVENT_FEATURES: Final[tuple[str, ...]] = tuple(f"events_{window}" for window in WINDOWS)
+ITEM_USERS_ALL: Final = "users_all"
+PURCHASE_SHARE: Final = "purchase_share"
+ITEM_PRICE: Final = "price"
+ITEM_CATEGORY: Final = "category"
+ITEM_STATS_FEATURES: Final[tuple[str, ...]] = ITEM_EVENT_FEATURES + (
+    ITEM_USERS_ALL, PURCHASE_SHARE, ITEM_PRICE, ITEM_CATEGORY,
+)
+
+# --- user_recent_items ------------------------------------------------------------------------
+RECENT_ITEMS: Final = "recent_items"  # oldest first, most recent last: the model's input order
+DEFAULT_RECENT_N: Final = 50
+
+UNKNOWN_CATEGORY: Final = "unknown"

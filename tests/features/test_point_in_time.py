@@ -1,0 +1,88 @@
+"""Point-in-time training sets through Feast (DuckDB offline store): no value from the future.
+
+The expected joins are written out by hand from the timeline in conftest.py, and on real
+data the recent-items sequence of every example is checked against a plain loop.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from shoprec import schema as S
+from shoprec.data.loaders import limit_to_users, load_movielens_100k
+from shoprec.features import names as N
+from shoprec.features.store import FeatureStoreSettings, apply_definitions
+from shoprec.features.tables import build_feature_tables
+from shoprec.features.training_set import build_training_set, next_item_examples
+
+from .conftest import AS_OF, T1, T2, T3, T5, T_U2, ts
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def timeline_store(tmp_path, timeline):
+    events, items = timeline
+    settings = FeatureStoreSettings(home=tmp_path)
+    build_feature_tables(events, items, as_of=AS_OF).write(settings.features_dir)
+    return apply_definitions(settings)
+
+
+def test_training_rows_see_only_the_past(timeline_store):
+    examples = pd.DataFrame(
+        [
+            ("u1", "A", T5, "target: the t5 purchase of A"),
+            ("u1", "C", T3, "target: the cart of C at t3 (B was viewed in the same second)"),
+            ("u1", "B", T2, "target: the t2 purchase of B"),
+            ("u1", "A", T1, "target: the very first event"),
+            ("u2", "C", ts("2024-02-01"), "a later moment of u2"),
+        ],
+        columns=[S.USER_ID, S.ITEM_ID, S.TIMESTAMP, "label"],
+    )
+    got = build_training_set(timeline_store, examples)
+
+    assert list(got["label"]) == list(examples["label"])  # input order and extra columns kept
+    assert list(got[S.TIMESTAMP]) == [T5, T3, T2, T1, ts("2024-02-01")]
+    # By hand: the feature row each example may see is the last one strictly before it.
+    assert [list(v) for v in got[N.RECENT_ITEMS]] == [
+        ["A", "B", "B", "C"],  # rows up to t3; the t5 target is not in it
+        ["A", "B"],            # up to t2: nothing of t3's second, target or not
+        ["A"],                 # up to t1
+        [],                    # no history yet
+        ["C"],                 # u2's only event
+    ]
+    assert list(got["views_all"][:3]) == [2, 1, 1]
+    assert list(got["purchases_all"][:3]) == [1, 1, 0]
+    assert list(got["carts_all"][:3]) == [1, 0, 0]
+    assert list(got["distinct_items"][:3]) == [3, 2, 1]
+    assert list(got["mean_price"][:2]) == [10.0, 10.0]  # the t5 price (20) is not seen at t5
+    assert list(got["top_category"][:3]) == ["books", "toys", "toys"]
+    # Windows are those of the row seen (t3's: (Jan 13, Jan 20]); values are as of that row.
+    assert got["views_7d"][0] == 1 and got["carts_30d"][0] == 1
+    assert math.isnan(got["views_all"][3]) and got["top_category"][3] is None
+    assert got["views_all"][4] == 1 and got["top_category"][4] == "toys"
+    # Item features of the target, also as of just before: A before t5 is one view at t1.
+    assert got["events_all"][0] == 1 and got["users_all"][0] == 1 and got["purchase_share"][0] == 0.0
+    # C before t3: only u2's view at T_U2; B before t2: nothing.
+    assert got["events_all"][1] == 1 and got["category"][1] == "toys"
+    assert math.isnan(got["events_all"][2])
+    assert T_U2 < T3
+
+
+def test_real_data_sequences_never_hold_the_target_or_later(tmp_path):
+    data = limit_to_users(load_movielens_100k(), 12)
+    settings = FeatureStoreSettings(home=tmp_path)
+    build_feature_tables(data.events, data.items, recent_n=20).write(settings.features_dir)
+    store = apply_definitions(settings)
+    examples = next_item_examples(data.events).iloc[::7].reset_index(drop=True)  # ~250 rows
+    got = build_training_set(store, examples)
+
+    events = data.events.sort_values([S.USER_ID, S.TIMESTAMP], kind="stable")
+    history = {user: list(zip(g[S.TIMESTAMP], g[S.ITEM_ID])) for user, g in events.groupby(S.USER_ID)}
+    for row in got.itertuples(index=False):
+        earlier = [item for when, item in history[row.user_id] if when < row.timestamp]
+        assert row.recent_items == earlier[-20:], (row.user_id, row.timestamp)
+        assert (0 if math.isnan(row.views_all) else row.views_all) == len(earlier)

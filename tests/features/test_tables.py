@@ -1,0 +1,98 @@
+"""Feature tables on a hand-built timeline: every expected value is written out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from shoprec import schema as S
+from shoprec.errors import FeatureTableError
+from shoprec.features import names as N
+from shoprec.features.tables import build_feature_tables
+
+from .conftest import AS_OF, T1, T2, T3, T5, T_U2
+
+
+def _row(table: pd.DataFrame, key: str, value: str, at: pd.Timestamp) -> dict:
+    match = table[(table[key] == value) & (table[N.FEATURE_TIMESTAMP] == at)]
+    assert len(match) == 1, f"expected one {key}={value} row at {at}, got {len(match)}"
+    return match.iloc[0].to_dict()
+
+
+def test_user_stats_rows_follow_the_timeline(timeline):
+    events, items = timeline
+    users = build_feature_tables(events, items, as_of=AS_OF).user_stats
+
+    # u1 has rows at t1, t2, t3 (t3 and t4 share a second: one row), t5 and the snapshot AS_OF.
+    assert list(users[users[S.USER_ID] == "u1"][N.FEATURE_TIMESTAMP]) == [T1, T2, T3, T5, AS_OF]
+    assert users[N.FEATURE_TIMESTAMP].max() == AS_OF  # the event after AS_OF is left out
+
+    at_t3 = _row(users, S.USER_ID, "u1", T3)
+    expected_t3 = {
+        # (Jan 13 10:00, Jan 20 10:00]: the view of B and the cart of C at t3
+        "views_7d": 1, "carts_7d": 1, "purchases_7d": 0,
+        # (Dec 21 10:00, Jan 20 10:00]: everything so far
+        "views_30d": 2, "carts_30d": 1, "purchases_30d": 1,
+        "views_all": 2, "carts_all": 1, "purchases_all": 1,
+        "distinct_items": 3, "days_since_last_event": 0.0, "mean_price": 10.0,
+        # toys 1 (t1), books 1 (t2: a tie keeps toys), books 2 (t3 B), toys 2 (t3 C: tie keeps books)
+        "top_category": "books",
+    }
+    assert {k: at_t3[k] for k in expected_t3} == expected_t3
+
+    at_snapshot = _row(users, S.USER_ID, "u1", AS_OF)
+    expected_snapshot = {
+        # (Feb 13 00:00, Feb 20 00:00] and (Jan 21 00:00, Feb 20 00:00]: only the t5 purchase
+        "views_7d": 0, "carts_7d": 0, "purchases_7d": 1,
+        "views_30d": 0, "carts_30d": 0, "purchases_30d": 1,
+        "views_all": 2, "carts_all": 1, "purchases_all": 2,
+        "distinct_items": 3, "mean_price": 15.0, "top_category": "toys",  # toys 3 at t5
+    }
+    assert {k: at_snapshot[k] for k in expected_snapshot} == expected_snapshot
+    assert at_snapshot["days_since_last_event"] == pytest.approx(4 + 14 / 24)  # Feb 15 10:00 -> Feb 20
+
+    u2 = _row(users, S.USER_ID, "u2", T_U2)
+    assert (u2["views_all"], u2["distinct_items"], u2["top_category"]) == (1, 1, "toys")
+    assert math.isnan(u2["mean_price"])  # no priced event: unknown, not zero
+
+
+def test_item_stats_rows_follow_the_timeline(timeline):
+    events, items = timeline
+    stats = build_feature_tables(events, items, as_of=AS_OF).item_stats
+
+    assert list(stats[stats[S.ITEM_ID] == "B"][N.FEATURE_TIMESTAMP]) == [T2, T3, AS_OF]
+    b_t2 = _row(stats, S.ITEM_ID, "B", T2)
+    assert (b_t2["events_all"], b_t2["purchase_share"], b_t2["price"], b_t2["category"]) == (1, 1.0, 10.0, "books")
+    b_t3 = _row(stats, S.ITEM_ID, "B", T3)
+    assert (b_t3["events_7d"], b_t3["events_all"], b_t3["users_all"], b_t3["purchase_share"]) == (1, 2, 1, 0.5)
+    b_now = _row(stats, S.ITEM_ID, "B", AS_OF)
+    assert (b_now["events_7d"], b_now["events_30d"], b_now["events_all"]) == (0, 0, 2)
+    c_t3 = _row(stats, S.ITEM_ID, "C", T3)
+    assert (c_t3["events_all"], c_t3["users_all"], c_t3["purchase_share"]) == (2, 2, 0.0)
+    assert math.isnan(c_t3["price"])
+    assert "D" not in set(stats[S.ITEM_ID])  # only bought after AS_OF
+
+
+def test_purchase_share_is_null_in_a_single_type_log(timeline):
+    events, items = timeline
+    views_only = events.assign(**{S.EVENT_TYPE: S.VIEW})
+    stats = build_feature_tables(views_only, items, as_of=AS_OF).item_stats
+    assert stats[N.PURCHASE_SHARE].isna().all()
+
+
+def test_recent_items_hold_the_last_n_in_order(timeline):
+    events, items = timeline
+    recent = build_feature_tables(events, items, as_of=AS_OF, recent_n=2).user_recent_items
+    u1 = recent[recent[S.USER_ID] == "u1"]
+    assert list(u1[N.FEATURE_TIMESTAMP]) == [T1, T2, T3, T5, AS_OF]
+    assert [list(v) for v in u1[N.RECENT_ITEMS]] == [["A"], ["A", "B"], ["B", "C"], ["C", "A"], ["C", "A"]]
+
+
+def test_bad_input_is_named(timeline):
+    events, items = timeline
+    with pytest.raises(FeatureTableError, match=r"lacks column\(s\) \['timestamp'\]"):
+        build_feature_tables(events.drop(columns=[S.TIMESTAMP]), items)
+    with pytest.raises(FeatureTableError, match="no events at or before"):
+        build_feature_tables(events, items, as_of="2000-01-01")
