@@ -91,3 +91,31 @@ class InfraCheckError(ShoprecError):
 class GateError(ShoprecError):
     """The promotion gate was asked to compare things that cannot be compared (different
     evaluation windows, a missing metric); the message says which."""
+
+
+class MonitoringError(ShoprecError):
+    """A drift report cannot be computed from what was given; the message names the window,
+    the file or the columns at fault."""
+
+
+class EmptyWindowError(MonitoringError):
+    """The current (or reference) window holds no rows: nothing to compare."""
+
+    def __init__(self, what: str, window: str) -> None:
+        self.what, self.window = what, window
+        super().__init__(f"the {what} window {window} is empty: no rows to compare "
+                         f"(widen --window or check the events / prediction log)")
+
+
+class SchemaMismatchError(MonitoringError):
+    """The current data's columns differ from the reference's."""
+
+    def __init__(self, report: str, missing: list[str], extra: list[str]) -> None:
+        self.report, self.missing, self.extra = report, missing, extra
+        parts = []
+        if missing:
+            parts.append(f"missing column(s) {missing}")
+        if extra:
+            parts.append(f"unexpected column(s) {extra}")
+        super().__init__(f"{report}: the current data's schema differs from the reference: "
+                         f"{'; '.join(parts)}")

@@ -1,0 +1,124 @@
+"""The model bundle: one directory holding everything needed to serve and audit a model.
+
+    model.safetensors   the weights (safetensors only: no pickle is ever loaded)
+    weights.sha256      "<sha256>  model.safetensors" (also in config.json); checked on load
+    config.json         model kind and constructor arguments, seen-items policy, Feast
+                        feature service, training-data snapshot id, training facts
+    items.json          the item vocabulary (index i+1 <-> item id)
+    metrics.json        test metrics of the model and of every baseline, with intervals
+    MODEL_CARD.md       data, metrics against the baselines, segments, intended use
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+
+from shoprec import __version__
+from shoprec.errors import BundleError, BundleIntegrityError
+from shoprec.models.base import Recommender
+from shoprec.models.baselines import BASELINES
+from shoprec.models.sasrec import SASRec
+from shoprec.training.data import ItemVocab
+
+WEIGHTS_FILE = "model.safetensors"
+SHA_FILE = "weights.sha256"
+CONFIG_FILE = "config.json"
+VOCAB_FILE = "items.json"
+METRICS_FILE = "metrics.json"
+CARD_FILE = "MODEL_CARD.md"
+DEFAULT_FEATURE_SERVICE = "recommender_v1"
+
+MODEL_CLASSES: dict[str, type[Recommender]] = {SASRec.kind: SASRec, **BASELINES}
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: the model (eval mode, CPU), its vocabulary, config and metrics."""
+
+    path: Path
+    model: Recommender
+    vocab: ItemVocab
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+
+    @property
+    def exclude_seen(self) -> bool:
+        return bool(self.config["exclude_seen"])
+
+
+def save_bundle(
+    directory: str | Path,
+    model: Recommender,
+    vocab: ItemVocab,
+    *,
+    exclude_seen: bool,
+    metrics: dict[str, Any],
+    feature_service: str = DEFAULT_FEATURE_SERVICE,
+    snapshot_id: str | None = None,
+    training: dict[str, Any] | None = None,
+    model_card: str = "",
+) -> Path:
+    """Write a bundle directory; returns it. The sha256 is taken from the written file."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    save_file(state, str(out / WEIGHTS_FILE), metadata={"kind": model.kind})
+    digest = sha256_of(out / WEIGHTS_FILE)
+    (out / SHA_FILE).write_text(f"{digest}  {WEIGHTS_FILE}\n")
+    config = {
+        "kind": model.kind,
+        "model_config": model.config(),
+        "exclude_seen": exclude_seen,
+        "feature_service": feature_service,
+        "snapshot_id": snapshot_id,
+        "weights_sha256": digest,
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "shoprec_version": __version__,
+        "training": training or {},
+    }
+    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
+    vocab.write(out / VOCAB_FILE)
+    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=str))
+    (out / CARD_FILE).write_text(model_card or f"# Model card\n\nModel: {model.kind}\n")
+    return out
+
+
+def load_bundle(directory: str | Path) -> Bundle:
+    """Read a bundle, refusing weights whose sha256 differs from the recorded one."""
+    root = Path(directory)
+    for name in (WEIGHTS_FILE, CONFIG_FILE, VOCAB_FILE):
+        if not (root / name).exists():
+            raise BundleError(f"model bundle {root} has no {name}")
+    config = json.loads((root / CONFIG_FILE).read_text())
+    expected = config.get("weights_sha256")
+    if not expected:
+        raise BundleError(f"model bundle {root}: config.json records no weights_sha256")
+    if (root / SHA_FILE).exists():
+        recorded = (root / SHA_FILE).read_text().split()[0]
+        if recorded != expected:
+            raise BundleIntegrityError(root / WEIGHTS_FILE, expected, recorded)
+    actual = sha256_of(root / WEIGHTS_FILE)
+    if actual != expected:
+        raise BundleIntegrityError(root / WEIGHTS_FILE, expected, actual)
+    kind = config.get("kind")
+    if kind not in MODEL_CLASSES:
+        raise BundleError(f"model bundle {root}: unknown model kind {kind!r}")
+    model = MODEL_CLASSES[kind].from_state(config["model_config"], load_file(str(root / WEIGHTS_FILE)))
+    metrics_path = root / METRICS_FILE
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    return Bundle(root, model, ItemVocab.read(root / VOCAB_FILE), config, metrics)

@@ -1,0 +1,1 @@
+"""Evaluation: pure metric functions, splits, and one full-ranking evaluator for every model."""

@@ -1,0 +1,1 @@
+"""Recommenders behind one contract (base.py): the SASRec transformer and honest baselines."""

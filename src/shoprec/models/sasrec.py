@@ -1,0 +1,222 @@
+"""SASRec+: a causal transformer over the user's item sequence, trained with full-softmax
+cross-entropy over all items (Klenitskiy & Vasilev 2023: "Turning Dross Into Gold Loss: is
+BERT4Rec really better than SASRec?"), with optional item-side features fused into the item
+embedding so that items with few or no interactions still get a useful vector.
+
+CPU speed choices, measured on the 2-core machine (see /work/shared/NOTES.md): the output
+layer is scored only at real (non-padding) positions and in row chunks whose full score
+matrix is never stored (a custom autograd function), attention is
+`scaled_dot_product_attention`, and the caller may run the whole model under bf16 autocast.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from shoprec.models.base import Recommender
+from shoprec.training.data import PAD, pad_histories
+
+
+class ChunkedSoftmaxCrossEntropy(torch.autograd.Function):
+    """mean_i CE(softmax(h_i @ W^T), t_i) with the [M, N] logits built chunk by chunk in the
+    forward pass and rebuilt in the backward pass: memory O(chunk x N) instead of O(M x N).
+
+    Matmuls run in `compute_dtype` (bf16 when training under autocast); log-sum-exp and the
+    softmax run in float32. Column 0 (padding) is never a candidate."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk_rows: int, compute_dtype: torch.dtype):  # type: ignore[override]
+        with torch.autocast(hidden.device.type, enabled=False):
+            w = weight.to(compute_dtype)  # [N+1, d]
+            total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+            for s in range(0, hidden.shape[0], chunk_rows):
+                logits = (hidden[s:s + chunk_rows].to(compute_dtype) @ w.T).float()  # [c, N+1]
+                logits[:, PAD] = float("-inf")
+                t = targets[s:s + chunk_rows]
+                total += (torch.logsumexp(logits, 1) - logits.gather(1, t[:, None]).squeeze(1)).sum()
+        ctx.save_for_backward(hidden, weight, targets)
+        ctx.chunk_rows, ctx.compute_dtype = chunk_rows, compute_dtype
+        return total / max(1, hidden.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        hidden, weight, targets = ctx.saved_tensors
+        cd, rows = ctx.compute_dtype, ctx.chunk_rows
+        scale = grad_out.float() / max(1, hidden.shape[0])
+        with torch.autocast(hidden.device.type, enabled=False):
+            w = weight.to(cd)
+            grad_h = torch.empty_like(hidden)
+            grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+            for s in range(0, hidden.shape[0], rows):
+                h = hidden[s:s + rows].to(cd)
+                logits = (h @ w.T).float()
+                logits[:, PAD] = float("-inf")
+                probs = torch.softmax(logits, 1)  # [c, N+1]
+                t = targets[s:s + rows]
+                probs[torch.arange(len(t), device=t.device), t] -= 1.0
+                probs = (probs * scale).to(cd)
+                grad_h[s:s + rows] = (probs @ w).to(hidden.dtype)
+                grad_w += (probs.T @ h).float()
+        return grad_h, grad_w.to(weight.dtype), None, None, None
+
+
+class CausalBlock(nn.Module):
+    """Pre-LayerNorm transformer block: x + Attn(LN(x)), then x + FFN(LN(x))."""
+
+    def __init__(self, hidden: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.norm_attn = nn.LayerNorm(hidden)
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.out = nn.Linear(hidden, hidden)
+        self.norm_ff = nn.LayerNorm(hidden)
+        self.ff = nn.Sequential(
+            nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, hidden)
+        )
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        batch, length, hidden = x.shape
+        q, k, v = (
+            self.qkv(self.norm_attn(x))
+            .view(batch, length, 3, self.heads, hidden // self.heads)
+            .permute(2, 0, 3, 1, 4)  # [3, B, H, L, dh]
+        )
+        # No dropout on the attention weights: on CPU it forces SDPA's slow path (2x slower
+        # attention, measured); residual and feed-forward dropout still regularise.
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, L, dh]
+        x = x + self.drop(self.out(attended.transpose(1, 2).reshape(batch, length, hidden)))
+        return x + self.drop(self.ff(self.norm_ff(x)))
+
+
+class SASRec(Recommender):
+    """The sequential transformer recommender (see module docstring).
+
+    Item vector = id embedding [+ category embedding] [+ projected MiniLM title embedding];
+    the same vectors are the output layer (tied), so a feature-rich cold item is scored
+    through its features."""
+
+    kind: ClassVar[str] = "sasrec"
+    trainable: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        n_items: int,
+        max_len: int = 200,
+        hidden: int = 64,
+        blocks: int = 2,
+        heads: int = 1,
+        dropout: float = 0.2,
+        n_categories: int = 0,
+        text_dim: int = 0,
+        chunk_rows: int = 2048,
+    ) -> None:
+        super().__init__(n_items)
+        self.max_len, self.hidden, self.blocks_n, self.heads = max_len, hidden, blocks, heads
+        self.dropout_p, self.n_categories, self.text_dim = dropout, n_categories, text_dim
+        self.chunk_rows = chunk_rows
+        self.item_embedding = nn.Embedding(n_items + 1, hidden, padding_idx=PAD)
+        self.position_embedding = nn.Embedding(max_len, hidden)
+        if n_categories:
+            # Category per item index (0 = unknown), filled by `set_item_features`.
+            self.register_buffer("item_category", torch.zeros(n_items + 1, dtype=torch.int64))
+            self.category_embedding = nn.Embedding(n_categories + 1, hidden, padding_idx=0)
+        if text_dim:
+            self.register_buffer("item_text", torch.zeros(n_items + 1, text_dim))
+            self.text_projection = nn.Linear(text_dim, hidden, bias=False)
+        self.input_dropout = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(CausalBlock(hidden, heads, dropout) for _ in range(blocks))
+        self.final_norm = nn.LayerNorm(hidden)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "n_items": self.n_items, "max_len": self.max_len, "hidden": self.hidden,
+            "blocks": self.blocks_n, "heads": self.heads, "dropout": self.dropout_p,
+            "n_categories": self.n_categories, "text_dim": self.text_dim,
+            "chunk_rows": self.chunk_rows,
+        }
+
+    def set_item_features(
+        self, category: torch.Tensor | None = None, text: torch.Tensor | None = None
+    ) -> "SASRec":
+        """category: [N+1] int (0 unknown); text: [N+1, text_dim] float (row 0 zeros)."""
+        if category is not None:
+            if not self.n_categories:
+                raise ValueError("model built with n_categories=0 cannot take categories")
+            self.item_category = category.to(torch.int64).clone()
+        if text is not None:
+            if not self.text_dim:
+                raise ValueError("model built with text_dim=0 cannot take text embeddings")
+            self.item_text = text.float().clone()
+        return self
+
+    def item_matrix(self) -> torch.Tensor:
+        """[N+1, d]: every item's vector (row 0, padding, is zero)."""
+        vectors = self.item_embedding.weight
+        if self.n_categories:
+            vectors = vectors + self.category_embedding(self.item_category)
+        if self.text_dim:
+            vectors = vectors + self.text_projection(self.item_text)
+        keep = torch.ones(self.n_items + 1, 1, device=vectors.device, dtype=vectors.dtype)
+        keep[PAD] = 0.0
+        return vectors * keep
+
+    def encode(self, inputs: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+        """inputs [B, L] left-padded item indices -> hidden states [B, L, d]."""
+        items = self.item_matrix() if items is None else items
+        batch, length = inputs.shape
+        real = inputs != PAD  # [B, L]
+        # Positions count back from the right end, so the newest item always sits at max_len-1.
+        positions = torch.arange(self.max_len - length, self.max_len, device=inputs.device)
+        x = F.embedding(inputs, items) * math.sqrt(self.hidden) + self.position_embedding(positions)
+        x = self.input_dropout(x) * real.unsqueeze(-1)
+        causal = torch.ones(length, length, dtype=torch.bool, device=inputs.device).tril()
+        # Attend to earlier real items; every position also sees itself, so padding rows
+        # (never scored) do not produce all-masked NaN rows.
+        mask = causal & (real[:, None, :] | torch.eye(length, dtype=torch.bool, device=inputs.device))
+        mask = mask.unsqueeze(1)  # [B, 1, L, L]
+        for layer in self.layers:
+            x = layer(x, mask)
+        return self.final_norm(x)
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean full-softmax cross-entropy over the real target positions of the batch."""
+        items = self.item_matrix()
+        hidden = self.encode(inputs, items)  # [B, L, d]
+        real = targets != PAD
+        states = hidden[real]  # [M, d]: only positions with a target reach the output layer
+        compute_dtype = torch.get_autocast_dtype(inputs.device.type) if torch.is_autocast_enabled(inputs.device.type) else torch.float32
+        return ChunkedSoftmaxCrossEntropy.apply(
+            states, items, targets[real], self.chunk_rows, compute_dtype
+        )
+
+    @torch.no_grad()
+    def score_all(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
+        device = self.item_embedding.weight.device
+        inputs = pad_histories(histories, self.max_len).to(device)
+        items = self.item_matrix()
+        last = self.encode(inputs, items)[:, -1]  # [B, d]: the state after the newest item
+        scores = (last.float() @ items.float().T)  # [B, N+1]
+        scores[:, PAD] = float("-inf")
+        empty = torch.as_tensor([len(h) == 0 for h in histories], device=device)
+        if empty.any():
+            scores[empty, 1:] = 0.0  # no history, no opinion: ties, broken by index
+        return scores.cpu()

@@ -1,0 +1,175 @@
+"""From a canonical events frame to per-user item sequences, training windows and batches.
+
+Items are indexed 1..N; index 0 is padding everywhere (inputs, targets, score columns).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from shoprec import schema as S
+from shoprec.errors import DataSourceError
+
+PAD = 0
+
+
+@dataclass(frozen=True)
+class ItemVocab:
+    """The item catalogue as a fixed order: item id (text) <-> index 1..N (0 is padding)."""
+
+    ids: tuple[str, ...]
+
+    @property
+    def n_items(self) -> int:
+        return len(self.ids)
+
+    def index(self, item_ids: Sequence[object] | pd.Series | np.ndarray) -> np.ndarray:
+        """Indices of `item_ids` (as text); unknown items get 0 (padding)."""
+        positions = pd.Index(self.ids).get_indexer(pd.Series(item_ids, dtype="object").astype(str))
+        return (positions + 1).astype(np.int64)  # -1 (unknown) becomes 0
+
+    def item_ids(self, indices: Sequence[int] | np.ndarray) -> list[str]:
+        """Item ids of indices 1..N."""
+        return [self.ids[int(i) - 1] for i in indices]
+
+    def write(self, path: str | Path) -> Path:
+        Path(path).write_text(json.dumps({"item_ids": list(self.ids)}))
+        return Path(path)
+
+    @staticmethod
+    def read(path: str | Path) -> "ItemVocab":
+        return ItemVocab(tuple(json.loads(Path(path).read_text())["item_ids"]))
+
+
+def build_vocab(events: pd.DataFrame, items: pd.DataFrame | None = None) -> ItemVocab:
+    """Every item of the items table (so items without interactions get an index), then any
+    further item seen in the events, each in sorted text order."""
+    if S.ITEM_ID not in events:
+        raise DataSourceError(f"events frame has no '{S.ITEM_ID}' column: {list(events.columns)}")
+    known: list[str] = []
+    if items is not None and S.ITEM_ID in items:
+        known = sorted(pd.unique(items[S.ITEM_ID].astype(str)))
+    extra = sorted(set(pd.unique(events[S.ITEM_ID].astype(str))) - set(known))
+    return ItemVocab(tuple(known + extra))
+
+
+@dataclass
+class Sequences:
+    """Per-user item sequences in time order: `users[i]` bought/viewed `items[i]` (indices)."""
+
+    users: np.ndarray  # [U] user ids as text
+    items: list[np.ndarray]  # U arrays of int64 item indices, oldest first
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+def build_sequences(events: pd.DataFrame, vocab: ItemVocab) -> Sequences:
+    """Sort events by (user, time) - stable, so ties keep their file order - and split per user.
+
+    Events of items outside the vocabulary are dropped (they cannot be scored)."""
+    missing = [c for c in (S.USER_ID, S.ITEM_ID) if c not in events]
+    if missing:
+        raise DataSourceError(f"events frame lacks column(s) {missing}: {list(events.columns)}")
+    keys = [S.USER_ID, S.TIMESTAMP] if S.TIMESTAMP in events else [S.USER_ID]
+    frame = events.assign(**{S.USER_ID: events[S.USER_ID].astype(str)}).sort_values(
+        keys, kind="stable"
+    )
+    index = vocab.index(frame[S.ITEM_ID].to_numpy())
+    users = frame[S.USER_ID].to_numpy()
+    keep = index != PAD
+    index, users = index[keep], users[keep]
+    if len(index) == 0:
+        return Sequences(np.array([], dtype=object), [])
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    parts = np.split(index, starts[1:])
+    return Sequences(users[starts], parts)
+
+
+def training_windows(sequences: Sequence[np.ndarray], max_len: int, crops: str = "all") -> np.ndarray:
+    """Left-padded windows of `max_len + 1` items: inputs are w[:-1], targets w[1:].
+
+    crops="last": one window per user, its most recent items (the SASRec default).
+    crops="all": the whole sequence cut from the end into windows that share one boundary
+    item, so every transition is a target exactly once per epoch (long histories are not
+    thrown away, which matters on ML-1M where the longest user has 2,277 items).
+    """
+    if crops not in ("all", "last"):
+        raise ValueError(f"crops must be 'all' or 'last', not {crops!r}")
+    width = max_len + 1
+    rows: list[np.ndarray] = []
+    for seq in sequences:
+        end = len(seq)
+        while end >= 2:
+            start = max(0, end - width)
+            rows.append(seq[start:end])
+            if crops == "last":
+                break
+            end = start + 1  # the next window ends on this window's first item
+    out = np.zeros((len(rows), width), dtype=np.int64)
+    for i, row in enumerate(rows):
+        out[i, width - len(row):] = row
+    return out
+
+
+@dataclass
+class Batch:
+    """inputs [B, L] and targets [B, L], left-padded with 0; a target is 0 where there is none."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(self.inputs.to(device, non_blocking=True), self.targets.to(device, non_blocking=True))
+
+
+def window_batches(
+    windows: np.ndarray,
+    batch_size: int,
+    rng: np.random.Generator,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Iterator[Batch]:
+    """Batches of similar-length windows in random order, trimmed of all-padding columns.
+
+    Under DDP every rank draws the same global batches (same rng seed) and takes its own
+    slice of each, so N processes see exactly the data one process would, per step.
+    """
+    lengths = (windows != PAD).sum(1)
+    # Shuffle, then sort by length inside blocks of 50 batches: random but few padded columns.
+    order = rng.permutation(len(windows))
+    block = batch_size * 50
+    for s in range(0, len(order), block):
+        part = order[s:s + block]
+        order[s:s + block] = part[np.argsort(-lengths[part], kind="stable")]
+    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    for b in rng.permutation(len(batches)):
+        rows = batches[b]
+        mine = np.array_split(rows, world_size)[rank]
+        if len(mine) == 0:
+            mine = rows[:1]  # keep DDP in step: every rank must run every step
+        chunk = windows[mine]
+        # Trim columns that are padding in every row, but keep them aligned at the right end.
+        width = int((chunk != PAD).sum(1).max())
+        chunk = chunk[:, chunk.shape[1] - width:]
+        inputs = chunk[:, :-1]
+        targets = np.where(inputs == PAD, PAD, chunk[:, 1:])
+        yield Batch(torch.from_numpy(np.ascontiguousarray(inputs)), torch.from_numpy(np.ascontiguousarray(targets)))
+
+
+def pad_histories(histories: Sequence[np.ndarray], max_len: int) -> torch.Tensor:
+    """The last `max_len` items of each history, left-padded: [B, max_len or shorter]."""
+    width = max(1, min(max_len, max((len(h) for h in histories), default=1)))
+    out = np.zeros((len(histories), width), dtype=np.int64)
+    for i, h in enumerate(histories):
+        tail = np.asarray(h, dtype=np.int64)[-width:]
+        if len(tail):
+            out[i, width - len(tail):] = tail
+    return torch.from_numpy(out)

@@ -1,0 +1,75 @@
+"""Train from a dataset directory, on one process or under torchrun with DDP.
+
+    torchrun --nproc_per_node=2 -m shoprec.training.ddp --data DATASET_DIR --out BUNDLE_DIR
+
+gloo on CPU, NCCL on GPU. Every rank trains on its slice of each global batch; rank 0
+validates, evaluates every model and writes the bundle (plus --result-json when given)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: shared cores (NOTES.md)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+
+from shoprec.data.dataset import EventData  # noqa: E402
+from shoprec.training.device import configure_cpu_threads  # noqa: E402
+from shoprec.training.fit import FitConfig, fit_and_evaluate, save_outcome  # noqa: E402
+from shoprec.training.loop import TrainConfig  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", required=True, type=Path, help="an EventData directory")
+    parser.add_argument("--out", required=True, type=Path, help="bundle directory (rank 0 writes)")
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--patience", type=int, default=10)
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--max-len", type=int, default=200)
+    parser.add_argument("--dropout", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--amp", default="auto")
+    parser.add_argument("--no-content", action="store_true")
+    parser.add_argument("--budget-minutes", type=float, default=None)
+    parser.add_argument("--result-json", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        # Each of the N processes gets its share of the cores, not N times all of them.
+        configure_cpu_threads(max(1, (os.cpu_count() or 1) // world))
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    else:
+        configure_cpu_threads()
+    try:
+        data = EventData.read(args.data)
+        config = FitConfig(
+            model={"hidden": args.hidden, "max_len": args.max_len, "dropout": args.dropout},
+            train=TrainConfig(max_epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                              patience=args.patience, seed=args.seed, amp=args.amp,
+                              budget_minutes=args.budget_minutes, progress=True),
+            content=not args.no_content,
+            bootstrap=200,
+        )
+        outcome = fit_and_evaluate(data, config)
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            save_outcome(outcome, args.out, source=data.source, snapshot_id=data.info.get("snapshot_id"))
+            if args.result_json:
+                args.result_json.write_text(json.dumps(
+                    {"train": outcome.train_result.to_dict(), "results": outcome.comparison()}, default=str))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,57 @@
+"""Device, precision and thread choices, made once at an entry point."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+
+def choose_device(requested: str | None = None) -> torch.device:
+    """The requested device, else CUDA when present, else CPU."""
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def use_bf16(device: torch.device, amp: str = "auto") -> bool:
+    """Whether to train under bf16 autocast: amp="auto" means on CUDA (when supported);
+    "bf16" forces it (also on CPUs with AMX/AVX512-BF16, ~19% faster here); "off" never."""
+    if amp == "off":
+        return False
+    if amp == "bf16":
+        return True
+    if amp != "auto":
+        raise ValueError(f"amp must be 'auto', 'bf16' or 'off', not {amp!r}")
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, enabled: bool) -> Iterator[None]:
+    """bf16 autocast on `device` when enabled, else nothing."""
+    if enabled:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            yield
+    else:
+        yield
+
+
+def seed_everything(seed: int) -> None:
+    """Python, NumPy and torch (all devices) from one seed."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def configure_cpu_threads(threads: int | None = None) -> int:
+    """Use `threads` (default: $SHOPREC_THREADS, else all cores) intra-op threads.
+
+    OMP_WAIT_POLICY=PASSIVE must be in the environment before torch starts: with spinning
+    OpenMP threads, one run on shared cores slowed 3-15x (NOTES.md). Entry points set it."""
+    chosen = threads or int(os.environ.get("SHOPREC_THREADS", "0")) or (os.cpu_count() or 1)
+    torch.set_num_threads(chosen)
+    return chosen

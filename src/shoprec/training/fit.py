@@ -1,0 +1,245 @@
+"""End to end from plain frames: vocabulary, sequences, split, baselines, the transformer,
+and one evaluation of every model on the same test set. Used by the benchmark, the pipeline
+components, the CLI and the torchrun entry point; works without Feast (an optional
+point-in-time training-set frame replaces the raw events when given)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shoprec import schema as S
+from shoprec.bundle import DEFAULT_FEATURE_SERVICE, save_bundle
+from shoprec.data.dataset import EventData
+from shoprec.errors import DataSourceError
+from shoprec.evaluation.evaluate import EvalResult, evaluate
+from shoprec.evaluation.splits import Split, leave_one_out, temporal_split
+from shoprec.models.base import Recommender
+from shoprec.models.baselines import BuyAgain, ItemKNN, Markov1, MostPop
+from shoprec.models.content import ItemFeatures, item_features
+from shoprec.models.sasrec import SASRec
+from shoprec.training.data import ItemVocab, build_sequences, build_vocab
+from shoprec.training.device import seed_everything
+from shoprec.training.loop import TrainConfig, TrainResult, distributed_context, train
+
+
+def exclude_seen_policy(info: dict[str, Any]) -> bool:
+    """Whether a user's past items are excluded from recommendations: yes (the MovieLens
+    protocol) unless the data set is repeat-purchase (grocery), where they are the point."""
+    return not bool(info.get("repeat_purchase", False))
+
+
+@dataclass
+class FitConfig:
+    """model: SASRec keyword arguments; train: the loop's settings; split: "leave-one-out"
+    or "temporal" (with `cutoff`); content: fuse category / title features when present."""
+
+    model: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    split: str = "leave-one-out"
+    cutoff: str | None = None
+    content: bool = True
+    baselines: tuple[str, ...] = ("mostpop", "markov1", "itemknn")
+    bootstrap: int = 1000
+    k: int = 10
+
+
+@dataclass
+class FitOutcome:
+    """Everything a bundle and a report need."""
+
+    vocab: ItemVocab
+    split: Split
+    exclude_seen: bool
+    popularity: np.ndarray  # [N+1] training counts
+    features: ItemFeatures
+    models: dict[str, Recommender]
+    results: dict[str, EvalResult]
+    fit_seconds: dict[str, float]
+    train_result: TrainResult
+    config: FitConfig
+
+    @property
+    def n_items(self) -> int:
+        return self.vocab.n_items
+
+    @property
+    def test_users(self) -> int:
+        return len(self.split.test)
+
+    def comparison(self) -> list[dict[str, Any]]:
+        """One row per model: metrics, intervals, segments, fit time; the transformer first."""
+        rows = []
+        for name, result in self.results.items():
+            row = {**result.to_dict(), "fit_seconds": self.fit_seconds[name],
+                   "device": self.train_result.device if name == "sasrec" else "cpu"}
+            if name == "sasrec":
+                row["seconds_per_epoch"] = self.train_result.seconds_per_epoch
+                row["epochs"] = self.train_result.epochs
+            rows.append(row)
+        return rows
+
+
+def events_for_training(data: EventData, training_set: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The events to learn from: the point-in-time training set from Feast when given (it
+    must carry user_id, item_id and timestamp, like the canonical events), else the events."""
+    frame = data.events if training_set is None else training_set
+    missing = [c for c in (S.USER_ID, S.ITEM_ID, S.TIMESTAMP) if c not in frame]
+    if missing:
+        raise DataSourceError(f"training frame lacks column(s) {missing}; has {list(frame.columns)}")
+    return frame
+
+
+def make_split(events: pd.DataFrame, vocab: ItemVocab, config: FitConfig) -> Split:
+    if config.split == "leave-one-out":
+        return leave_one_out(build_sequences(events, vocab))
+    if config.split == "temporal":
+        return temporal_split(events, vocab, temporal_cutoff(events, config.cutoff))
+    raise DataSourceError(f"unknown split {config.split!r}: use 'leave-one-out' or 'temporal'")
+
+
+def temporal_cutoff(events: pd.DataFrame, cutoff: str | None, test_share: float = 0.1) -> pd.Timestamp:
+    """The given cutoff, or by default the time before which 90% of the events happened."""
+    if cutoff:
+        stamp = pd.Timestamp(cutoff)
+        return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
+    times = pd.to_datetime(events[S.TIMESTAMP], utc=True)
+    return times.quantile(1.0 - test_share)
+
+
+def build_sasrec(vocab: ItemVocab, features: ItemFeatures, model_kwargs: dict[str, Any]) -> SASRec:
+    model = SASRec(
+        vocab.n_items,
+        n_categories=len(features.categories),
+        text_dim=0 if features.text is None else features.text.shape[1],
+        **model_kwargs,
+    )
+    return model.set_item_features(
+        features.category if features.categories else None, features.text
+    )
+
+
+def fit_and_evaluate(
+    data: EventData, config: FitConfig, training_set: pd.DataFrame | None = None
+) -> FitOutcome:
+    """Fit the baselines and the transformer on the split's training sequences and evaluate
+    all of them on its test set with the data set's seen-items policy."""
+    events = events_for_training(data, training_set)
+    vocab = build_vocab(events, data.items)
+    split = make_split(events, vocab, config)
+    if not split.train or len(split.test) == 0:
+        raise DataSourceError(f"nothing to train or test on after the {split.kind} split")
+    exclude = exclude_seen_policy(data.info)
+    popularity = np.zeros(vocab.n_items + 1)
+    np.add.at(popularity, np.concatenate(split.train), 1.0)
+    features = item_features(data.items, vocab, text=config.content) if config.content else \
+        item_features(None, vocab, text=False)
+    names = list(config.baselines) + ([] if exclude or "buyagain" in config.baselines else ["buyagain"])
+    classes = {"mostpop": MostPop, "markov1": Markov1, "itemknn": ItemKNN, "buyagain": BuyAgain}
+    models: dict[str, Recommender] = {}
+    seconds: dict[str, float] = {}
+    seed_everything(config.train.seed)  # the initial weights too, not only the data order
+    sasrec = build_sasrec(vocab, features, config.model)
+    started = time.perf_counter()
+    train_result = train(sasrec, split.train, split.valid, config.train, exclude, config.k)
+    models["sasrec"], seconds["sasrec"] = sasrec, time.perf_counter() - started
+    for name in names:
+        started = time.perf_counter()
+        models[name] = classes[name](vocab.n_items).fit(split.train)
+        seconds[name] = time.perf_counter() - started
+    results: dict[str, EvalResult] = {}
+    rank, _ = distributed_context()
+    if rank == 0:  # under DDP only rank 0 evaluates and reports
+        category = features.category.numpy() if features.categories else None
+        for name, model in models.items():
+            results[name] = evaluate(
+                model, split.test, exclude_seen=exclude, popularity=popularity, category=category,
+                k=config.k, bootstrap=config.bootstrap, name=name,
+            )
+    return FitOutcome(vocab, split, exclude, popularity, features, models, results, seconds,
+                      train_result, config)
+
+
+def comparison_markdown(rows: list[dict[str, Any]], k: int = 10) -> str:
+    """The models side by side (Markdown): metrics with 95% intervals, then segments."""
+    lines = [f"| model | HR@{k} | NDCG@{k} | NDCG@{k} 95% CI | MRR@{k} | coverage | popularity bias | diversity@{k} |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        m, (low, high) = row["metrics"], row["intervals"][f"NDCG@{k}"]
+        diversity = m.get(f"diversity@{k}")
+        lines.append(
+            f"| {row['model']} | {m[f'HR@{k}']:.4f} | {m[f'NDCG@{k}']:.4f} | {low:.4f}-{high:.4f} | "
+            f"{m[f'MRR@{k}']:.4f} | {m['coverage']:.3f} | {m['popularity_bias']:.3f} | "
+            f"{'' if diversity is None else f'{diversity:.3f}'} |"
+        )
+    segment_names = sorted({name for row in rows for name in row.get("segments", {})})
+    if segment_names:
+        lines += ["", f"| model | segment | users | HR@{k} | NDCG@{k} |", "|---|---|---|---|---|"]
+        for row in rows:
+            for name in segment_names:
+                seg = row["segments"].get(name)
+                if seg:
+                    lines.append(f"| {row['model']} | {name} | {seg['users']} | "
+                                 f"{seg[f'HR@{k}']:.4f} | {seg[f'NDCG@{k}']:.4f} |")
+    return "\n".join(lines)
+
+
+def model_card(outcome: FitOutcome, source: str, snapshot_id: str | None, feature_service: str) -> str:
+    """Markdown model card: data, metrics against the baselines, segments, intended use."""
+    tr = outcome.train_result
+    policy = "excluded (each item is consumed once)" if outcome.exclude_seen else \
+        "kept (repeat purchase: past items are often the right answer)"
+    return f"""# Model card: SASRec+ sequential recommender
+
+## Data
+- source: {source}; training-data snapshot: {snapshot_id or 'unknown'}; Feast feature service: {feature_service}
+- {outcome.n_items} items; {len(outcome.split.train)} training sequences; split: {outcome.split.kind}
+  ({len(outcome.split.valid)} validation users, {len(outcome.split.test)} test users)
+- item features: {len(outcome.features.categories)} categories; title embeddings: {'MiniLM (all-MiniLM-L6-v2)' if outcome.features.text is not None else 'none'}
+
+## Training
+- device {tr.device} (bf16 {tr.bf16}, {tr.world_size} process(es)); {tr.epochs} epochs, best epoch {tr.best_epoch}
+  (validation NDCG@{outcome.config.k} {tr.best_valid_ndcg:.4f}); stopped by {tr.stopped}; {tr.seconds:.0f} s, {tr.seconds_per_epoch:.1f} s/epoch
+
+## Test metrics against the baselines
+Full ranking over all items; users' past items {policy}; ties count against the target.
+
+{comparison_markdown(outcome.comparison(), outcome.config.k)}
+
+## Intended use
+Ranking candidate items for a known user from their recent interaction sequence, as the
+`predictor` behind the shoprec serving path. Not for users without any history (it falls back
+to index order: use the MostPop baseline), not for items outside the vocabulary, and not for
+decisions about people beyond which products to show.
+"""
+
+
+def save_outcome(
+    outcome: FitOutcome,
+    directory: str | Path,
+    *,
+    source: str,
+    snapshot_id: str | None = None,
+    feature_service: str = DEFAULT_FEATURE_SERVICE,
+    model_name: str = "sasrec",
+) -> Path:
+    """Write the transformer (or `model_name`) as a bundle with every model's test metrics."""
+    metrics = {
+        "primary": model_name,
+        "k": outcome.config.k,
+        "models": {row["model"]: row for row in outcome.comparison()},
+        "train": outcome.train_result.to_dict(),
+    }
+    return save_bundle(
+        directory, outcome.models[model_name], outcome.vocab,
+        exclude_seen=outcome.exclude_seen, metrics=metrics, feature_service=feature_service,
+        snapshot_id=snapshot_id,
+        training={"train_config": outcome.config.train.to_dict(), "split": outcome.split.kind,
+                  "content": outcome.config.content, "source": source},
+        model_card=model_card(outcome, source, snapshot_id, feature_service),
+    )

@@ -1,0 +1,185 @@
+"""The training loop: Adam on `model.loss`, validation NDCG@10 each epoch, early stopping,
+the best weights kept, a progress bar; DDP when launched by torchrun (gloo on CPU, NCCL on GPU)."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from shoprec.evaluation import metrics as M
+from shoprec.evaluation.evaluate import rank_targets
+from shoprec.evaluation.splits import EvalSet
+from shoprec.models.base import Recommender
+from shoprec.training.data import training_windows, window_batches
+from shoprec.training.device import autocast, choose_device, seed_everything, use_bf16
+
+
+@dataclass
+class TrainConfig:
+    """How to train. `budget_minutes` stops before an epoch that would not fit in the budget."""
+
+    max_epochs: int = 200
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 10  # validations without a new best before stopping
+    eval_every: int = 1  # epochs between validations
+    budget_minutes: float | None = None
+    seed: int = 0
+    crops: str = "all"  # see training.data.training_windows
+    amp: str = "auto"  # see training.device.use_bf16
+    device: str | None = None
+    valid_users: int | None = None  # validate on a fixed random sample (None: all users)
+    progress: bool = True
+    checkpoint_dir: str | None = None  # also keep the best weights on disk (best.safetensors)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """What happened: best epoch and score, time, device, why it stopped, per-epoch log."""
+
+    best_epoch: int
+    best_valid_ndcg: float
+    epochs: int
+    seconds: float
+    seconds_per_epoch: float
+    device: str
+    bf16: bool
+    world_size: int
+    stopped: str
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def distributed_context() -> tuple[int, int]:
+    """(rank, world size): (0, 1) unless torch.distributed was initialised (see training.ddp)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def train(
+    model: Recommender,
+    train_sequences: Sequence[np.ndarray],
+    valid: EvalSet,
+    config: TrainConfig,
+    exclude_seen: bool,
+    k: int = 10,
+) -> TrainResult:
+    """Train `model` in place and leave it holding its best-validation weights (on CPU)."""
+    if not model.trainable:
+        raise ValueError(f"{model.kind} is fit in closed form (call .fit), not trained")
+    rank, world = distributed_context()
+    device = choose_device(config.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", rank % torch.cuda.device_count())
+    bf16 = use_bf16(device, config.amp)
+    seed_everything(config.seed + rank)  # dropout differs per rank; data order does not
+    model.to(device).train()
+    net: torch.nn.Module = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    windows = training_windows(train_sequences, model.max_len, config.crops)  # type: ignore[attr-defined]
+    if config.valid_users and config.valid_users < len(valid):
+        picked = np.random.default_rng(config.seed).choice(len(valid), config.valid_users, replace=False)
+        valid = valid.subset(np.sort(picked))
+    data_rng = np.random.default_rng(config.seed)  # identical on every rank
+    best_score, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
+    history: list[dict[str, float]] = []
+    stale, stopped, started = 0, "max_epochs", time.perf_counter()
+    budget = None if config.budget_minutes is None else config.budget_minutes * 60.0
+    epoch = 0
+    for epoch in range(1, config.max_epochs + 1):
+        epoch_start = time.perf_counter()
+        n_batches = math.ceil(len(windows) / config.batch_size)
+        bar = tqdm(
+            window_batches(windows, config.batch_size, data_rng, rank, world),
+            total=n_batches, desc=f"epoch {epoch}", leave=False,
+            disable=not config.progress or rank != 0, mininterval=2.0,
+        )
+        losses = []
+        for batch in bar:
+            batch = batch.to(device)
+            with autocast(device, bf16):
+                loss = net(batch.inputs, batch.targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            if len(losses) % 10 == 0:
+                bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
+        bar.close()
+        log = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
+               "train_seconds": time.perf_counter() - epoch_start}
+        if epoch % config.eval_every == 0 or epoch == config.max_epochs:
+            score = _validate(model, valid, exclude_seen, k, rank, world, device, log)
+            if score > best_score:
+                best_score, best_epoch, stale = score, epoch, 0
+                best_state = {n: t.detach().to("cpu", copy=True) for n, t in model.state_dict().items()}
+                if config.checkpoint_dir and rank == 0:
+                    Path(config.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+                    save_file(best_state, str(Path(config.checkpoint_dir) / "best.safetensors"))
+            else:
+                stale += 1
+        log["seconds"] = time.perf_counter() - epoch_start
+        history.append(log)
+        if config.progress and rank == 0:
+            valid_text = (f" valid NDCG@{k} {log['valid_ndcg']:.4f} HR@{k} {log['valid_hr']:.4f}"
+                          if "valid_ndcg" in log else "")
+            tqdm.write(f"epoch {epoch:3d} loss {log['loss']:.4f}{valid_text} "
+                       f"({log['seconds']:.1f}s){' *' if best_epoch == epoch else ''}")
+        if stale >= config.patience:
+            stopped = "early_stopping"
+            break
+        elapsed = time.perf_counter() - started
+        mean_epoch = elapsed / epoch
+        if budget is not None and elapsed + mean_epoch > budget:
+            stopped = "budget"
+            break
+    seconds = time.perf_counter() - started
+    model.to("cpu")
+    model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(
+        best_epoch=best_epoch, best_valid_ndcg=best_score, epochs=epoch, seconds=seconds,
+        seconds_per_epoch=float(np.mean([h["train_seconds"] for h in history])) if history else 0.0,
+        device=str(device), bf16=bf16, world_size=world, stopped=stopped, history=history,
+    )
+
+
+def _validate(
+    model: Recommender, valid: EvalSet, exclude_seen: bool, k: int, rank: int, world: int,
+    device: torch.device, log: dict[str, float],
+) -> float:
+    """Rank 0 computes validation NDCG@k and HR@k; every rank receives the same NDCG so all
+    take the same early-stopping decision."""
+    result = torch.zeros(2, dtype=torch.float64)
+    if rank == 0:
+        ranks, _ = rank_targets(model, valid, exclude_seen, k)
+        result[0] = float(M.ndcg_at_k(ranks, k).mean()) if len(ranks) else 0.0
+        result[1] = float(M.hit_rate_at_k(ranks, k).mean()) if len(ranks) else 0.0
+    if world > 1:
+        shared = result.to(device) if dist.get_backend() == "nccl" else result
+        dist.broadcast(shared, src=0)
+        result = shared.cpu()
+    log["valid_ndcg"], log["valid_hr"] = float(result[0]), float(result[1])
+    return float(result[0])

@@ -1,0 +1,119 @@
+"""The evaluator (seen items, ties), the splits and the baselines on tiny literal data."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from shoprec import schema as S
+from shoprec.evaluation.evaluate import evaluate, rank_targets
+from shoprec.evaluation.splits import EvalSet, leave_one_out, temporal_split
+from shoprec.models.base import Recommender
+from shoprec.models.baselines import BuyAgain, ItemKNN, Markov1, MostPop
+from shoprec.training.data import build_sequences, build_vocab, training_windows
+
+
+class FixedScores(Recommender):
+    """Scores item i as `values[i]` for everyone."""
+
+    kind = "fixed"
+
+    def __init__(self, values: list[float]) -> None:
+        super().__init__(len(values) - 1)
+        self.values = torch.tensor(values, dtype=torch.float32)
+
+    def score_all(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
+        scores = self.values.expand(len(histories), -1).clone()
+        scores[:, 0] = float("-inf")
+        return scores
+
+
+def eval_set(histories, targets) -> EvalSet:
+    return EvalSet(np.array([f"u{i}" for i in range(len(targets))], dtype=object),
+                   [np.array(h, dtype=np.int64) for h in histories], np.array(targets))
+
+
+def test_evaluator_excludes_seen_items_when_the_policy_says_so():
+    model = FixedScores([0, 5, 4, 3, 2, 1])  # items 1 > 2 > 3 > 4 > 5
+    data = eval_set([[1, 2]], [3])
+    ranks, lists = rank_targets(model, data, exclude_seen=True, k=3)
+    assert ranks.tolist() == [0] and lists.tolist() == [[3, 4, 5]]
+    ranks, lists = rank_targets(model, data, exclude_seen=False, k=3)
+    assert ranks.tolist() == [2] and lists.tolist() == [[1, 2, 3]]
+    # A target already in the history cannot be recommended under exclusion: it ranks last.
+    ranks, _ = rank_targets(model, eval_set([[1, 3]], [3]), exclude_seen=True)
+    assert ranks.tolist() == [4]  # behind all 4 other items (padding is not an item)
+
+
+def test_evaluator_handles_ties_pessimistically():
+    constant = FixedScores([0, 1, 1, 1, 1, 1])
+    result = evaluate(constant, eval_set([[1]] * 4, [2, 3, 4, 5]), exclude_seen=True,
+                      popularity=np.ones(6), k=3, bootstrap=50)
+    # 4 candidates tie for each user: every target has 3 others at or above it -> rank 3
+    assert result.metrics["HR@3"] == 0.0 and result.metrics["NDCG@3"] == 0.0
+    assert result.intervals["NDCG@3"] == (0.0, 0.0)
+
+
+def test_evaluator_reports_segments_and_list_metrics():
+    model = FixedScores([0, 5, 4, 3, 2, 1])
+    data = eval_set([[5], [5, 4, 3, 2]], [1, 1])
+    popularity = np.array([0, 1, 10, 10, 10, 10])  # item 1 is long tail
+    result = evaluate(model, data, exclude_seen=True, popularity=popularity,
+                      category=np.array([0, 1, 1, 2, 2, 3]), k=2, short_history=1, bootstrap=20)
+    assert result.metrics["HR@2"] == 1.0
+    assert result.segments["short history (<= 1 items)"]["users"] == 1
+    assert result.segments["long-tail targets"]["HR@2"] == 1.0
+    assert result.metrics["coverage"] == 3 / 5  # lists [1, 2] and [1, 5] -> items 1, 2, 5
+
+
+def test_leave_one_out_and_temporal_split():
+    events = pd.DataFrame({
+        S.USER_ID: ["a"] * 4 + ["b"] * 2,
+        S.ITEM_ID: ["x", "y", "z", "w", "y", "x"],
+        S.TIMESTAMP: pd.to_datetime([1, 2, 3, 4, 1, 5], unit="D", utc=True),
+    })
+    vocab = build_vocab(events)
+    assert vocab.ids == ("w", "x", "y", "z")
+    seqs = build_sequences(events.sample(frac=1, random_state=0), vocab)  # order restored by time
+    assert [s.tolist() for s in seqs.items] == [[2, 3, 4, 1], [3, 2]]
+    split = leave_one_out(seqs)
+    assert [s.tolist() for s in split.train] == [[2, 3], [3]]
+    assert split.valid.targets.tolist() == [4] and split.test.targets.tolist() == [1, 2]
+    assert [h.tolist() for h in split.test.histories] == [[2, 3, 4], [3]]
+    temporal = temporal_split(events, vocab, pd.Timestamp("1970-01-04 12:00"))
+    assert temporal.test.targets.tolist() == [1, 2]  # a: w at day 4; b: x at day 5
+    assert [h.tolist() for h in temporal.test.histories] == [[2, 3, 4], [3]]
+    assert [s.tolist() for s in temporal.train] == [[2, 3], [3]]
+
+
+def test_training_windows_cover_every_transition_once():
+    windows = training_windows([np.arange(1, 8)], max_len=3, crops="all")
+    # [1..7] -> windows of 4 items ending at 7, then ending at 4, sharing boundaries
+    assert windows.tolist() == [[4, 5, 6, 7], [1, 2, 3, 4]]
+    assert training_windows([np.arange(1, 8)], max_len=3, crops="last").tolist() == [[4, 5, 6, 7]]
+    assert training_windows([np.array([5, 6])], max_len=3).tolist() == [[0, 0, 5, 6]]
+
+
+def test_baselines_on_tiny_sequences():
+    train = [np.array([1, 2, 3]), np.array([1, 2]), np.array([2, 3, 3])]
+    pop = MostPop(4).fit(train)
+    assert pop.topk([np.array([])], 2, exclude=False)[0].tolist() == [[2, 3]]  # 2: 3x, 3: 3x, tie by index
+    markov = Markov1(4).fit(train)
+    # after 2 came 3 twice and nothing else; then popularity decides
+    assert markov.topk([np.array([1, 2])], 2, exclude=True)[0].tolist() == [[3, 4]]
+    assert markov.topk([np.array([1, 2])], 1, exclude=False)[0].tolist() == [[3]]
+    knn = ItemKNN(4, neighbours=2).fit(train)
+    scores = knn.score_all([np.array([1])])
+    assert scores[0, 2] > scores[0, 4]  # 2 co-occurs with 1; 4 never occurs
+    again = BuyAgain(4).fit(train)
+    assert again.topk([np.array([4, 1, 4])], 2, exclude=False)[0].tolist() == [[4, 1]]
+    assert torch.isfinite(again.loss(_batch([[4, 1]], [[1, 4]])))
+
+
+def _batch(inputs, targets):
+    from shoprec.training.data import Batch
+
+    return Batch(torch.tensor(inputs), torch.tensor(targets))
