@@ -1,0 +1,1 @@
+"""KServe servers: thin adapters over the shoprec library (predictor/, later transformer/)."""

@@ -1,0 +1,55 @@
+"""Entry point: `python -m serving.predictor --model_dir BUNDLE` serves one verified bundle;
+`--registry URI` serves the version an alias names and follows the alias without a restart.
+Every kserve ModelServer option (--http_port, --enable_grpc, ...) is accepted too."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from kserve import ModelServer, model_server
+
+from serving.predictor.model import MODEL_NAME, ShoprecPredictor
+from serving.http import install_error_handlers, serve
+from shoprec.catalog import load_catalog
+from shoprec.registry import PRODUCTION, Registry
+from shoprec.serving import LiveModel
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(parents=[model_server.parser], description=__doc__)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model_dir", help="A model bundle directory (e.g. /mnt/models on a cluster).")
+    source.add_argument("--registry", help="A registry folder or fsspec URL: serve and follow an alias.")
+    parser.add_argument("--alias", default=PRODUCTION, help="The alias to follow with --registry.")
+    parser.add_argument("--poll_seconds", type=float, default=1.0,
+                        help="How often to check the alias for a new version.")
+    parser.add_argument("--catalog", default=None,
+                        help="A features folder holding item_stats.parquet: item categories for "
+                             "the `category` filter (without it, a category filter is a 400).")
+    parser.add_argument("--items", default=None, help="An items table (item_id, category, ...) "
+                                                       "for the catalogue, with or instead of --catalog.")
+    args = parser.parse_args(argv)
+    if args.model_name == "model":  # kserve's generic default: ours is "shoprec"
+        args.model_name = MODEL_NAME
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.getLogger("shoprec").setLevel(logging.INFO)
+    catalog = load_catalog(args.catalog, args.items) if (args.catalog or args.items) else None
+    if args.model_dir:
+        live = LiveModel(bundle_dir=args.model_dir, catalog=catalog)
+    else:
+        live = LiveModel(registry=Registry(args.registry), alias=args.alias,
+                         poll_seconds=args.poll_seconds, catalog=catalog)
+    predictor = ShoprecPredictor(live, name=args.model_name)
+    predictor.load()
+    install_error_handlers()
+    serve(ModelServer(http_port=args.http_port, grpc_port=args.grpc_port,
+                      enable_grpc=args.enable_grpc, workers=1), [predictor])
+
+
+if __name__ == "__main__":
+    main()
