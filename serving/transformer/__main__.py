@@ -1,0 +1,64 @@
+"""Entry point: `python -m serving.transformer --predictor_host HOST:PORT` serves V1 and V2 on
+--http_port, reading online features from the home's Feast store (or --feature_server_url) and
+forwarding to the predictor. Every kserve ModelServer option is accepted too."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from kserve import ModelServer, model_server
+from kserve.predictor_config import PredictorConfig
+
+from serving.http import install_error_handlers, serve
+from serving.transformer.model import MODEL_NAME, ShoprecTransformer
+from shoprec.catalog import load_catalog
+from shoprec.config import resolve_home
+from shoprec.features.store import FeatureStoreSettings
+from shoprec.home import Home
+from shoprec.prediction_log import PredictionLog
+from shoprec.serving_transformer import DEFAULT_FEATURE_TIMEOUT_S, FeastHTTPSource, FeastSDKSource, TransformerCore
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(parents=[model_server.parser], description=__doc__)
+    parser.add_argument("--home", default=None, help="shoprec home (features, logs) [default: $SHOPREC_HOME].")
+    parser.add_argument("--feature_timeout_ms", type=float, default=DEFAULT_FEATURE_TIMEOUT_S * 1000,
+                        help="Answer from the fallback when Feast takes longer than this.")
+    parser.add_argument("--feature_server_url", default=None,
+                        help="A Feast feature server (feast serve) instead of the SDK on the home's store.")
+    parser.add_argument("--items", default=None, help="Items table with titles (item_id, title, ...).")
+    parser.add_argument("--log_dir", default=None, help="Prediction log folder [default: HOME/logs/predictions].")
+    parser.add_argument("--no_prediction_log", action="store_true", help="Do not write the prediction log.")
+    args = parser.parse_args(argv)
+    if args.model_name == "model":
+        args.model_name = MODEL_NAME
+    if not args.predictor_host:
+        parser.error("--predictor_host HOST:PORT is required")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.getLogger("shoprec").setLevel(logging.INFO)
+    home = Home(resolve_home(args.home))
+    settings = FeatureStoreSettings.from_env(home.root)
+    catalog = load_catalog(settings.features_dir if (settings.features_dir / "item_stats.parquet").exists() else None,
+                           args.items)
+    source = FeastHTTPSource(args.feature_server_url) if args.feature_server_url else FeastSDKSource(settings)
+    if isinstance(source, FeastSDKSource):
+        source.warm_up()
+    log = None if args.no_prediction_log else PredictionLog(Path(args.log_dir) if args.log_dir else home.logs / "predictions")
+    core = TransformerCore(catalog, source, timeout_s=args.feature_timeout_ms / 1000, log=log)
+    transformer = ShoprecTransformer(core, name=args.model_name)
+    install_error_handlers()
+    config = PredictorConfig(args.predictor_host, args.predictor_protocol, args.predictor_use_ssl,
+                             args.predictor_request_timeout_seconds, args.predictor_request_retries,
+                             args.enable_predictor_health_check)
+    serve(ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, enable_grpc=args.enable_grpc,
+                      workers=1, predictor_config=config), [transformer])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""The KServe adapter: converts V1 dicts / V2 InferRequests to the library's types and back;
+the base class forwards the preprocessed request to the predictor."""
+
+from __future__ import annotations
+
+import contextvars
+from typing import Any
+
+import httpx
+from kserve import InferOutput, InferRequest, InferResponse, Model
+from kserve.errors import InvalidInput, ModelNotReady
+
+from shoprec.errors import InvalidRequest
+from shoprec.serving_transformer import (
+    Pending,
+    TensorInput,
+    TransformerCore,
+    parse_request_v1,
+    parse_request_v2,
+    v2_outputs,
+)
+
+MODEL_NAME = "shoprec"
+# preprocess and postprocess run in the same task: the request's plan travels in its context.
+_pending: contextvars.ContextVar[Pending] = contextvars.ContextVar("shoprec_pending")
+
+
+class ShoprecTransformer(Model):
+    """V1 `POST /v1/models/shoprec:predict` and V2 `POST /v2/models/shoprec/infer`."""
+
+    def __init__(self, core: TransformerCore, name: str = MODEL_NAME) -> None:
+        super().__init__(name, return_response_headers=True)
+        self.core = core
+        self.ready = True
+
+    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        request_id = (headers or {}).get("x-request-id")
+        try:
+            if isinstance(payload, InferRequest):
+                queries = parse_request_v2([TensorInput(i.name, i.datatype, list(i.shape), i.data)
+                                            for i in payload.inputs])
+                protocol, request_id = "v2", request_id or payload.id
+            else:
+                queries, protocol = parse_request_v1(payload), "v1"
+        except InvalidRequest as exc:
+            raise InvalidInput(str(exc)) from exc
+        pending = await self.core.prepare(queries, request_id, protocol)
+        _pending.set(pending)
+        return self.core.predictor_payload(pending)
+
+    async def predict(self, payload: Any, headers: dict[str, str] | None = None,
+                      response_headers: dict[str, str] | None = None) -> Any:
+        if not payload:
+            return None  # every instance is a fallback: nothing for the model to do
+        try:
+            return await super().predict(payload, headers, response_headers)
+        except httpx.HTTPStatusError as exc:
+            detail = exc.response.text[:300]
+            if exc.response.status_code == 400:
+                raise InvalidInput(f"the predictor refused the request: {detail}") from exc
+            raise ModelNotReady(self.name, f"predictor answered HTTP {exc.response.status_code}: {detail}") from exc
+        except httpx.TransportError as exc:
+            host = self.predictor_config.predictor_host if self.predictor_config else "?"
+            raise ModelNotReady(self.name, f"predictor {host} unreachable: {type(exc).__name__}") from exc
+
+    async def postprocess(self, result: Any, headers: dict[str, str] | None = None,
+                          response_headers: dict[str, str] | None = None) -> Any:
+        pending = _pending.get()
+        answer = self.core.finish(pending, result)
+        self.core.record(pending, answer)
+        if response_headers is not None:
+            # Drop the predictor's own transport headers; add ours.
+            for key in [k for k in response_headers if k.lower() in ("content-length", "content-type", "date", "server")]:
+                response_headers.pop(key)
+            response_headers.update(self.core.lineage_headers(answer))
+        if pending.protocol == "v2":
+            outputs = [InferOutput(name, shape, datatype, data) for name, datatype, shape, data in v2_outputs(answer)]
+            return InferResponse(pending.request_id, self.name, outputs,
+                                 model_version=answer["model_version"],
+                                 parameters={k: str(v) for k, v in answer["lineage"].items() if v is not None})
+        return answer
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return [{"name": "user_id", "datatype": "BYTES", "shape": [-1]},
+                {"name": "k", "datatype": "INT32", "shape": [1]}]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return [{"name": "item_id", "datatype": "BYTES", "shape": [-1, -1]},
+                {"name": "score", "datatype": "FP32", "shape": [-1, -1]},
+                {"name": "reason", "datatype": "BYTES", "shape": [-1, -1]},
+                {"name": "fallback", "datatype": "BYTES", "shape": [-1]}]

@@ -1,0 +1,158 @@
+"""The serving library without servers: parsing, filtered ranking, reasons, fallbacks, catalogue."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shoprec import schema as S
+from shoprec.catalog import ItemCatalog, load_catalog
+from shoprec.cold_start import FEATURES_UNAVAILABLE, fallback_items
+from shoprec.errors import DataSourceError, InvalidRequest
+from shoprec.inference import Recommender
+from shoprec.reasons import reason_indices
+from shoprec.serving import Query, answer, filtered_topk, parse_v1
+from shoprec.serving_transformer import (
+    TensorInput,
+    TransformerCore,
+    UserQuery,
+    parse_request_v1,
+    parse_request_v2,
+    v2_outputs,
+)
+from tests.registry.conftest import make_bundle
+
+
+@pytest.fixture
+def markov(tmp_path) -> Recommender:
+    return Recommender.from_bundle(make_bundle(tmp_path / "markov", "markov1"))
+
+
+@pytest.fixture
+def catalog() -> ItemCatalog:
+    frame = pd.DataFrame({
+        S.ITEM_ID: [f"i{n}" for n in range(1, 13)],
+        "title": [f"Item {n}" for n in range(1, 13)],
+        S.CATEGORY: ["even" if n % 2 == 0 else "odd" for n in range(1, 13)],
+        S.PRICE: [float(n) for n in range(1, 13)],
+        "popular": [12 - n for n in range(1, 13)],  # i1 most popular
+        "trending": [1.0 if n in (9, 10) else 0.0 for n in range(1, 13)],  # i9, i10 trend now
+    }).set_index(S.ITEM_ID)
+    return ItemCatalog(frame)
+
+
+def test_predictor_instances_take_exclude_category_and_reasons():
+    assert parse_v1({"instances": [{"items": ["i1"], "k": 3, "exclude": ["i2", 5], "category": "odd",
+                                    "reasons": True}]}) == [Query(("i1",), 3, ("i2", "5"), "odd", True)]
+
+
+@pytest.mark.parametrize("instance, message", [
+    ({"items": [], "exclude": "i1"}, r"instances\[0\].exclude must be a list"),
+    ({"items": [], "exclude": [None]}, r"instances\[0\].exclude\[0\] must be a string or integer"),
+    ({"items": [], "category": 3}, r"instances\[0\].category must be a non-empty string"),
+    ({"items": [], "reasons": "yes"}, r"instances\[0\].reasons must be true or false"),
+])
+def test_predictor_parse_names_the_new_fields(instance, message):
+    with pytest.raises(InvalidRequest, match=message):
+        parse_v1({"instances": [instance]})
+
+
+def test_filtered_topk_without_filters_equals_recommend_and_honours_filters(markov, catalog):
+    plain = markov.recommend(["i4"], 5)
+    unfiltered = filtered_topk(markov, Query(("i4",), 5, (), None), catalog)
+    assert unfiltered["items"] == [r.item_id for r in plain]
+    assert unfiltered["scores"] == pytest.approx([r.score for r in plain])
+    excluded = filtered_topk(markov, Query(("i4",), 5, ("i5",)), catalog)
+    six = [r.item_id for r in markov.recommend(["i4"], 6)]
+    assert "i5" in six and excluded["items"] == [i for i in six if i != "i5"]
+    even = filtered_topk(markov, Query(("i4",), 5, (), "even"), catalog)
+    assert even["items"] and all(int(i[1:]) % 2 == 0 for i in even["items"]) and "i4" not in even["items"]
+    assert filtered_topk(markov, Query(("i4",), 5, (), "no-such-category"), catalog)["items"] == []
+    with pytest.raises(InvalidRequest, match="no item catalogue"):
+        filtered_topk(markov, Query(("i4",), 5, (), "even"), None)
+
+
+def test_reason_is_the_history_item_that_raised_the_score(markov):
+    # Markov-1 scores by the last item only: i5 follows i4, so i4 is the reason; i1 adds nothing.
+    vocab = markov.bundle.vocab
+    history = vocab.index(["i1", "i4"])
+    reasons = reason_indices(markov.bundle.model, [history], [vocab.index(["i5"])])
+    assert reasons == [[int(vocab.index(["i4"])[0])]]
+    got = answer(markov, [Query(("i1", "i4"), 3, reasons=True), Query(("nope",), 2, reasons=True)])
+    assert got[0]["items"][0] == "i5" and got[0]["reasons"][0] == "i4" and got[0]["history_used"] == 2
+    assert got[1]["history_used"] == 0 and got[1]["reasons"] == [None, None]
+
+
+def test_fallbacks_prefer_the_filter_then_the_recent_category_then_trending(catalog):
+    assert [f.item_id for f in fallback_items(catalog, 3)] == ["i9", "i10", "i1"]
+    assert fallback_items(catalog, 1)[0].reason == "trending now"
+    recent = fallback_items(catalog, 3, recent_category="even", exclude={"i2"})
+    assert [f.item_id for f in recent] == ["i4", "i6", "i8"] and "your recent category" in recent[0].reason
+    assert [f.item_id for f in fallback_items(catalog, 2, recent_category="even", category="odd")] == ["i1", "i3"]
+
+
+def test_transformer_requests_name_the_field_at_fault():
+    assert parse_request_v1({"instances": [{"user_id": "u1"}, {"items": ["a"], "k": 3}]}) == [
+        UserQuery("u1", None, 10), UserQuery(None, ("a",), 3)]
+    for payload, message in [
+        ({"instances": [{"user_id": "u1", "items": []}]}, "exactly one of user_id"),
+        ({"instances": [{}]}, "exactly one of user_id"),
+        ({"instances": [{"user_id": None}]}, r"instances\[0\].user_id must be"),
+        ({"instances": [{"user_id": "u", "k": 1001}]}, r"instances\[0\].k must be an integer between 1 and 1000"),
+        ({"instances": [{"user_id": "u", "colour": 1}]}, r"unknown field\(s\) \['colour'\]"),
+        ({"instances": [{"user_id": "u"}], "extra": 1}, r"unknown top-level field\(s\) \['extra'\]"),
+        ({"instances": [{"user_id": "u"}] * 257}, "at most 256"),
+    ]:
+        with pytest.raises(InvalidRequest, match=message):
+            parse_request_v1(payload)
+    assert parse_request_v2([TensorInput("user_id", "BYTES", [2], [b"u1", "u2"]),
+                             TensorInput("k", "INT32", [1], [3])]) == [UserQuery("u1", None, 3), UserQuery("u2", None, 3)]
+    for inputs, message in [
+        ([TensorInput("k", "INT32", [1], [3])], "input 'user_id'"),
+        ([TensorInput("user_id", "INT32", [1], [3])], "must have datatype BYTES"),
+        ([TensorInput("user_id", "BYTES", [1], ["u"]), TensorInput("k", "FP32", [1], [3.0])], "'k' must have datatype INT32"),
+        ([TensorInput("user_id", "BYTES", [1], ["u"]), TensorInput("k", "INT32", [1], [0])], r"k\[0\] must be an integer"),
+        ([TensorInput("user", "BYTES", [1], ["u"])], "unknown input 'user'"),
+    ]:
+        with pytest.raises(InvalidRequest, match=message):
+            parse_request_v2(inputs)
+
+
+def test_without_a_feature_store_users_get_the_features_unavailable_fallback(catalog):
+    core = TransformerCore(catalog, None)
+    pending = asyncio.run(core.prepare([UserQuery("u1", None, 2), UserQuery(None, ("i4",), 2)]))
+    assert core.predictor_payload(pending) == {"instances": [{"items": ["i4"], "k": 2, "reasons": True}]}
+    result = core.finish(pending, {"predictions": [{"items": ["i5", "i6"], "scores": [2.0, 1.0],
+                                                    "reasons": ["i4", None], "history_used": 1}],
+                                   "lineage": {"model_version": "v1", "feature_service": "recommender_v1",
+                                               "data_snapshot": "s1"}})
+    user, cart = result["predictions"]
+    assert user["fallback"] == FEATURES_UNAVAILABLE and [i["item_id"] for i in user["items"]] == ["i9", "i10"]
+    assert cart["fallback"] is None and cart["items"][0] == {
+        "item_id": "i5", "score": 2.0, "title": "Item 5", "category": "odd", "price": 5.0,
+        "reason": "goes with Item 4 in your cart", "reason_item_id": "i4"}
+    assert result["lineage"] == {"model_version": "v1", "feature_service": "recommender_v1", "data_snapshot": "s1"}
+    outputs = {name: (shape, data) for name, _, shape, data in v2_outputs(result)}
+    assert outputs["item_id"] == ([2, 2], ["i9", "i10", "i5", "i6"])
+    assert outputs["fallback"] == ([2], [FEATURES_UNAVAILABLE, ""])
+    records = core.record(pending, result)
+    assert records[0].user_hash and records[0].user_hash != "u1" and records[1].kind == "items"
+
+
+def test_catalog_from_feature_tables_and_items(tmp_path):
+    features = tmp_path / "features"
+    features.mkdir()
+    stamp = pd.Timestamp("2024-01-01", tz="UTC")
+    pd.DataFrame({S.ITEM_ID: ["a", "a", "b"], "event_timestamp": [stamp, stamp + pd.Timedelta(days=1), stamp],
+                  "events_7d": [5, 1, 2], "events_all": [5, 9, 2], "category": ["x", "x", "unknown"],
+                  "price": [1.0, 2.0, np.nan]}).to_parquet(features / "item_stats.parquet")
+    pd.DataFrame({S.ITEM_ID: ["a", "b"], "title": ["A", "B"], S.CATEGORY: ["y", "z"]}).to_parquet(tmp_path / "items.parquet")
+    catalog = load_catalog(features, tmp_path / "items.parquet")
+    assert catalog.metadata("a") == {"title": "A", "category": "x", "price": 2.0}  # the latest row wins
+    assert catalog.metadata("b") == {"title": "B", "category": "z"}  # unknown category: the items table's
+    assert catalog.trending() == ["b", "a"] and catalog.items_in("x") == ["a"]
+    with pytest.raises(DataSourceError, match="item_stats.parquet not found"):
+        load_catalog(tmp_path / "nowhere")
