@@ -61,6 +61,8 @@ def run_locally(
             with warnings.catch_warnings(), contextlib.redirect_stdout(tee):
                 # kfp.local warns when an image name lacks "python"; ours is a Python image.
                 warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
+                # Display names and GPU requests are for the cluster; locally they are no-ops.
+                warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
                 pipeline(**arguments)
         except RuntimeError as exc:
             error = str(exc)
@@ -116,6 +118,8 @@ def compile_pipeline(pipeline: Callable[..., Any], path: Path) -> Path:
 
 def compile_all(output_dir: Path = COMPILED_DIR) -> list[Path]:
     """Compile every shoprec pipeline into `output_dir`."""
+    from pipelines.monitoring import monitoring_pipeline
     from pipelines.training import training_pipeline
 
-    return [compile_pipeline(training_pipeline, output_dir / "training_pipeline.yaml")]
+    return [compile_pipeline(training_pipeline, output_dir / "training_pipeline.yaml"),
+            compile_pipeline(monitoring_pipeline, output_dir / "monitoring_pipeline.yaml")]

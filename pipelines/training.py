@@ -1,12 +1,23 @@
-"""The training pipeline (KFP v2): ingest -> validate -> build_features -> materialize.
+"""The training pipeline (KFP v2):
 
-Later issues add their steps after these."""
+ingest -> validate -> build_features -> materialize -> train -> evaluate -> promote -> deploy
+                                                            \-> monitor
+
+`deploy` runs only when the promotion gate says so (`dsl.If`); a failed validation stops
+everything after it. `monitor` writes the first drift report: the training window against the
+newest held-out window of the same data (real temporal drift).
+"""
 
 from kfp import dsl
 
 from components.build_features import build_features
+from components.deploy import deploy
+from components.evaluate import evaluate
 from components.ingest import ingest
 from components.materialize import materialize
+from components.monitor import monitor
+from components.promote import promote
+from components.train import train
 from components.validate import validate
 
 PIPELINE_NAME = "shoprec-training"
@@ -14,7 +25,7 @@ PIPELINE_NAME = "shoprec-training"
 
 @dsl.pipeline(
     name=PIPELINE_NAME,
-    description="Event log in; validated data out (more steps land with later issues).",
+    description="Event log in; a validated, evaluated and gated recommender in production out.",
 )
 def training_pipeline(
     dataset: str = "instacart",
@@ -26,8 +37,30 @@ def training_pipeline(
     features_as_of: str = "",
     recent_n: int = 50,
     feature_home: str = "",
+    use_feature_store: bool = True,
+    split: str = "temporal",
+    cutoff: str = "",
+    max_epochs: int = 200,
+    budget_minutes: float = 10.0,
+    learning_rate: float = 0.001,
+    hidden: int = 64,
+    max_len: int = 50,
+    dropout: float = 0.2,
+    registry_uri: str = "",
+    min_improvement: float = 0.0,
+    coverage_tolerance: float = 0.02,
+    short_history_tolerance: float = 0.01,
+    deploy_target: str = "local",
+    namespace: str = "shoprec",
+    canary_traffic_percent: int = 10,
+    monitor_window_days: float = 7.0,
+    triggered_by: str = "",
 ) -> None:
-    """Run the steps in order; a failed validation stops everything after it."""
+    """Run the steps in order; each consumes the artifacts of the one before it.
+
+    `triggered_by` names the drift report that started this run (set by the monitoring
+    pipeline's trigger; '' for a run started by hand): it stays in the run's parameters.
+    """
     ingest_task = ingest(dataset=dataset, items_path=items_path, limit_users=limit_users)
     ingest_task.set_display_name("ingest")
     # The source may change between runs under the same parameters: never serve it from cache.
@@ -53,3 +86,61 @@ def training_pipeline(
     materialize_task.set_display_name("materialize")
     # It writes to a store outside the run (the home's online store): never skip it from cache.
     materialize_task.set_caching_options(enable_caching=False)
+
+    # Training reads the point-in-time training set through the Feast feature service.
+    train_task = train(
+        clean=validate_task.outputs["clean"],
+        feature_store=materialize_task.outputs["feature_store"],
+        feature_home=feature_home,
+        use_feature_store=use_feature_store,
+        split=split,
+        cutoff=cutoff,
+        max_epochs=max_epochs,
+        budget_minutes=budget_minutes,
+        learning_rate=learning_rate,
+        hidden=hidden,
+        max_len=max_len,
+        dropout=dropout,
+    )
+    train_task.set_display_name("train")
+    # On a cluster the transformer trains on a GPU node; kfp.local ignores the request.
+    train_task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+
+    evaluate_task = evaluate(clean=validate_task.outputs["clean"], model=train_task.outputs["model"])
+    evaluate_task.set_display_name("evaluate")
+
+    promote_task = promote(
+        candidate=train_task.outputs["model"],
+        data=validate_task.outputs["clean"],
+        registry_uri=registry_uri,
+        min_improvement=min_improvement,
+        coverage_tolerance=coverage_tolerance,
+        short_history_tolerance=short_history_tolerance,
+    )
+    promote_task.set_display_name("promote")
+    promote_task.after(evaluate_task)
+    # The verdict depends on the registry's champion, which changes outside the run.
+    promote_task.set_caching_options(enable_caching=False)
+
+    # kfp.local resolves a condition on a plain return value ("Output"), not on a named one.
+    with dsl.If(promote_task.outputs["Output"] == True, name="gate-passed"):  # noqa: E712
+        deploy_task = deploy(
+            registry_uri=registry_uri,
+            decision=promote_task.outputs["decision"],
+            target=deploy_target,
+            namespace=namespace,
+            canary_traffic_percent=canary_traffic_percent,
+        )
+        deploy_task.set_display_name("deploy")
+        deploy_task.set_caching_options(enable_caching=False)
+
+    monitor_task = monitor(
+        clean=validate_task.outputs["clean"],
+        features=features_task.outputs["features"],
+        feature_home=feature_home,
+        window_days=monitor_window_days,
+        model=train_task.outputs["model"],
+    )
+    monitor_task.set_display_name("monitor")
+    # It writes into the home's reports folder and index: never skip it from cache.
+    monitor_task.set_caching_options(enable_caching=False)

@@ -27,9 +27,22 @@ install_redis() {
     command -v redis-server >/dev/null 2>&1
 }
 
+# The drift-report browser test renders HTML in Debian's headless chromium.
+install_chromium() {
+    command -v chromium >/dev/null 2>&1 && return 0
+    echo "[services] chromium missing: installing Debian's chromium"
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo="sudo -n"
+    $sudo apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null 2>&1
+    command -v chromium >/dev/null 2>&1 \
+        || echo "[services] WARNING: could not install chromium; browser tests will skip" >&2
+}
+
 start() {
     stop >/dev/null 2>&1
     mkdir -p "$STATE_DIR"
+    install_chromium
     if ! install_redis; then
         echo "[services] WARNING: could not install redis-server; Redis tests will skip" >&2
         rm -f "$ENV_FILE"

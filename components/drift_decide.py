@@ -1,0 +1,32 @@
+"""Monitoring pipeline step 2, `drift_decide`: thresholds and cool-down -> fire or not."""
+
+from kfp.dsl import Artifact, Input, Output
+
+from components._base import shoprec_component
+
+
+@shoprec_component
+def drift_decide(
+    summary: Input[Artifact],
+    home: str,
+    max_drift_share: float,
+    max_fallback_rate: float,
+    max_quality_drop: float,
+    cooldown_hours: float,
+    decision: Output[Artifact],
+) -> bool:
+    """Write the decision (fire, reasons, triggering report id) and return whether to fire."""
+    import json
+    from pathlib import Path
+
+    from shoprec.config import resolve_home
+    from shoprec.home import Home
+    from shoprec.monitoring.drift import ReportSummary
+    from shoprec.monitoring.trigger import TriggerPolicy, decide
+
+    run = json.loads(Path(summary.path).read_text())
+    policy = TriggerPolicy(max_drift_share, max_fallback_rate, max_quality_drop, cooldown_hours)
+    result = decide([ReportSummary.from_dict(r) for r in run["reports"]], policy, Home(resolve_home(home or None)))
+    Path(decision.path).write_text(json.dumps({**result.to_dict(), "policy": policy.__dict__}))
+    decision.metadata.update({"fire": result.fire, "report_id": result.report_id})
+    return result.fire

@@ -1,0 +1,414 @@
+"""A monitoring run: every report of one check, written into one folder of the home's reports.
+
+    <home>/reports/monitoring/
+        reference/            the training window, saved once by the training pipeline's
+                              `monitor` step (events, items, popularity, model predictions)
+        <run id>/             one folder per run: <kind>.html + <kind>.json per report, run.json
+        trigger_state.json    the trigger's cool-down memory (see trigger.py)
+    <home>/reports/index.html the index of every report (see index.py)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from shoprec import schema as S
+from shoprec.data.dataset import EventData
+from shoprec.errors import EmptyWindowError, MonitoringError
+from shoprec.home import Home
+from shoprec.monitoring import drift as D
+from shoprec.monitoring import frames as F
+
+MONITORING_DIR = "monitoring"
+REFERENCE_DIR = "reference"
+RUN_FILE = "run.json"
+REFERENCE_FILE = "reference.json"
+DEFAULT_WINDOW_DAYS = 7.0
+QUALITY_METRICS = ("NDCG", "HitRate", "MRR", "RecallTopK", "PrecisionTopK")
+
+
+@dataclass
+class MonitoringSettings:
+    """What one check compares and how.
+
+    window_days: length of the current window (the reference window has the same length).
+    drift_share: share of drifted columns at which a report's verdict is dataset drift.
+    k: cut-off of the prediction and quality reports.
+    quality_drop: relative NDCG@k drop (reference -> current) that a quality report calls a drop.
+    max_rows: rows compared per side (see `drift.drift_report`).
+    """
+
+    window_days: float = DEFAULT_WINDOW_DAYS
+    drift_share: float = 0.5
+    k: int = 10
+    quality_drop: float = 0.2
+    max_rows: int | None = D.DEFAULT_MAX_ROWS
+
+
+@dataclass
+class MonitoringRun:
+    """Where a run's reports are and what they said."""
+
+    run_id: str
+    folder: Path
+    reports: list[D.ReportSummary]
+    skipped: dict[str, str] = field(default_factory=dict)  # kind -> why it was not written
+
+    @property
+    def verdict(self) -> str:
+        verdicts = {r.verdict for r in self.reports}
+        for worst in (D.DRIFT, D.QUALITY_DROP):
+            if worst in verdicts:
+                return worst
+        return D.NO_DRIFT
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "verdict": self.verdict, "skipped": self.skipped,
+                "reports": [r.to_dict() for r in self.reports]}
+
+    @staticmethod
+    def read(folder: Path) -> "MonitoringRun":
+        data = json.loads((folder / RUN_FILE).read_text())
+        return MonitoringRun(data["run_id"], folder,
+                             [D.ReportSummary.from_dict(r) for r in data["reports"]], data.get("skipped", {}))
+
+
+def monitoring_dir(home: Home) -> Path:
+    return home.reports / MONITORING_DIR
+
+
+def new_run_id(prefix: str = "drift") -> str:
+    return f"{prefix}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S-%f')}"
+
+
+# --- the reference: the training window ------------------------------------------------------
+
+
+def save_reference(
+    home: Home,
+    data: EventData,
+    *,
+    end: pd.Timestamp | None = None,
+    bundle_dir: str | Path | None = None,
+    settings: MonitoringSettings | None = None,
+    keep_days: float = 90.0,
+    lineage: dict[str, Any] | None = None,
+) -> Path:
+    """Save the training window (events before `end`, default all) as the reference of later
+    checks: its last `keep_days` of events, the items, item popularity, and, given a model
+    bundle, the model's recommendations on the validation users with their targets."""
+    settings = settings or MonitoringSettings()
+    events = data.events
+    times = pd.to_datetime(events[S.TIMESTAMP], utc=True)
+    end = F.utc(end) if end is not None else times.max() + pd.Timedelta(seconds=1)
+    training = events[times < end]
+    if training.empty:
+        raise EmptyWindowError("reference (training) events", D.window_label(None, end))
+    kept = F.window_events(training, end - pd.Timedelta(days=keep_days), end)
+    out = monitoring_dir(home) / REFERENCE_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    kept.to_parquet(out / S.EVENTS_FILE, index=False)
+    if data.items is not None:
+        data.items.to_parquet(out / S.ITEMS_FILE, index=False)
+    popularity = F.popularity_table(training)
+    popularity.to_parquet(out / "popularity.parquet", index=False)
+    facts: dict[str, Any] = {
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "start": pd.to_datetime(training[S.TIMESTAMP], utc=True).min().isoformat(),
+        "end": end.isoformat(), "events": int(len(training)), "kept_events": int(len(kept)),
+        "source": data.source, "snapshot_id": data.info.get("snapshot_id"), "k": settings.k,
+        "model": None, **(lineage or {}),
+    }
+    for stale in ("predictions.parquet", "quality.parquet"):
+        (out / stale).unlink(missing_ok=True)
+    if bundle_dir:
+        predictions, quality, fallback = F.model_reference(bundle_dir, training, data.items, popularity, settings.k)
+        predictions.to_parquet(out / "predictions.parquet", index=False)
+        quality.to_parquet(out / "quality.parquet", index=False)
+        facts.update({"model": str(bundle_dir), "fallback_rate": fallback})
+    (out / REFERENCE_FILE).write_text(json.dumps(facts, indent=2, default=str))
+    return out
+
+
+@dataclass
+class Reference:
+    events: pd.DataFrame
+    items: pd.DataFrame | None
+    popularity: pd.DataFrame
+    predictions: pd.DataFrame | None
+    quality: pd.DataFrame | None
+    facts: dict[str, Any]
+
+    @property
+    def end(self) -> pd.Timestamp:
+        return F.utc(self.facts["end"])
+
+
+def load_reference(home: Home) -> Reference:
+    """The saved reference; MonitoringError when the training pipeline has not saved one."""
+    folder = monitoring_dir(home) / REFERENCE_DIR
+    if not (folder / REFERENCE_FILE).exists():
+        raise MonitoringError(
+            f"no monitoring reference in {folder}: run the training pipeline (its `monitor` step "
+            f"saves the training window) or `shoprec drift --reference PATH`"
+        )
+    read = lambda name: pd.read_parquet(folder / name) if (folder / name).exists() else None  # noqa: E731
+    return Reference(read(S.EVENTS_FILE), read(S.ITEMS_FILE), read("popularity.parquet"),
+                     read("predictions.parquet"), read("quality.parquet"),
+                     json.loads((folder / REFERENCE_FILE).read_text()))
+
+
+# --- one check ---------------------------------------------------------------------------------
+
+
+def run_monitoring(
+    home: Home,
+    current: EventData | None,
+    *,
+    settings: MonitoringSettings | None = None,
+    predictions_dir: Path | None = None,
+    now: pd.Timestamp | None = None,
+    run_id: str | None = None,
+) -> MonitoringRun:
+    """Compare the newest `window_days` of `current` events and of the prediction log against
+    the saved reference; write every report, the run summary and the index.
+
+    Feature reports need `current` events; prediction reports need a model reference and log
+    records in the window; the quality report needs both and ground truth. A report that
+    cannot be written is listed in `skipped` with the reason, unless nothing at all can be
+    compared, which raises EmptyWindowError.
+    """
+    from shoprec.monitoring.index import write_index
+    from shoprec.prediction_log import read_predictions
+
+    settings = settings or MonitoringSettings()
+    reference = load_reference(home)
+    run_id = run_id or new_run_id()
+    folder = monitoring_dir(home) / run_id
+    reports: list[D.ReportSummary] = []
+    skipped: dict[str, str] = {}
+    window = pd.Timedelta(days=settings.window_days)
+    ref_start, ref_end = reference.end - window, reference.end
+
+    if current is not None:
+        cur_start, cur_end = F.last_window(current.events, settings.window_days)
+        reports += feature_reports(
+            reference.events, current.events, reference.items if current.items is None else current.items,
+            (ref_start, ref_end), (cur_start, cur_end), run_id, folder, settings, reference.items)
+    else:
+        cur_end = F.utc(now) if now is not None else pd.Timestamp.now(tz="UTC")
+        cur_start = cur_end - window
+        skipped[D.USER_FEATURES] = skipped[D.ITEM_FEATURES] = "no current events given (--current)"
+
+    log_dir = predictions_dir or home.logs / "predictions"
+    log = read_predictions(log_dir, cur_start, cur_end) if log_dir.exists() else pd.DataFrame()
+    if reference.predictions is None:
+        skipped[D.PREDICTIONS] = skipped[D.QUALITY] = "the reference has no model predictions"
+    elif log.empty:
+        skipped[D.PREDICTIONS] = skipped[D.QUALITY] = (
+            f"no prediction log records in {D.window_label(cur_start, cur_end)} under {log_dir}")
+    else:
+        reports.append(D.drift_report(
+            reference.predictions, F.log_prediction_frame(log, reference.popularity),
+            kind=D.PREDICTIONS, report_id=f"{run_id}/{D.PREDICTIONS}", out_dir=folder,
+            numerical=list(F.PREDICTION_NUMERICAL), categorical=list(F.PREDICTION_CATEGORICAL),
+            reference_window=_reference_label(reference), current_window=D.window_label(cur_start, cur_end),
+            drift_share=settings.drift_share, max_rows=settings.max_rows,
+            metrics={"fallback_rate": {"reference": reference.facts.get("fallback_rate", 0.0),
+                                       "current": F.fallback_rate(log)},
+                     "answers_current": int(len(log))},
+        ))
+        truth = F.log_quality_frame(log, current.events, settings.k) if current is not None else None
+        if truth is None or truth.empty or reference.quality is None or reference.quality.empty:
+            skipped[D.QUALITY] = "no ground truth: no logged user did anything after their answer in the window"
+        else:
+            reports.append(quality_report(reference.quality, truth, run_id=run_id, out_dir=folder,
+                                          reference_window=_reference_label(reference),
+                                          current_window=D.window_label(cur_start, cur_end),
+                                          settings=settings))
+    if not reports:
+        raise EmptyWindowError("current", f"{D.window_label(cur_start, cur_end)} (nothing to compare: "
+                               + "; ".join(f"{k}: {v}" for k, v in skipped.items()) + ")")
+    result = MonitoringRun(run_id, folder, reports, skipped)
+    (folder / RUN_FILE).write_text(json.dumps(result.to_dict(), indent=2, default=D._json_default))
+    write_index(home)
+    return result
+
+
+def feature_reports(
+    reference_events: pd.DataFrame,
+    current_events: pd.DataFrame,
+    items: pd.DataFrame | None,
+    reference_window: tuple[pd.Timestamp, pd.Timestamp],
+    current_window: tuple[pd.Timestamp, pd.Timestamp],
+    run_id: str,
+    folder: Path,
+    settings: MonitoringSettings,
+    reference_items: pd.DataFrame | None = None,
+) -> list[D.ReportSummary]:
+    """The user-feature and item-feature drift reports of two equally long windows."""
+    check_event_schema(reference_events, current_events)
+    ref_users, ref_items = F.feature_frames(reference_events, reference_items if reference_items is not None else items,
+                                            *reference_window, what="reference")
+    cur_users, cur_items = F.feature_frames(current_events, items, *current_window, what="current")
+    labels = D.window_label(*reference_window), D.window_label(*current_window)
+    out = []
+    for kind, ref, cur, num, cat in (
+        (D.USER_FEATURES, ref_users, cur_users, F.USER_NUMERICAL, F.USER_CATEGORICAL),
+        (D.ITEM_FEATURES, ref_items, cur_items, F.ITEM_NUMERICAL, F.ITEM_CATEGORICAL),
+    ):
+        out.append(D.drift_report(ref, cur, kind=kind, report_id=f"{run_id}/{kind}", out_dir=folder,
+                                  numerical=list(num), categorical=list(cat), reference_window=labels[0],
+                                  current_window=labels[1], drift_share=settings.drift_share,
+                                  max_rows=settings.max_rows))
+    return out
+
+
+def check_event_schema(reference: pd.DataFrame, current: pd.DataFrame) -> None:
+    """The current events must carry the reference's canonical columns, with no strays."""
+    from shoprec.errors import SchemaMismatchError
+
+    canonical = [c for c in S.EVENT_COLUMNS if c in reference.columns]
+    missing = [c for c in canonical if c not in current.columns]
+    extra = [c for c in current.columns if c not in reference.columns]
+    if missing or extra:
+        raise SchemaMismatchError("current events", missing, extra)
+
+
+def quality_report(
+    reference: pd.DataFrame, current: pd.DataFrame, *, run_id: str, out_dir: Path,
+    reference_window: str, current_window: str, settings: MonitoringSettings,
+) -> D.ReportSummary:
+    """Evidently's recsys metrics at k on both sides; verdict 'quality drop' when NDCG@k
+    fell by more than `settings.quality_drop` (relative)."""
+    ref_values, metrics = recsys_at_k(reference, settings.k), None
+    cur_values = recsys_at_k(current, settings.k)
+    quality = {
+        name: {"reference": ref_values[name], "current": cur_values[name],
+               "drop": _drop(ref_values[name], cur_values[name])}
+        for name in ref_values
+    }
+    metrics = _recsys_metrics(settings.k)
+    summary = D.drift_report(
+        reference, current, kind=D.QUALITY, report_id=f"{run_id}/{D.QUALITY}", out_dir=out_dir,
+        numerical=[], categorical=[], reference_window=reference_window, current_window=current_window,
+        metrics={"k": settings.k, "quality": quality, "users_current": int(current[F.QUALITY_USER].nunique())},
+        extra_metrics=metrics, data_definition_extra=_recsys_definition(),
+        summary_columns=[F.QUALITY_PREDICTION, F.QUALITY_TARGET], max_rows=None,
+    )
+    ndcg = quality[f"NDCG@{settings.k}"]["drop"]
+    if ndcg is not None and ndcg > settings.quality_drop:
+        summary.verdict = D.QUALITY_DROP
+        D.add_verdict_banner(out_dir / summary.html, summary)
+        summary.write(out_dir / f"{D.QUALITY}.json")
+    return summary
+
+
+def recsys_at_k(frame: pd.DataFrame, k: int) -> dict[str, float]:
+    """Evidently's NDCG, HitRate, MRR, Recall and Precision at k of one recsys frame."""
+    from evidently import Dataset, Report
+
+    definition = _recsys_definition_object()
+    result = Report(_recsys_metrics(k)).run(
+        current_data=Dataset.from_pandas(frame, data_definition=definition), reference_data=None).dict()
+    values: dict[str, float] = {}
+    for metric, name in zip(result["metrics"], QUALITY_METRICS):
+        # Each value is a curve over ranks 1..; the k-th point (position k-1) is the figure at k.
+        curve = list(metric["value"]["value"].values())
+        values[f"{name}@{k}"] = float(curve[min(k, len(curve)) - 1]) if curve else float("nan")
+    return values
+
+
+def _recsys_metrics(k: int) -> list[Any]:
+    from evidently.metrics import MRR, NDCG, HitRate, PrecisionTopK, RecallTopK
+
+    return [NDCG(k=k), HitRate(k=k), MRR(k=k), RecallTopK(k=k), PrecisionTopK(k=k)]
+
+
+def _recsys_definition() -> dict[str, Any]:
+    from evidently import Recsys
+
+    return {"ranking": [Recsys(user_id=F.QUALITY_USER, item_id=F.QUALITY_ITEM, target=F.QUALITY_TARGET,
+                               prediction=F.QUALITY_PREDICTION, recommendations_type="rank")]}
+
+
+def _recsys_definition_object() -> Any:
+    from evidently import DataDefinition
+
+    return DataDefinition(numerical_columns=[F.QUALITY_PREDICTION, F.QUALITY_TARGET],
+                          categorical_columns=[F.QUALITY_USER, F.QUALITY_ITEM], **_recsys_definition())
+
+
+def _drop(reference: float, current: float) -> float | None:
+    if not reference or reference != reference:
+        return None
+    return round((reference - current) / reference, 4)
+
+
+def _reference_label(reference: Reference) -> str:
+    return D.window_label(F.utc(reference.facts["start"]), reference.end)
+
+
+# --- the training pipeline's monitor step ------------------------------------------------------
+
+
+def first_report(
+    clean_dir: str | Path,
+    home_root: str | Path,
+    features_dir: str | Path | None = None,
+    bundle_dir: str | Path | None = None,
+    settings: MonitoringSettings | None = None,
+) -> MonitoringRun:
+    """The training pipeline's last step: the newest `window_days` of the clean data are held
+    out; the training window before them is the reference. Writes the first feature drift
+    report (real temporal drift: the window before the hold-out against the hold-out) and
+    saves the whole clean data as the reference of later checks.
+
+    features_dir: the pipeline's feature tables; their `features.json` (as_of, snapshot id)
+    goes into the report's lineage. The drift frames themselves are rebuilt per window from
+    the clean events, because the tables are as of one time and both windows need their own.
+    """
+    settings = settings or MonitoringSettings()
+    home = Home(Path(home_root))
+    data = EventData.read(clean_dir)
+    hold_start, hold_end = F.last_window(data.events, settings.window_days)
+    lineage: dict[str, Any] = {"clean": str(clean_dir)}
+    if features_dir and (Path(features_dir) / "features.json").exists():
+        lineage["features"] = json.loads((Path(features_dir) / "features.json").read_text())
+    run_id = new_run_id("training")
+    folder = monitoring_dir(home) / run_id
+    reports = feature_reports(
+        data.events, data.events, data.items,
+        (hold_start - pd.Timedelta(days=settings.window_days), hold_start), (hold_start, hold_end),
+        run_id, folder, settings)
+    result = MonitoringRun(run_id, folder, reports,
+                           {D.PREDICTIONS: "first report: no prediction log yet",
+                            D.QUALITY: "first report: no prediction log yet"})
+    (folder / RUN_FILE).write_text(json.dumps({**result.to_dict(), "lineage": lineage}, indent=2,
+                                              default=D._json_default))
+    save_reference(home, data, bundle_dir=bundle_dir, settings=settings, lineage={"training_run": run_id})
+    from shoprec.monitoring.index import write_index
+
+    write_index(home)
+    return result
+
+
+def read_current(path: str | Path | None) -> EventData | None:
+    """Current events from a dataset folder (events.parquet inside) or a CSV / Parquet events
+    file; None for '' / None (prediction log only)."""
+    if not path:
+        return None
+    from shoprec.data.loaders import load_event_files
+
+    source = Path(path)
+    if source.is_dir():
+        return EventData.read(source)
+    if not source.exists():
+        raise MonitoringError(f"current events {source} not found")
+    return load_event_files(source)
