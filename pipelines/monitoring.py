@@ -10,6 +10,7 @@ from kfp import dsl
 from components.drift_decide import drift_decide
 from components.drift_reports import drift_reports
 from components.drift_trigger import drift_trigger
+from pipelines.platform import retry_transient, with_shared_home
 
 PIPELINE_NAME = "shoprec-monitoring"
 
@@ -36,13 +37,17 @@ def monitoring_pipeline(
     reports_task.set_display_name("drift_reports")
     # Reports read a log and events that change between runs: never from cache.
     reports_task.set_caching_options(enable_caching=False)
+    # Cluster only (kfp.local ignores these): the shared home volume, settings and object-store keys.
+    retry_transient(with_shared_home(reports_task))
     decide_task = drift_decide(summary=reports_task.outputs["summary"], home=home,
                                max_drift_share=max_drift_share, max_fallback_rate=max_fallback_rate,
                                max_quality_drop=max_quality_drop, cooldown_hours=cooldown_hours)
     decide_task.set_display_name("drift_decide")
     decide_task.set_caching_options(enable_caching=False)  # the cool-down state lives outside the run
+    with_shared_home(decide_task)
     trigger_task = drift_trigger(decision=decide_task.outputs["decision"], home=home, mode=trigger_mode,
                                  kfp_host=kfp_host, training_arguments=training_arguments,
                                  training_pipeline=training_pipeline)
     trigger_task.set_display_name("drift_trigger")
     trigger_task.set_caching_options(enable_caching=False)
+    with_shared_home(trigger_task)  # no retry: a retry after a started run would start a second one

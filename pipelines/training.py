@@ -19,6 +19,7 @@ from components.monitor import monitor
 from components.promote import promote
 from components.train import train
 from components.validate import validate
+from pipelines.platform import CLUSTER, on_gpu_node, retry_transient, with_secrets, with_shared_home
 
 PIPELINE_NAME = "shoprec-training"
 
@@ -65,6 +66,8 @@ def training_pipeline(
     ingest_task.set_display_name("ingest")
     # The source may change between runs under the same parameters: never serve it from cache.
     ingest_task.set_caching_options(enable_caching=False)
+    # Cluster only (kfp.local ignores these): the shared home volume, settings and object-store keys.
+    with_shared_home(ingest_task)
 
     validate_task = validate(
         raw=ingest_task.outputs["raw"],
@@ -86,6 +89,7 @@ def training_pipeline(
     materialize_task.set_display_name("materialize")
     # It writes to a store outside the run (the home's online store): never skip it from cache.
     materialize_task.set_caching_options(enable_caching=False)
+    with_secrets(retry_transient(with_shared_home(materialize_task)), CLUSTER.feature_store)
 
     # Training reads the point-in-time training set through the Feast feature service.
     train_task = train(
@@ -103,8 +107,8 @@ def training_pipeline(
         dropout=dropout,
     )
     train_task.set_display_name("train")
-    # On a cluster the transformer trains on a GPU node; kfp.local ignores the request.
-    train_task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+    # On a cluster the transformer trains on a GPU node (selector + toleration); kfp.local ignores it.
+    with_secrets(with_shared_home(on_gpu_node(train_task)), CLUSTER.feature_store)
 
     evaluate_task = evaluate(clean=validate_task.outputs["clean"], model=train_task.outputs["model"])
     evaluate_task.set_display_name("evaluate")
@@ -121,6 +125,7 @@ def training_pipeline(
     promote_task.after(evaluate_task)
     # The verdict depends on the registry's champion, which changes outside the run.
     promote_task.set_caching_options(enable_caching=False)
+    retry_transient(with_shared_home(promote_task))
 
     # kfp.local resolves a condition on a plain return value ("Output"), not on a named one.
     with dsl.If(promote_task.outputs["Output"] == True, name="gate-passed"):  # noqa: E712
@@ -133,6 +138,7 @@ def training_pipeline(
         )
         deploy_task.set_display_name("deploy")
         deploy_task.set_caching_options(enable_caching=False)
+        retry_transient(with_shared_home(deploy_task))
 
     monitor_task = monitor(
         clean=validate_task.outputs["clean"],
@@ -144,3 +150,4 @@ def training_pipeline(
     monitor_task.set_display_name("monitor")
     # It writes into the home's reports folder and index: never skip it from cache.
     monitor_task.set_caching_options(enable_caching=False)
+    with_secrets(with_shared_home(monitor_task), CLUSTER.feature_store)

@@ -150,6 +150,34 @@ def compile_command(output_dir: Path | None) -> None:
         click.echo(f"wrote {path}")
 
 
+@cli.command()
+@click.option("--host", envvar="KF_PIPELINES_ENDPOINT", required=True,
+              help="Kubeflow Pipelines API URL [env: KF_PIPELINES_ENDPOINT]; token from $KF_PIPELINES_TOKEN "
+                   "or the kube config.")
+@click.option("--experiment", default="shoprec", show_default=True)
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="A pipeline parameter (repeatable), typed by the compiled pipeline.")
+@click.option("--wait", is_flag=True, help="Block until the run ends; exit 2 unless it succeeded.")
+@click.option("--schedule", default=None, metavar="CRON",
+              help="Create a recurring run of the monitoring pipeline on this cron schedule instead.")
+@click.option("--service-account", default=None, help="Kubernetes service account of the run's pods.")
+def submit(host: str, experiment: str, params: tuple[str, ...], wait: bool, schedule: str | None,
+           service_account: str | None) -> None:
+    """Submit the compiled training pipeline (or schedule the monitoring one) to a KFP cluster."""
+    from pipelines.local import COMPILED_DIR
+    from pipelines.submit import parse_params, schedule_run, submit_run
+
+    package = COMPILED_DIR / ("monitoring_pipeline.yaml" if schedule else "training_pipeline.yaml")
+    arguments = parse_params(params, package)
+    if schedule:
+        done = schedule_run(host, package, arguments, schedule, experiment=experiment,
+                            service_account=service_account)
+    else:
+        done = submit_run(host, package, arguments, experiment=experiment, wait=wait,
+                          service_account=service_account)
+    click.echo(f"{done.kind} {done.id}{f' {done.state}' if done.state else ''}: {done.url}")
+
+
 @cli.group()
 def events() -> None:
     """Live events for the feature store."""

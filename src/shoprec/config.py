@@ -10,8 +10,56 @@ import pandas as pd
 
 DEFAULT_HOME_DIRNAME = "shoprec-home"
 HOME_ENV = "SHOPREC_HOME"
-# The one image every KFP component and both KServe servers use (see serving/Dockerfile).
+# The one image every KFP component and both KServe servers use (built from ./Dockerfile by
+# `make image`); $SHOPREC_IMAGE names another one at build and compile time.
 DEFAULT_IMAGE = "ghcr.io/shoprec/shoprec:0.1.0"
+IMAGE_ENV = "SHOPREC_IMAGE"
+
+
+def resolve_image(image: str | None = None) -> str:
+    """The image reference: the explicit argument, else $SHOPREC_IMAGE, else DEFAULT_IMAGE."""
+    return image or os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A Kubernetes Secret whose keys become environment variables of a pipeline task.
+
+    Only the name and the key -> variable map live here; the values live in the cluster
+    (manifests/base/secrets.yaml is the template), never in code or pipeline parameters."""
+
+    name: str
+    env: dict[str, str]  # secret key -> environment variable name
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Where shoprec's pipeline tasks find things on a Kubernetes cluster (compile time).
+
+    Attributes:
+        object_store: credentials of the object store holding the registry (s3://...).
+        feature_store: the Redis online store and the Feast SQL registry (Feast reads both
+            from the environment: feature_repo/feature_store.production.yaml).
+        settings_config_map: non-secret settings (SHOPREC_HOME, SHOPREC_FEAST_YAML, ...).
+        home_claim / home_mount: the ReadWriteMany volume every task shares as its home.
+        gpu_node_label / gpu_taint: where the train task runs and which taint it tolerates.
+        service_account: the account pipeline runs use (RBAC in manifests/base/rbac.yaml).
+    """
+
+    object_store: SecretRef = field(default_factory=lambda: SecretRef(
+        "shoprec-object-store", {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+                                 "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+                                 "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL"}))
+    feature_store: SecretRef = field(default_factory=lambda: SecretRef(
+        "shoprec-feature-store", {"redis": "SHOPREC_REDIS", "registry": "SHOPREC_FEAST_REGISTRY"}))
+    settings_config_map: str = "shoprec-settings"
+    settings_keys: tuple[str, ...] = ("SHOPREC_HOME", "SHOPREC_REGISTRY", "SHOPREC_FEAST_ONLINE_STORE",
+                                      "SHOPREC_FEAST_YAML")
+    home_claim: str = "shoprec-home"
+    home_mount: str = "/var/lib/shoprec"
+    gpu_node_label: tuple[str, str] = ("nvidia.com/gpu.present", "true")
+    gpu_taint: str = "nvidia.com/gpu"
+    service_account: str = "shoprec-pipeline-runner"
 
 
 def resolve_home(home: str | Path | None = None) -> Path:

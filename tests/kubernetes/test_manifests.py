@@ -1,0 +1,191 @@
+"""The Kubernetes side without a cluster: kustomize renders each overlay (kubectl's built-in
+kustomize), every core object passes `kubernetes-validate --strict`, the InferenceService and the
+PyTorchJob validate against their CRD schemas in ../shared/schemas/, the Dockerfile has the shape
+the components and servers rely on, and compiled pipelines carry the cluster settings."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMAS = REPO.parent / "shared" / "schemas"
+OVERLAYS = ("dev", "production")
+CORE_GROUPS = ("v1", "apps/v1", "rbac.authorization.k8s.io/v1")
+KUBECTL = shutil.which("kubectl")
+needs_kustomize = pytest.mark.skipif(KUBECTL is None, reason="kubectl (with kustomize) is not installed")
+
+
+def render(overlay: str) -> list[dict[str, Any]]:
+    done = subprocess.run([KUBECTL, "kustomize", str(REPO / "manifests" / "overlays" / overlay)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def crd_validator(path: Path, version: str) -> Any:
+    import jsonschema
+
+    if not path.exists():
+        pytest.skip(f"{path} is absent (../shared/schemas is only beside the team's checkout)")
+    crd = yaml.safe_load(path.read_text())
+    [served] = [v for v in crd["spec"]["versions"] if v["name"] == version]
+    return jsonschema.Draft7Validator(served["schema"]["openAPIV3Schema"])
+
+
+def errors_of(validator: Any, manifest: dict[str, Any]) -> list[str]:
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(manifest)]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    [found] = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    return found
+
+
+@needs_kustomize
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_core_manifest_passes_strict_validation(overlay: str) -> None:
+    import kubernetes_validate
+
+    docs = render(overlay)
+    core = [d for d in docs if d["apiVersion"] in CORE_GROUPS]
+    assert {d["kind"] for d in core} >= {"Namespace", "ConfigMap", "PersistentVolumeClaim", "ServiceAccount",
+                                         "Role", "RoleBinding", "Deployment", "Service"}
+    for doc in core:
+        kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+    namespace = "shoprec-dev" if overlay == "dev" else "shoprec"
+    assert {d["metadata"].get("namespace", d["metadata"]["name"]) for d in docs} == {namespace}
+    assert not [d for d in docs if d["kind"] == "Secret"], "Secrets must never be applied by kustomize"
+
+
+def test_strict_validation_rejects_a_misspelt_field() -> None:
+    """The check above can fail: a typo in a Deployment is an error, not a silent no-op."""
+    import kubernetes_validate
+
+    deployment = next(d for d in yaml.safe_load_all((REPO / "manifests/base/redis.yaml").read_text())
+                      if d["kind"] == "Deployment")
+    deployment["spec"]["replica"] = 2
+    with pytest.raises(kubernetes_validate.ValidationError, match="replica"):
+        kubernetes_validate.validate(deployment, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_secret_templates_are_valid_and_hold_no_values() -> None:
+    import kubernetes_validate
+
+    secrets = list(yaml.safe_load_all((REPO / "manifests/base/secrets.template.yaml").read_text()))
+    from shoprec.config import ClusterSettings
+
+    settings = ClusterSettings()
+    wanted = {settings.object_store.name: settings.object_store.env, settings.feature_store.name: settings.feature_store.env}
+    for secret in secrets:
+        kubernetes_validate.validate(secret, kubernetes_validate.latest_version(), strict=True)
+        assert set(secret["stringData"].values()) == {""}, secret["metadata"]["name"]
+        # Every key a pipeline task reads as an environment variable is in the template.
+        assert set(wanted[secret["metadata"]["name"]]) <= set(secret["stringData"])
+
+
+@needs_kustomize
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_inference_service_validates_against_the_kserve_crd(overlay: str) -> None:
+    validator = crd_validator(SCHEMAS / "kserve" / "serving.kserve.io_inferenceservices.yaml", "v1beta1")
+    isvc = by_kind(render(overlay), "InferenceService", "shoprec")
+
+    assert errors_of(validator, isvc) == []
+    predictor, transformer = isvc["spec"]["predictor"], isvc["spec"]["transformer"]
+    assert predictor["model"]["storageUri"].startswith("s3://shoprec/registry/versions/")
+    assert predictor["model"]["readinessProbe"] and transformer["containers"][0]["readinessProbe"]
+    assert transformer["containers"][0]["command"] == ["python", "-m", "serving.transformer"]
+    if overlay == "production":
+        assert predictor["canaryTrafficPercent"] == 10 and predictor["minReplicas"] == 2
+    else:
+        assert "canaryTrafficPercent" not in predictor and predictor["minReplicas"] == 0
+    # A wrong type is caught: the schema check can fail.
+    broken = {**isvc, "spec": {**isvc["spec"], "predictor": {**predictor, "minReplicas": "two"}}}
+    assert any("minReplicas" in e for e in errors_of(validator, broken))
+
+
+@needs_kustomize
+def test_base_serving_matches_what_the_deploy_step_renders() -> None:
+    """The committed InferenceService and the one the pipeline's deploy step renders agree on the
+    model format, runtime and protocol; the runtime it names exists, running our predictor."""
+    from serving.manifests import render_inference_service
+
+    docs = render("production")
+    rendered = render_inference_service("s3://shoprec/registry/versions/v1")["spec"]["predictor"]["model"]
+    committed = by_kind(docs, "InferenceService", "shoprec")["spec"]["predictor"]["model"]
+    for key in ("modelFormat", "runtime", "protocolVersion", "name"):
+        assert committed[key] == rendered[key], key
+    runtime = by_kind(docs, "ServingRuntime", rendered["runtime"])
+    assert runtime["spec"]["supportedModelFormats"][0]["name"] == rendered["modelFormat"]["name"]
+    assert runtime["spec"]["containers"][0]["command"] == ["python", "-m", "serving.predictor"]
+
+
+def test_pytorch_job_validates_against_the_training_operator_crd() -> None:
+    from pipelines.training_job import render_pytorch_job
+
+    validator = crd_validator(SCHEMAS / "kubeflow-training" / "kubeflow.org_pytorchjobs.yaml", "v1")
+    job = render_pytorch_job("shoprec-train", "/var/lib/shoprec/data/clean", "/var/lib/shoprec/bundles/x",
+                             workers=3, gpus_per_node=2, image="registry.example/shoprec:1.2")
+
+    assert errors_of(validator, job) == []
+    specs = job["spec"]["pytorchReplicaSpecs"]
+    assert (specs["Master"]["replicas"], specs["Worker"]["replicas"]) == (1, 3)
+    container = specs["Worker"]["template"]["spec"]["containers"][0]
+    assert container["command"][:3] == ["torchrun", "-m", "shoprec.training.ddp"]
+    assert container["image"] == "registry.example/shoprec:1.2"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 2 and job["spec"]["nprocPerNode"] == "2"
+    with pytest.raises(ValueError, match="at least 1 worker"):
+        render_pytorch_job("x", "a", "b", workers=0)
+    job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] = "three"
+    assert errors_of(validator, job)
+
+
+def test_dockerfile_shape() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    instructions = [line.split()[0] for line in text.splitlines() if line and not line.startswith((" ", "#"))]
+    assert instructions[:2] == ["ARG", "FROM"] and "ARG BASE_IMAGE=python:3.11-slim" in text
+    assert "FROM ${BASE_IMAGE}" in text
+    torch_at = text.index('"torch==${TORCH_VERSION}"')
+    assert "ARG TORCH_VERSION=2.13.0" in text and torch_at < text.index("pip install .")
+    assert re.search(r"^USER 10001", text, re.M) and text.rindex("USER") > text.rindex("RUN")
+    assert "SHOPREC_FEATURE_REPO=/app/feature_repo" in text and "COPY feature_repo/" in text
+    # The entry points the image promises exist in the project.
+    for module in ("serving/predictor/__main__.py", "serving/transformer/__main__.py",
+                   "src/shoprec/training/ddp.py"):
+        assert (REPO / module).exists(), module
+    ignored = (REPO / ".dockerignore").read_text().splitlines()
+    assert "**" in ignored  # an allow-list: nothing goes in unless named
+    assert not any(line.startswith("!") and ("home" in line or "data" in line or ".env" in line) for line in ignored)
+
+
+def test_compiled_pipelines_record_the_image_and_cluster_settings() -> None:
+    from shoprec.config import DEFAULT_IMAGE, ClusterSettings
+
+    settings = ClusterSettings()
+    pipeline, platform = yaml.safe_load_all((REPO / "pipelines/compiled/training_pipeline.yaml").read_text())
+    images = {e["container"]["image"] for e in pipeline["deploymentSpec"]["executors"].values()}
+    assert images == {DEFAULT_IMAGE}
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    train = executors["exec-train"]
+    assert train["nodeSelector"]["labels"] == dict([settings.gpu_node_label])
+    assert train["tolerations"] == [{"key": settings.gpu_taint, "operator": "Exists", "effect": "NoSchedule"}]
+    assert pipeline["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]["accelerator"][
+        "resourceCount"] == "1"
+    for name, executor in executors.items():
+        secrets = {s["secretName"] for s in executor["secretAsEnv"]}
+        assert settings.object_store.name in secrets, name
+        assert executor["pvcMount"][0]["mountPath"] == settings.home_mount
+    assert {s["secretName"] for s in executors["exec-materialize"]["secretAsEnv"]} >= {settings.feature_store.name}
+    # Secrets never become pipeline parameters.
+    params = set(pipeline["root"]["inputDefinitions"]["parameters"])
+    assert not {p for p in params if re.search("password|secret|token|key", p)}
+    tasks = pipeline["root"]["dag"]["tasks"]
+    assert tasks["materialize"]["retryPolicy"]["maxRetryCount"] == 2
+    assert "retryPolicy" not in tasks["validate"]  # a data error is not retried
+    assert tasks["ingest"]["cachingOptions"] == {}  # reads external data: never cached
