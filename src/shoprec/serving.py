@@ -57,25 +57,41 @@ class Query:
         return not self.exclude and self.category is None
 
 
-def parse_v1(payload: Any) -> list[Query]:
-    """`{"instances": [{"items": [...], "k": 10}, ...]}` -> queries; InvalidRequest names the fault."""
+def v1_instances(payload: Any, example: str, fields: Sequence[str],
+                 strict_top_level: bool = False) -> list[tuple[str, dict[str, Any]]]:
+    """The checked `instances` of a V1 body as (where, instance) pairs.
+
+    Checks what every V1 endpoint shares: a JSON object, a non-empty `instances` list of at
+    most MAX_INSTANCES objects holding only `fields`. `example` is one instance as the error
+    messages show it; InvalidRequest names the fault."""
     if isinstance(payload, (bytes, str)):
         raise InvalidRequest("the body was not read as JSON: send it with Content-Type: application/json")
     if not isinstance(payload, dict) or "instances" not in payload:
-        raise InvalidRequest('expected a JSON object with "instances": [{"items": [...], "k": 10}]')
+        raise InvalidRequest(f'expected a JSON object with "instances": [{example}]')
+    unknown = sorted(set(payload) - {"instances"})
+    if strict_top_level and unknown:
+        raise InvalidRequest(f"unknown top-level field(s) {unknown}; allowed: instances")
     instances = payload["instances"]
     if not isinstance(instances, list) or not instances:
         raise InvalidRequest('"instances" must be a non-empty list')
     if len(instances) > MAX_INSTANCES:
         raise InvalidRequest(f'"instances" holds {len(instances)} entries; at most {MAX_INSTANCES} per request')
-    queries = []
+    checked = []
     for n, instance in enumerate(instances):
         where = f"instances[{n}]"
         if not isinstance(instance, dict):
-            raise InvalidRequest(f'{where} must be an object like {{"items": ["i1", "i2"], "k": 10}}')
-        unknown = sorted(set(instance) - set(INSTANCE_FIELDS))
+            raise InvalidRequest(f"{where} must be an object like {example}")
+        unknown = sorted(set(instance) - set(fields))
         if unknown:
-            raise InvalidRequest(f"{where} has unknown field(s) {unknown}; allowed: {', '.join(INSTANCE_FIELDS)}")
+            raise InvalidRequest(f"{where} has unknown field(s) {unknown}; allowed: {', '.join(fields)}")
+        checked.append((where, instance))
+    return checked
+
+
+def parse_v1(payload: Any) -> list[Query]:
+    """`{"instances": [{"items": [...], "k": 10}, ...]}` -> queries; InvalidRequest names the fault."""
+    queries = []
+    for where, instance in v1_instances(payload, '{"items": ["i1", "i2"], "k": 10}', INSTANCE_FIELDS):
         items = instance.get("items")
         if not isinstance(items, list):
             raise InvalidRequest(f'{where}.items must be a list of item ids')

@@ -31,7 +31,8 @@ from shoprec.features import names as N
 from shoprec.features.store import MISSING_FLAG, FeatureStoreSettings
 from shoprec.inference import MAX_HISTORY, MAX_K
 from shoprec.prediction_log import PredictionLog, PredictionRecord, hash_user
-from shoprec.serving import MAX_EXCLUDE, MAX_INSTANCES, MAX_ITEM_ID_CHARS, item_id_list, optional_category
+from shoprec.serving import (MAX_EXCLUDE, MAX_INSTANCES, MAX_ITEM_ID_CHARS, item_id_list,
+                             optional_category, v1_instances)
 
 logger = logging.getLogger(__name__)
 
@@ -79,26 +80,9 @@ def _k(value: Any, where: str) -> int:
 
 def parse_request_v1(payload: Any) -> list[UserQuery]:
     """`{"instances": [{"user_id": "u1", "k": 10}, {"items": ["i1"], "exclude": [...]}]}`."""
-    if isinstance(payload, (bytes, str)):
-        raise InvalidRequest("the body was not read as JSON: send it with Content-Type: application/json")
-    if not isinstance(payload, dict) or "instances" not in payload:
-        raise InvalidRequest('expected a JSON object with "instances": [{"user_id": "u1", "k": 10}]')
-    unknown = sorted(set(payload) - {"instances"})
-    if unknown:
-        raise InvalidRequest(f"unknown top-level field(s) {unknown}; allowed: instances")
-    instances = payload["instances"]
-    if not isinstance(instances, list) or not instances:
-        raise InvalidRequest('"instances" must be a non-empty list')
-    if len(instances) > MAX_INSTANCES:
-        raise InvalidRequest(f'"instances" holds {len(instances)} entries; at most {MAX_INSTANCES} per request')
     queries = []
-    for n, instance in enumerate(instances):
-        where = f"instances[{n}]"
-        if not isinstance(instance, dict):
-            raise InvalidRequest(f'{where} must be an object like {{"user_id": "u1", "k": 10}}')
-        unknown = sorted(set(instance) - set(REQUEST_FIELDS))
-        if unknown:
-            raise InvalidRequest(f"{where} has unknown field(s) {unknown}; allowed: {', '.join(REQUEST_FIELDS)}")
+    for where, instance in v1_instances(payload, '{"user_id": "u1", "k": 10}', REQUEST_FIELDS,
+                                        strict_top_level=True):
         if ("user_id" in instance) == ("items" in instance):
             raise InvalidRequest(f"{where} needs exactly one of user_id (a shopper) or items (a cart)")
         user = _user_id(instance["user_id"], f"{where}.user_id") if "user_id" in instance else None
