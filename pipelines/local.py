@@ -107,19 +107,33 @@ def _plain(text: str | None) -> str | None:
     return None if text is None else re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
-def compile_pipeline(pipeline: Callable[..., Any], path: Path) -> Path:
-    """Compile one pipeline to KFP IR YAML at `path`."""
+def compile_pipeline(pipeline: Callable[..., Any], path: Path, image: str | None = None) -> Path:
+    """Compile one pipeline to KFP IR YAML at `path`, every step on `image`.
+
+    image: the image reference the compiled steps run on (None: $SHOPREC_IMAGE, else the
+    default the components are declared with), so the YAML records the image that was built.
+    """
+    import yaml
     from kfp import compiler
+
+    from shoprec.config import DEFAULT_IMAGE, resolve_image
 
     path.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(pipeline_func=pipeline, package_path=str(path))
+    chosen = resolve_image(image)
+    if chosen != DEFAULT_IMAGE:
+        documents = list(yaml.safe_load_all(path.read_text()))
+        for executor in documents[0]["deploymentSpec"]["executors"].values():
+            if executor.get("container", {}).get("image") == DEFAULT_IMAGE:
+                executor["container"]["image"] = chosen
+        path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
     return path
 
 
-def compile_all(output_dir: Path = COMPILED_DIR) -> list[Path]:
-    """Compile every shoprec pipeline into `output_dir`."""
+def compile_all(output_dir: Path = COMPILED_DIR, image: str | None = None) -> list[Path]:
+    """Compile every shoprec pipeline into `output_dir` (see `compile_pipeline` for `image`)."""
     from pipelines.monitoring import monitoring_pipeline
     from pipelines.training import training_pipeline
 
-    return [compile_pipeline(training_pipeline, output_dir / "training_pipeline.yaml"),
-            compile_pipeline(monitoring_pipeline, output_dir / "monitoring_pipeline.yaml")]
+    return [compile_pipeline(training_pipeline, output_dir / "training_pipeline.yaml", image),
+            compile_pipeline(monitoring_pipeline, output_dir / "monitoring_pipeline.yaml", image)]

@@ -142,11 +142,13 @@ def validate(source: str, items_path: str | None, max_events_per_user_day: int, 
 @cli.command(name="compile")
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to write the YAML [default: pipelines/compiled].")
-def compile_command(output_dir: Path | None) -> None:
+@click.option("--image", default=None,
+              help="Image the steps run on [default: $SHOPREC_IMAGE, else the built-in default].")
+def compile_command(output_dir: Path | None, image: str | None) -> None:
     """Compile the pipelines to KFP YAML for a cluster."""
     from pipelines.local import COMPILED_DIR, compile_all
 
-    for path in compile_all(output_dir or COMPILED_DIR):
+    for path in compile_all(output_dir or COMPILED_DIR, image):
         click.echo(f"wrote {path}")
 
 

@@ -92,3 +92,13 @@ def test_compiled_pipeline_is_current_and_loads_back(tmp_path: Path) -> None:
     # Two documents: the pipeline spec, then its Kubernetes platform spec (GPU, secrets, volume).
     assert list(yaml.safe_load_all(committed.read_text())) == list(yaml.safe_load_all(fresh.read_text())), (
         "pipelines/compiled/training_pipeline.yaml is stale: run `shoprec compile`")
+
+
+def test_compile_records_the_image_asked_for(tmp_path: Path) -> None:
+    done = shoprec("compile", "--output-dir", str(tmp_path), "--image", "registry.example/shop/rec:1.2",
+                   cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for name in ("training_pipeline.yaml", "monitoring_pipeline.yaml"):
+        spec = next(yaml.safe_load_all((tmp_path / name).read_text()))
+        images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+        assert images == {"registry.example/shop/rec:1.2"}, (name, images)
