@@ -54,11 +54,13 @@ def cli() -> None:
 @_validation_options
 @click.option("--features-as-of", default="", show_default="the last clean event",
               help="Build the feature tables as of this date-time (UTC).")
+@click.option("--train-minutes", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Training budget of the transformer (0 = until early stopping).")
 @HOME_OPTION
 @click.option("--verbose", is_flag=True, help="Stream every step's log, not only progress.")
 def run(dataset: str, items_path: str, limit_users: int, max_events_per_user_day: int,
-        window_start: str, window_end: str, features_as_of: str, home: Path | None,
-        verbose: bool) -> None:
+        window_start: str, window_end: str, features_as_of: str, train_minutes: float,
+        home: Path | None, verbose: bool) -> None:
     """Run the training pipeline locally through kfp.local."""
     from pipelines.local import run_locally
     from pipelines.training import training_pipeline
@@ -74,6 +76,7 @@ def run(dataset: str, items_path: str, limit_users: int, max_events_per_user_day
         "max_events_per_user_day": max_events_per_user_day,
         "window_start": window_start, "window_end": window_end,
         "features_as_of": features_as_of,
+        "budget_minutes": train_minutes,
         "feature_home": str(layout.root),
         "registry_uri": str(layout.registry),
     }
