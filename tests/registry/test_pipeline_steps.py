@@ -16,7 +16,8 @@ from shoprec.registry import Registry
 from shoprec.training.data import build_vocab
 from tests.registry.conftest import make_bundle, sequences_frame
 
-CRD = Path("/work/shared/schemas/kserve/serving.kserve.io_inferenceservices.yaml")
+# ../shared/schemas lies beside the checkout (the team's and CI's), not inside it.
+CRD = Path(__file__).resolve().parents[3] / "shared" / "schemas" / "kserve" / "serving.kserve.io_inferenceservices.yaml"
 
 
 def chain_data(tmp_path: Path) -> tuple[Path, Path, Path]:

@@ -3,7 +3,7 @@ cross-entropy over all items (Klenitskiy & Vasilev 2023: "Turning Dross Into Gol
 BERT4Rec really better than SASRec?"), with optional item-side features fused into the item
 embedding so that items with few or no interactions still get a useful vector.
 
-CPU speed choices, measured on the 2-core machine (see /work/shared/NOTES.md): the output
+CPU speed choices, measured on the 2-core machine (see ../shared/NOTES.md beside the checkout): the output
 layer is scored only at real (non-padding) positions and in row chunks whose full score
 matrix is never stored (a custom autograd function), attention is
 `scaled_dot_product_attention`, and the caller may run the whole model under bf16 autocast.
