@@ -1,6 +1,7 @@
 """Pipeline step `train`: the SASRec+ transformer and the baselines, on a GPU when the
 cluster gives one (the pipeline sets `.set_accelerator_type('nvidia.com/gpu')` and
-`.set_accelerator_limit(1)` on this task; kfp.local ignores them and it trains on CPU)."""
+`.set_accelerator_limit(1)` on this task; kfp.local ignores them and it trains on CPU).
+With `workers` > 0 it trains on a Kubeflow PyTorchJob instead (pipelines/training_job.py)."""
 
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
@@ -21,6 +22,7 @@ def train(
     hidden: int,
     max_len: int,
     dropout: float,
+    workers: int,
     model: Output[Model],
     metrics: Output[Metrics],
     model_card: Output[Markdown],
@@ -30,6 +32,9 @@ def train(
 
     split: "temporal" (production: a global time cut at `cutoff`, '' = the 90% time
     quantile) or "leave-one-out" (benchmarks). budget_minutes: 0 = no time limit.
+    workers: 0 = train in this pod; N > 0 = launch a PyTorchJob (1 master + N workers, NCCL,
+    `torchrun -m shoprec.training.ddp` on the clean events with the same split; the Feast
+    training set is not used there yet), wait for it, and take the bundle its master wrote.
     The bundle (model.path) holds model.safetensors, weights.sha256, config.json, items.json,
     metrics.json and MODEL_CARD.md; its sha256 and lineage go into the artifact metadata.
     """
@@ -43,10 +48,26 @@ def train(
     from shoprec.training.fit import FitConfig, fit_and_evaluate, save_outcome
     from shoprec.training.loop import TrainConfig
 
-    data = EventData.read(clean.path)
     with open(feature_store.path, encoding="utf-8") as handle:
         store_record = json.load(handle)
     service = store_record.get("feature_service", "recommender_v1")
+    if workers > 0:
+        from pipelines.training_job import bundle_summary, ddp_args, job_timeout_s, train_with_pytorch_job
+
+        bundle = train_with_pytorch_job(
+            clean.path, workers=workers, timeout_s=job_timeout_s(budget_minutes),
+            train_args=ddp_args(max_epochs=max_epochs, learning_rate=learning_rate, hidden=hidden,
+                                max_len=max_len, dropout=dropout, budget_minutes=budget_minutes,
+                                split=split, cutoff=cutoff))
+        shutil.copytree(bundle, model.path, dirs_exist_ok=True)
+        shutil.copyfile(os.path.join(model.path, "MODEL_CARD.md"), model_card.path)
+        logged, metadata = bundle_summary(model.path)
+        for name, value in logged.items():
+            metrics.log_metric(name, value)
+        model.metadata.update({**metadata, "feature_service": service, "workers": workers})
+        return
+
+    data = EventData.read(clean.path)
     training_set = None
     if use_feature_store:
         from shoprec.features.store import FeatureStoreSettings, open_store

@@ -47,6 +47,7 @@ def training_pipeline(
     hidden: int = 64,
     max_len: int = 50,
     dropout: float = 0.2,
+    train_workers: int = 0,
     registry_uri: str = "",
     min_improvement: float = 0.0,
     coverage_tolerance: float = 0.02,
@@ -61,6 +62,8 @@ def training_pipeline(
 
     `triggered_by` names the drift report that started this run (set by the monitoring
     pipeline's trigger; '' for a run started by hand): it stays in the run's parameters.
+    `train_workers` > 0 trains on a Kubeflow PyTorchJob (1 master + N workers) instead of in the
+    train pod (cluster only: it needs the Training Operator).
     """
     ingest_task = ingest(dataset=dataset, items_path=items_path, limit_users=limit_users)
     ingest_task.set_display_name("ingest")
@@ -105,6 +108,7 @@ def training_pipeline(
         hidden=hidden,
         max_len=max_len,
         dropout=dropout,
+        workers=train_workers,
     )
     train_task.set_display_name("train")
     # On a cluster the transformer trains on a GPU node (selector + toleration); kfp.local ignores it.

@@ -119,3 +119,11 @@ class SchemaMismatchError(MonitoringError):
             parts.append(f"unexpected column(s) {extra}")
         super().__init__(f"{report}: the current data's schema differs from the reference: "
                          f"{'; '.join(parts)}")
+
+
+class TrainingJobError(ShoprecError):
+    """A PyTorchJob failed, timed out, or succeeded without writing its bundle."""
+
+    def __init__(self, job: str, namespace: str, problem: str) -> None:
+        self.job, self.namespace, self.problem = job, namespace, problem
+        super().__init__(f"PyTorchJob {namespace}/{job}: {problem}")

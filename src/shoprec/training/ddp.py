@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--amp", default="auto")
     parser.add_argument("--no-content", action="store_true")
     parser.add_argument("--budget-minutes", type=float, default=None)
+    parser.add_argument("--split", choices=("leave-one-out", "temporal"), default="leave-one-out",
+                        help="leave-one-out (benchmarks) or a global temporal split (the pipeline)")
+    parser.add_argument("--cutoff", default=None,
+                        help="temporal split: the cut time (default: the 90%% time quantile)")
     parser.add_argument("--result-json", type=Path, default=None)
     args = parser.parse_args(argv)
 
@@ -56,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             train=TrainConfig(max_epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                               patience=args.patience, seed=args.seed, amp=args.amp,
                               budget_minutes=args.budget_minutes, progress=True),
+            split=args.split,
+            cutoff=args.cutoff or None,
             content=not args.no_content,
             bootstrap=200,
         )

@@ -1,0 +1,223 @@
+"""Contract test of the train step's multi-node path (pipelines/training_job.py): the real launch
+function and the real `kubernetes` client against a small local HTTP server that speaks the few
+endpoints of the Kubernetes API the launcher calls (create and get a kubeflow.org/v1 PyTorchJob).
+
+The server is a test double at the Kubernetes API boundary: no cluster, Training Operator or GPU
+can exist on this machine. It plays the operator's part too: after a GET or two it flips the job
+to Succeeded (writing a tiny real bundle where the master would) or to Failed.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+import yaml
+
+from shoprec.bundle import load_bundle, save_bundle
+from shoprec.models.baselines import BASELINES
+from shoprec.training.data import ItemVocab
+
+REPO = Path(__file__).resolve().parents[2]
+CRD = REPO.parent / "shared" / "schemas" / "kubeflow-training" / "kubeflow.org_pytorchjobs.yaml"
+JOBS = "/apis/kubeflow.org/v1/namespaces/{namespace}/pytorchjobs"
+GETS_BEFORE_DONE = 2
+FAILURE_MESSAGE = "PyTorchJob shoprec-train-x is failed because 1 Worker replica(s) failed: OOMKilled"
+
+
+def write_master_bundle(out_dir: Path) -> None:
+    """What the master's `save_outcome` leaves: a real (tiny, MostPop) bundle with train facts."""
+    vocab = ItemVocab(("i1", "i2", "i3", "i4"))
+    model = BASELINES["mostpop"](vocab.n_items).fit([np.array(s, dtype=np.int64) for s in ([1, 2, 3], [1, 2], [1, 4])])
+    metrics = {"primary": "mostpop",
+               "models": {"mostpop": {"model": "mostpop", "metrics": {"HR@10": 0.5, "NDCG@10": 0.25}}},
+               "train": {"seconds": 12.34, "best_epoch": 3, "device": "cuda"}}
+    save_bundle(out_dir, model, vocab, exclude_seen=True, metrics=metrics, snapshot_id="snap-1",
+                training={"split": "leave-one-out", "source": "test"}, model_card="# Model card\n\nfake\n")
+
+
+class FakeKubernetes(ThreadingHTTPServer):
+    """Records requests; keeps created PyTorchJobs and moves them to `final_state` after GETs."""
+
+    def __init__(self, final_state: str = "Succeeded") -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.final_state = final_state
+        self.requests: list[dict[str, Any]] = []
+        self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.gets: dict[tuple[str, str], int] = {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def finish(self, job: dict[str, Any]) -> None:
+        if self.final_state == "Succeeded":
+            command = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
+            write_master_bundle(Path(command[command.index("--out") + 1]))
+            message = "PyTorchJob succeeded"
+        else:
+            message = FAILURE_MESSAGE
+        job["status"] = {"conditions": [
+            {"type": "Created", "status": "True", "message": "created"},
+            {"type": "Running", "status": "False", "message": "was running"},
+            {"type": self.final_state, "status": "True", "reason": f"PyTorchJob{self.final_state}",
+             "message": message}]}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FakeKubernetes
+
+    def log_message(self, *args: Any) -> None:  # keep pytest's output clean
+        pass
+
+    def _answer(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _route(self) -> tuple[str, str | None] | None:
+        """(namespace, job name or None) of a pytorchjobs path, else None."""
+        parts = self.path.split("?")[0].strip("/").split("/")
+        if parts[:4] == ["apis", "kubeflow.org", "v1", "namespaces"] and len(parts) in (6, 7) \
+                and parts[5] == "pytorchjobs":
+            return parts[4], parts[6] if len(parts) == 7 else None
+        return None
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length)) if length else {}
+        self.server.requests.append({"method": "POST", "path": self.path, "body": body})
+        route = self._route()
+        if route is None or route[1] is not None:
+            return self._answer(404, {"kind": "Status", "message": f"fake has no POST {self.path}"})
+        key = (route[0], body["metadata"]["name"])
+        if key in self.server.jobs:
+            return self._answer(409, {"kind": "Status", "reason": "AlreadyExists"})
+        self.server.jobs[key] = json.loads(json.dumps(body))
+        self._answer(201, body)
+
+    def do_GET(self) -> None:
+        self.server.requests.append({"method": "GET", "path": self.path, "body": None})
+        route = self._route()
+        if route is None or route[1] is None or route[:2] not in self.server.jobs:
+            return self._answer(404, {"kind": "Status", "reason": "NotFound", "message": self.path})
+        key = (route[0], route[1])
+        self.server.gets[key] = self.server.gets.get(key, 0) + 1
+        job = self.server.jobs[key]
+        if self.server.gets[key] == GETS_BEFORE_DONE:
+            self.server.finish(job)
+        self._answer(200, job)
+
+
+def serve(final_state: str) -> Iterator[FakeKubernetes]:
+    server = FakeKubernetes(final_state)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def cluster() -> Iterator[FakeKubernetes]:
+    yield from serve("Succeeded")
+
+
+@pytest.fixture
+def failing_cluster() -> Iterator[FakeKubernetes]:
+    yield from serve("Failed")
+
+
+def api_client(server: FakeKubernetes) -> Any:
+    from kubernetes import client
+
+    configuration = client.Configuration(host=server.url)
+    return client.ApiClient(configuration)
+
+
+@pytest.fixture
+def clean_dir(tmp_path: Path) -> Path:
+    clean = tmp_path / "artifacts" / "clean"
+    clean.mkdir(parents=True)
+    (clean / "dataset.json").write_text(json.dumps({"source": "test", "snapshot_id": "snap-1"}))
+    return clean
+
+
+def test_contract_launch_creates_a_valid_job_waits_for_success_and_returns_the_bundle(
+        cluster: FakeKubernetes, clean_dir: Path, tmp_path: Path) -> None:
+    from pipelines.training_job import bundle_summary, ddp_args, train_with_pytorch_job
+
+    home = tmp_path / "home"
+    args = ddp_args(max_epochs=7, learning_rate=0.002, hidden=32, max_len=20, dropout=0.1, budget_minutes=5,
+                    split="temporal", cutoff="2024-01-01")
+    bundle = train_with_pytorch_job(clean_dir, workers=3, train_args=args, home=home, namespace="team-a",
+                                    name="shoprec-train-x", api_client=api_client(cluster), poll_s=0.01)
+
+    [post] = [r for r in cluster.requests if r["method"] == "POST"]
+    assert post["path"] == JOBS.format(namespace="team-a")
+    job = post["body"]
+    assert job["kind"] == "PyTorchJob" and job["metadata"] == {
+        "name": "shoprec-train-x", "namespace": "team-a", "labels": {"app.kubernetes.io/part-of": "shoprec"}}
+    specs = job["spec"]["pytorchReplicaSpecs"]
+    assert specs["Master"]["replicas"] == 1 and specs["Worker"]["replicas"] == 3
+    work = home.resolve() / "jobs" / "shoprec-train-x"
+    command = specs["Worker"]["template"]["spec"]["containers"][0]["command"]
+    assert command == ["torchrun", "-m", "shoprec.training.ddp", "--data", str(work / "data"),
+                       "--out", str(work / "bundle"), "--epochs", "7", "--lr", "0.002", "--hidden", "32",
+                       "--max-len", "20", "--dropout", "0.1", "--split", "temporal",
+                       "--cutoff", "2024-01-01", "--budget-minutes", "5"]
+    assert specs["Master"]["template"] == specs["Worker"]["template"]  # same image, same entry point
+    # The clean data went onto the shared home, where the job's pods read it.
+    assert json.loads((work / "data" / "dataset.json").read_text())["snapshot_id"] == "snap-1"
+    if CRD.exists():  # ../shared/schemas is only beside the team's checkout
+        import jsonschema
+
+        crd = yaml.safe_load(CRD.read_text())
+        [served] = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+        errors = list(jsonschema.Draft7Validator(served["schema"]["openAPIV3Schema"]).iter_errors(job))
+        assert errors == []
+
+    # It polled until the fake operator flipped the job, then stopped.
+    gets = [r for r in cluster.requests if r["method"] == "GET"]
+    assert [r["path"] for r in gets] == [JOBS.format(namespace="team-a") + "/shoprec-train-x"] * GETS_BEFORE_DONE
+    assert bundle == work / "bundle"
+    loaded = load_bundle(bundle)  # a real bundle, sha256-checked
+    assert loaded is not None
+    logged, metadata = bundle_summary(bundle)
+    assert logged == {"mostpop_HR_at_10": 0.5, "mostpop_NDCG_at_10": 0.25, "train_seconds": 12.3,
+                      "best_epoch": 3}
+    config = json.loads((bundle / "config.json").read_text())
+    assert metadata["weights_sha256"] == config["weights_sha256"] and metadata["kind"] == "mostpop"
+    assert (metadata["snapshot_id"], metadata["device"], metadata["split"]) == ("snap-1", "cuda", "leave-one-out")
+
+
+def test_contract_failed_job_raises_naming_the_job_and_the_operator_message(
+        failing_cluster: FakeKubernetes, clean_dir: Path, tmp_path: Path) -> None:
+    from pipelines.training_job import TrainingJobError, train_with_pytorch_job
+
+    with pytest.raises(TrainingJobError) as caught:
+        train_with_pytorch_job(clean_dir, workers=1, train_args=[], home=tmp_path / "home", namespace="team-a",
+                               name="shoprec-train-x", api_client=api_client(failing_cluster), poll_s=0.01)
+
+    assert "team-a/shoprec-train-x" in str(caught.value)
+    assert FAILURE_MESSAGE in str(caught.value)
+    assert not (tmp_path / "home" / "jobs" / "shoprec-train-x" / "bundle").exists()
+
+
+def test_contract_job_still_running_at_the_deadline_raises_with_how_to_delete_it(
+        cluster: FakeKubernetes, tmp_path: Path) -> None:
+    from pipelines.training_job import TrainingJobError, render_pytorch_job, run_pytorch_job
+
+    job = render_pytorch_job("shoprec-train-slow", "/d", "/o", workers=1, namespace="team-a")
+    with pytest.raises(TrainingJobError, match="not finished after 0 s.*kubectl delete pytorchjob "
+                                               "shoprec-train-slow -n team-a"):
+        run_pytorch_job(job, api_client=api_client(cluster), timeout_s=0, poll_s=0.01)
+    assert len([r for r in cluster.requests if r["method"] == "GET"]) == 1
