@@ -22,10 +22,10 @@ def train(
     hidden: int,
     max_len: int,
     dropout: float,
-    workers: int,
     model: Output[Model],
     metrics: Output[Metrics],
     model_card: Output[Markdown],
+    workers: int = 0,
 ) -> None:
     """Train on the point-in-time training set from Feast (or on the clean events when
     `use_feature_store` is false) and write the model bundle.
