@@ -9,14 +9,14 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 import yaml
+
+from tests.kubernetes.fake_api import JsonHandler, LocalApiServer, running
 
 REPO = Path(__file__).resolve().parents[2]
 SHOPREC = str(Path(sys.executable).with_name("shoprec"))
@@ -26,41 +26,25 @@ API = "/apis/v2beta1"
 TOKEN = "contract-test-token"
 
 
-class FakeKfp(ThreadingHTTPServer):
+class FakeKfp(LocalApiServer):
     """Records every request; answers the calls kfp.Client makes to create and watch runs."""
 
     def __init__(self, final_state: str = "SUCCEEDED") -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(_Handler)
         self.requests: list[dict[str, Any]] = []
         self.experiments: dict[str, dict[str, Any]] = {}
         self.final_state = final_state
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
     def bodies(self, method: str, path: str) -> list[dict[str, Any]]:
         return [r["body"] for r in self.requests if r["method"] == method and r["path"] == path]
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: FakeKfp
-
-    def log_message(self, *args: Any) -> None:  # keep pytest's output clean
-        pass
-
-    def _answer(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def _record(self) -> tuple[str, dict[str, list[str]], dict[str, Any]]:
         url = urlparse(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length)) if length else {}
+        body = self._body()
         self.server.requests.append({"method": self.command, "path": url.path, "query": parse_qs(url.query),
                                      "body": body, "authorization": self.headers.get("Authorization")})
         return url.path, parse_qs(url.query), body
@@ -94,11 +78,8 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def kfp_server() -> Iterator[FakeKfp]:
     server = FakeKfp()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with running(server):
+        yield server
 
 
 def shoprec(*args: str, home: Path) -> subprocess.CompletedProcess:

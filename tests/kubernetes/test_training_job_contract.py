@@ -10,8 +10,6 @@ to Succeeded (writing a tiny real bundle where the master would) or to Failed.
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -22,6 +20,8 @@ import yaml
 from shoprec.bundle import load_bundle, save_bundle
 from shoprec.models.baselines import BASELINES
 from shoprec.training.data import ItemVocab
+
+from tests.kubernetes.fake_api import JsonHandler, LocalApiServer, running
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO.parent / "shared" / "schemas" / "kubeflow-training" / "kubeflow.org_pytorchjobs.yaml"
@@ -41,19 +41,15 @@ def write_master_bundle(out_dir: Path) -> None:
                 training={"split": "leave-one-out", "source": "test"}, model_card="# Model card\n\nfake\n")
 
 
-class FakeKubernetes(ThreadingHTTPServer):
+class FakeKubernetes(LocalApiServer):
     """Records requests; keeps created PyTorchJobs and moves them to `final_state` after GETs."""
 
     def __init__(self, final_state: str = "Succeeded") -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(_Handler)
         self.final_state = final_state
         self.requests: list[dict[str, Any]] = []
         self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
         self.gets: dict[tuple[str, str], int] = {}
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
     def finish(self, job: dict[str, Any]) -> None:
         if self.final_state == "Succeeded":
@@ -69,19 +65,8 @@ class FakeKubernetes(ThreadingHTTPServer):
              "message": message}]}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: FakeKubernetes
-
-    def log_message(self, *args: Any) -> None:  # keep pytest's output clean
-        pass
-
-    def _answer(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def _route(self) -> tuple[str, str | None] | None:
         """(namespace, job name or None) of a pytorchjobs path, else None."""
@@ -92,8 +77,7 @@ class _Handler(BaseHTTPRequestHandler):
         return None
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length)) if length else {}
+        body = self._body()
         self.server.requests.append({"method": "POST", "path": self.path, "body": body})
         route = self._route()
         if route is None or route[1] is not None:
@@ -119,11 +103,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 def serve(final_state: str) -> Iterator[FakeKubernetes]:
     server = FakeKubernetes(final_state)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with running(server):
+        yield server
 
 
 @pytest.fixture
