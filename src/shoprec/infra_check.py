@@ -103,40 +103,47 @@ def running_predictor(source_args: Sequence[str], *, port: int | None = None,
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=predictor_env())
         try:
             base = f"http://127.0.0.1:{port}"
-            _wait_ready(process, base, log, timeout_s)
+            wait_ready(process, f"{base}/v1/models/{MODEL_NAME}", timeout_s, log, "the predictor")
             yield base
         finally:
-            _stop(process)
+            stop(process)
 
 
-def _wait_ready(process: subprocess.Popen, base: str, log: Any, timeout_s: float) -> None:
+def wait_ready(process: subprocess.Popen, url: str, timeout_s: float, log: Any = None,
+               what: str = "the server") -> None:
+    """Poll `url` until it answers 200 (and does not say `"ready": false`); InfraCheckError
+    with the server's error line if the process dies first or time runs out."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise InfraCheckError(f"the predictor exited with code {process.returncode} before it was "
+            raise InfraCheckError(f"{what} exited with code {process.returncode} before it was "
                                   f"ready: {_error_line(log)}")
         try:
-            status, body = _http("GET", f"{base}/v1/models/{MODEL_NAME}", None, 2.0)
-            if status == 200 and body.get("ready"):
+            status, body = _http("GET", url, None, 2.0)
+            if status == 200 and body.get("ready", True):
                 return
         except OSError:
             pass  # not listening yet
         time.sleep(0.2)
-    raise InfraCheckError(f"the predictor was not ready within {timeout_s:.0f} s: {_error_line(log)}")
+    raise InfraCheckError(f"{what} was not ready at {url} within {timeout_s:.0f} s: {_error_line(log)}")
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop(process: subprocess.Popen, timeout_s: float = 10.0) -> int | None:
+    """SIGTERM (graceful), then SIGKILL if it does not exit in time; returns the exit code."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+    return process.returncode
 
 
 def _error_line(log: Any) -> str:
-    """The last exception line in the predictor's log (else its last line)."""
+    """The last exception line in a server's log (else its last line)."""
+    if log is None:
+        return "no log"
     log.flush()
     log.seek(0)
     lines = [line.strip() for line in log.read().splitlines() if line.strip()]

@@ -5,19 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from shoprec.errors import InfraCheckError
-from shoprec.infra_check import MODEL_NAME, free_port, predictor_env, running_predictor
+from shoprec.infra_check import MODEL_NAME, free_port, predictor_env, running_predictor, stop, wait_ready
 
 
 @dataclass(frozen=True)
@@ -36,44 +32,6 @@ def transformer_command(predictor_host: str, port: int, *, home: str | Path,
     if feature_timeout_ms is not None:
         command += ["--feature_timeout_ms", str(feature_timeout_ms)]
     return command + list(extra)
-
-
-def wait_ready(process: subprocess.Popen, url: str, timeout_s: float, log: IO[str] | None = None) -> None:
-    """Poll `url` until it answers 200; InfraCheckError if the process dies or time runs out."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise InfraCheckError(f"server exited with code {process.returncode} before it was ready: "
-                                  f"{_tail(log)}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise InfraCheckError(f"server not ready at {url} within {timeout_s:.0f} s: {_tail(log)}")
-
-
-def stop(process: subprocess.Popen, timeout_s: float = 15.0) -> int | None:
-    """SIGTERM (graceful), then SIGKILL if it does not exit in time; returns the exit code."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-    return process.returncode
-
-
-def _tail(log: IO[str] | None) -> str:
-    if log is None:
-        return ""
-    log.flush()
-    log.seek(0)
-    lines = [line.strip() for line in log.read().splitlines() if line.strip()]
-    return " | ".join(lines[-3:])[:800]
 
 
 @contextlib.contextmanager
