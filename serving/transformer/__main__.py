@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
                              args.predictor_request_timeout_seconds, args.predictor_request_retries,
                              args.enable_predictor_health_check)
     serve(ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, enable_grpc=args.enable_grpc,
-                      workers=1, predictor_config=config), [transformer])
+                      workers=1, enable_latency_logging=args.enable_latency_logging, predictor_config=config), [transformer])
 
 
 if __name__ == "__main__":

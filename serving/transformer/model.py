@@ -80,6 +80,11 @@ class ShoprecTransformer(Model):
                                  parameters={k: str(v) for k, v in answer["lineage"].items() if v is not None})
         return answer
 
+    def stop(self) -> None:
+        if self.core.log is not None:
+            self.core.log.close()
+        super().stop()
+
     def get_input_types(self) -> list[dict[str, Any]]:
         return [{"name": "user_id", "datatype": "BYTES", "shape": [-1]},
                 {"name": "k", "datatype": "INT32", "shape": [1]}]

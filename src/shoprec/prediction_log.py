@@ -17,7 +17,7 @@ import hmac
 import json
 import os
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -75,15 +75,41 @@ class PredictionLog:
         self.directory = Path(directory)
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
+        # The open file, its day and size: re-listing the folder per request cost more than
+        # the write (this runs on every served request), so it happens only on a roll.
+        self._out: Any = None
+        self._path: Path | None = None
+        self._day = ""
+        self._size = 0
 
     def append(self, record: PredictionRecord) -> Path:
-        """Write one record as one line; returns the file it went to."""
-        line = json.dumps(asdict(record), separators=(",", ":"), default=str) + "\n"
+        """Write one record as one line (flushed: readers see it at once); returns its file."""
+        # vars(), not asdict(): the fields are flat, and asdict deep-copies every list.
+        line = json.dumps(vars(record), separators=(",", ":"), default=str) + "\n"
+        data = line.encode("utf-8")
         with self._lock:
-            path = self._current_file()
-            with open(path, "a", encoding="utf-8") as out:
-                out.write(line)
-        return path
+            day = datetime.now(timezone.utc).strftime("%Y%m%d")
+            if self._out is None or day != self._day or self._size >= self.max_bytes \
+                    or self._path is None or not self._path.exists():
+                self._open(day)
+            self._out.write(data)
+            self._out.flush()
+            self._size += len(data)
+            assert self._path is not None
+            return self._path
+
+    def close(self) -> None:
+        with self._lock:
+            if self._out is not None:
+                self._out.close()
+                self._out = None
+
+    def _open(self, day: str) -> None:
+        if self._out is not None:
+            self._out.close()
+        self._path = self._current_file()
+        self._out = open(self._path, "ab")
+        self._day, self._size = day, self._path.stat().st_size
 
     def _current_file(self) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)

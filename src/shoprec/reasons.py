@@ -1,10 +1,14 @@
 """Why an item was recommended: the history item that contributed most to its score.
 
 Contribution is measured the same way for every model, by leave-one-out: item i's score with
-the whole history minus its score with history item j removed. The j with the largest drop is
+the recent history minus its score with history item j removed. The j with the largest drop is
 the reason; when no removal lowers the score (e.g. a popularity model) there is no personal
-reason and the answer says None. Only the newest `window` history items are tried, which
-bounds the cost to one extra scoring batch of `window` histories per request.
+reason and the answer says None.
+
+Cost bound (this runs on every served request): only the newest `window` history items are
+tried, and base and ablated scores are all computed over the newest `context` items, so one
+request costs one batch of `window + 1` short histories scored on the recommended items only
+(`Model.score_items`), whatever the length of the history.
 """
 
 from __future__ import annotations
@@ -17,34 +21,29 @@ import torch
 from shoprec.models.base import Recommender as Model
 
 DEFAULT_WINDOW = 20
+DEFAULT_CONTEXT = 50
 
 
 @torch.no_grad()
 def reason_indices(model: Model, histories: Sequence[np.ndarray], recommended: Sequence[Sequence[int]],
-                   window: int = DEFAULT_WINDOW) -> list[list[int | None]]:
+                   window: int = DEFAULT_WINDOW, context: int = DEFAULT_CONTEXT) -> list[list[int | None]]:
     """For each history (item indices, oldest first) and its recommended item indices: the
     history item index that contributed most to each recommended item's score, or None."""
-    ablated: list[np.ndarray] = []
-    spans: list[tuple[int, int, np.ndarray]] = []  # (first row, rows, positions removed)
-    for history in histories:
-        history = np.asarray(history, dtype=np.int64)
-        positions = np.arange(max(0, len(history) - window), len(history))
-        spans.append((len(ablated), len(positions), positions))
-        ablated.extend(np.delete(history, p) for p in positions)
-    if not ablated:
-        return [[None] * len(r) for r in recommended]
-    base = model.score_all(list(histories)).float()  # [B, N+1]
-    without = model.score_all(ablated).float()  # [sum of windows, N+1]
     out: list[list[int | None]] = []
-    for row, ((first, count, positions), items) in enumerate(zip(spans, recommended)):
-        if count == 0 or not len(items):
+    for history, items in zip(histories, recommended):
+        recent = np.asarray(history, dtype=np.int64)[-max(context, window):]
+        items = np.asarray(items, dtype=np.int64)
+        if len(recent) == 0 or len(items) == 0:
             out.append([None] * len(items))
             continue
-        columns = torch.as_tensor(np.asarray(items, dtype=np.int64))
-        drop = base[row, columns].unsqueeze(0) - without[first:first + count][:, columns]  # [W, R]
-        drop = torch.nan_to_num(drop, nan=0.0, posinf=0.0, neginf=0.0)
+        positions = np.arange(max(0, len(recent) - window), len(recent))
+        # Row r+1 is `recent` without positions[r]: column c takes item c, or c + 1 from there on.
+        columns = np.arange(len(recent) - 1)
+        removed = recent[columns[None, :] + (columns[None, :] >= positions[:, None])]  # [W, L-1]
+        rows = [recent, *removed]  # row 0: nothing removed
+        scores = model.score_items(rows, torch.as_tensor(items)).float()  # [1 + W, R]
+        drop = torch.nan_to_num(scores[0:1] - scores[1:], nan=0.0, posinf=0.0, neginf=0.0)  # [W, R]
         best = drop.argmax(dim=0)  # [R]: the removal that hurt each item most
-        history = np.asarray(histories[row], dtype=np.int64)
-        out.append([int(history[positions[int(b)]]) if float(drop[int(b), n]) > 1e-9 else None
+        out.append([int(recent[positions[int(b)]]) if float(drop[int(b), n]) > 1e-9 else None
                     for n, b in enumerate(best.tolist())])
     return out

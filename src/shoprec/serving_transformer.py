@@ -21,8 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import pandas as pd
-
 from shoprec import schema as S
 from shoprec.catalog import TITLE, ItemCatalog
 from shoprec.cold_start import EMPTY_HISTORY, FEATURES_UNAVAILABLE, UNKNOWN_USER, fallback_items
@@ -151,9 +149,9 @@ def _flat(data: Any) -> list[Any]:
 
 
 class FeatureSource(Protocol):
-    """Online user features: one row per user id (in order), with the `missing` flag."""
+    """Online user features: one dict per user id (in order), with the `missing` flag."""
 
-    async def read(self, user_ids: list[str]) -> pd.DataFrame: ...
+    async def read(self, user_ids: list[str]) -> list[dict[str, Any]]: ...
 
 
 class FeastSDKSource:
@@ -171,10 +169,10 @@ class FeastSDKSource:
         A store that is down or hangs is not fatal: requests get the fallback until it answers."""
         import concurrent.futures
 
-        from shoprec.features.store import online_user_features
+        from shoprec.features.store import online_user_rows
 
         pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="shoprec-feast-warm-up")
-        future = pool.submit(online_user_features, self.store, ["__shoprec_warm_up__"],
+        future = pool.submit(online_user_rows, self.store, ["__shoprec_warm_up__"],
                              list(USER_FEATURE_REFS), self.settings)
         pool.shutdown(wait=False)
         try:
@@ -185,10 +183,10 @@ class FeastSDKSource:
                            f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
             return False
 
-    async def read(self, user_ids: list[str]) -> pd.DataFrame:
-        from shoprec.features.store import online_user_features
+    async def read(self, user_ids: list[str]) -> list[dict[str, Any]]:
+        from shoprec.features.store import online_user_rows
 
-        return await asyncio.to_thread(online_user_features, self.store, user_ids,
+        return await asyncio.to_thread(online_user_rows, self.store, user_ids,
                                        list(USER_FEATURE_REFS), self.settings)
 
 
@@ -201,7 +199,7 @@ class FeastHTTPSource:
         self.url = url.rstrip("/") + "/get-online-features"
         self.client = httpx.AsyncClient()
 
-    async def read(self, user_ids: list[str]) -> pd.DataFrame:
+    async def read(self, user_ids: list[str]) -> list[dict[str, Any]]:
         from shoprec.features.store import USER_DEFAULTS
 
         response = await self.client.post(self.url, json={
@@ -211,21 +209,23 @@ class FeastHTTPSource:
         names = [n.split(":", 1)[-1].split("__", 1)[-1] for n in body["metadata"]["feature_names"]]
         columns = {name: result["values"] for name, result in zip(names, body["results"])}
         features = [ref.split(":", 1)[1] for ref in USER_FEATURE_REFS]
-        out: dict[str, list[Any]] = {S.USER_ID: list(user_ids)}
-        for name in features:
-            values = columns.get(name, [None] * len(user_ids))
-            out[name] = [(list(v) if v is not None else []) if name == N.RECENT_ITEMS
-                         else (USER_DEFAULTS.get(name) if v is None else v) for v in values]
-        out[MISSING_FLAG] = [all(columns.get(f, [None] * len(user_ids))[i] is None for f in features)
-                             for i in range(len(user_ids))]
-        return pd.DataFrame(out)
+        rows = []
+        for i, user in enumerate(user_ids):
+            row: dict[str, Any] = {S.USER_ID: user}
+            for name in features:
+                v = columns.get(name, [None] * len(user_ids))[i]
+                row[name] = (list(v) if v is not None else []) if name == N.RECENT_ITEMS \
+                    else (USER_DEFAULTS.get(name) if v is None else v)
+            row[MISSING_FLAG] = all(columns.get(f, [None] * len(user_ids))[i] is None for f in features)
+            rows.append(row)
+        return rows
 
     async def close(self) -> None:
         await self.client.aclose()
 
 
 async def read_features(source: FeatureSource | None, user_ids: list[str],
-                        timeout_s: float) -> tuple[pd.DataFrame | None, str | None]:
+                        timeout_s: float) -> tuple[list[dict[str, Any]] | None, str | None]:
     """(features, None) or (None, why) when the store is slow, down or not configured."""
     if source is None:
         return None, "no feature store configured"
@@ -284,8 +284,8 @@ class TransformerCore:
             if pending.feature_error:
                 logger.warning("online features unavailable (%s): answering %d user(s) from the fallback",
                                pending.feature_error, len(users))
-        rows = features.set_index(S.USER_ID).to_dict("index") if features is not None else {}
-        used = [c for c in (features.columns if features is not None else []) if c not in (S.USER_ID, MISSING_FLAG)]
+        rows = {row[S.USER_ID]: row for row in features or []}
+        used = [c for c in (features[0] if features else {}) if c not in (S.USER_ID, MISSING_FLAG)]
         slot = 0
         for plan in pending.plans:
             query = plan.query

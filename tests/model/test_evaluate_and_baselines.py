@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pytest
 import pandas as pd
 import torch
 
@@ -117,3 +118,44 @@ def _batch(inputs, targets):
     from shoprec.training.data import Batch
 
     return Batch(torch.tensor(inputs), torch.tensor(targets))
+
+
+def test_cosine_schedule_warms_up_decays_and_plans_by_the_budget():
+    from shoprec.training.loop import TrainConfig, planned_epochs, scheduled_rate
+
+    cosine = TrainConfig(learning_rate=1.0, schedule="cosine", warmup=0.1, min_lr_ratio=0.0)
+    assert scheduled_rate(cosine, 0.05) == pytest.approx(0.5)  # half-way up the warm-up
+    assert scheduled_rate(cosine, 0.1) == pytest.approx(1.0)
+    assert scheduled_rate(cosine, 0.55) == pytest.approx(0.5)  # half-way down the cosine
+    assert scheduled_rate(cosine, 1.0) == pytest.approx(0.0)
+    assert scheduled_rate(TrainConfig(learning_rate=0.3), 0.9) == 0.3  # constant
+    with pytest.raises(ValueError, match="schedule"):
+        scheduled_rate(TrainConfig(schedule="linear"), 0.5)
+    budget = TrainConfig(max_epochs=400, budget_minutes=10)
+    assert planned_epochs(budget, 0, 0.0) == 400  # nothing timed yet
+    assert planned_epochs(budget, 2, 60.0) == 20  # 30 s per epoch: 20 fit in 600 s
+    assert planned_epochs(TrainConfig(max_epochs=5, budget_minutes=10), 2, 60.0) == 5
+    assert planned_epochs(TrainConfig(max_epochs=50), 2, 60.0) == 50
+
+
+def test_vocab_index_by_dict_and_by_pandas_agree():
+    from shoprec.training.data import ItemVocab
+
+    vocab = ItemVocab(tuple(f"i{n}" for n in range(20_000)))
+    ids = [f"i{n}" for n in range(0, 20_000, 7)] + ["nope", 5]
+    small = vocab.index(ids[:50] + ["nope"])
+    assert small.tolist() == [n + 1 for n in range(0, 350, 7)] + [0]
+    big = vocab.index(ids * 4)  # the pandas path (more than 10,000 ids)
+    assert big[:len(ids)].tolist() == [vocab.index([i])[0] for i in ids]
+
+
+def test_stable_topk_equals_a_full_stable_sort_with_ties_and_minus_infinity():
+    from shoprec.models.base import stable_topk
+
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 5, (6, 200), generator=generator).float()  # many ties
+    scores[1, 3:] = float("-inf")  # fewer finite scores than k
+    scores[2] = 1.0  # all tied
+    for k in (1, 10, 50):
+        want = torch.argsort(scores, dim=1, descending=True, stable=True)[:, :k]
+        assert torch.equal(stable_topk(scores, k), want)

@@ -116,3 +116,39 @@ def test_same_seed_same_model(planted):
     assert torch.equal(first.models["sasrec"].score_all(histories), second.models["sasrec"].score_all(histories))
     other = fit_and_evaluate(planted, small_config(max_epochs=2, seed=1))
     assert not torch.equal(first.models["sasrec"].score_all(histories), other.models["sasrec"].score_all(histories))
+
+
+def test_score_items_equals_score_all_columns_and_the_cached_items_follow_the_weights():
+    torch.manual_seed(0)
+    model = SASRec(30, max_len=12, hidden=16, blocks=1, n_categories=3, text_dim=5)
+    model.set_item_features(torch.randint(0, 4, (31,)), torch.randn(31, 5)).eval()
+    histories = [np.array([3, 4, 5]), np.array([7]), np.array([], dtype=np.int64)]
+    columns = torch.tensor([1, 9, 30, 4])
+    assert torch.allclose(model.score_items(histories, columns), model.score_all(histories)[:, columns], atol=1e-5)
+    before = model.score_all(histories[:1])
+    with torch.no_grad():
+        model.item_embedding.weight[9] += torch.randn(16)  # in place, as an optimizer step
+    after = model.score_all(histories[:1])
+    assert not torch.allclose(before[:, 9], after[:, 9])  # the cached item matrix was rebuilt
+    assert torch.allclose(after, model.score_all(histories[:1]))  # and is reused when nothing changed
+    model.set_item_features(text=torch.zeros(31, 5))
+    assert torch.allclose(model.score_all(histories[:1])[:, 1:], torch.as_tensor(
+        (model.encode(torch.tensor([[3, 4, 5]]))[:, -1] @ model.item_matrix().T)[:, 1:]), atol=1e-5)
+
+
+def test_reasons_are_the_leave_one_out_argmax_over_the_newest_items():
+    from shoprec.reasons import reason_indices
+
+    torch.manual_seed(1)
+    model = SASRec(40, max_len=64, hidden=16, blocks=2).eval()
+    history = np.random.default_rng(0).integers(1, 41, 70)
+    items = [5, 17, 33]
+    window, context = 8, 30
+    got = reason_indices(model, [history], [items], window=window, context=context)[0]
+    recent = history[-context:]
+    base = model.score_all([recent])[0]
+    for n, item in enumerate(items):
+        drops = [float(base[item] - model.score_all([np.delete(recent, p)])[0, item])
+                 for p in range(context - window, context)]
+        best = int(np.argmax(drops))
+        assert got[n] == (int(recent[context - window + best]) if drops[best] > 1e-9 else None)

@@ -333,13 +333,14 @@ def user_feature_refs(store: "FeatureStore", service: str = N.FEATURE_SERVICE) -
     return refs
 
 
-def online_user_features(
+def online_user_rows(
     store: "FeatureStore",
     user_ids: Sequence[str],
     refs: Sequence[str] | None = None,
     settings: FeatureStoreSettings | None = None,
-) -> pd.DataFrame:
-    """The online features of `user_ids` (one row each, in order) through `recommender_v1`.
+) -> list[dict[str, Any]]:
+    """The online features of `user_ids` through `recommender_v1`: one dict per user, in order
+    (the serving hot path: no DataFrame, which costs more than the store read itself).
 
     A user the store does not know gets `USER_DEFAULTS` and `missing` = True (no exception);
     a known user's null values (e.g. no prices seen) get the same defaults.
@@ -347,21 +348,34 @@ def online_user_features(
     Pass `refs` from `user_feature_refs` to skip the service lookup on hot paths.
     """
     chosen = list(refs) if refs is not None else user_feature_refs(store)
-    rows = [{S.USER_ID: str(user)} for user in user_ids]
+    users = [str(user) for user in user_ids]
     with _online_errors(settings):
-        values = store.get_online_features(features=chosen, entity_rows=rows).to_dict()
+        values = store.get_online_features(features=chosen, entity_rows=[{S.USER_ID: u} for u in users]).to_dict()
     names = [ref.split(":", 1)[1] for ref in chosen]
-    missing = [all(values[name][i] is None for name in names) for i in range(len(rows))]
-    out: dict[str, list[Any]] = {S.USER_ID: [row[S.USER_ID] for row in rows]}
-    for name in names:
-        default = USER_DEFAULTS.get(name)
-        column = values[name]
-        if name == N.RECENT_ITEMS:
-            out[name] = [list(v) if v is not None else [] for v in column]
-        else:
-            out[name] = [default if v is None else v for v in column]
-    out[MISSING_FLAG] = missing
-    return pd.DataFrame(out)
+    rows = []
+    for i, user in enumerate(users):
+        row: dict[str, Any] = {S.USER_ID: user}
+        for name in names:
+            value = values[name][i]
+            if name == N.RECENT_ITEMS:
+                row[name] = list(value) if value is not None else []
+            else:
+                row[name] = USER_DEFAULTS.get(name) if value is None else value
+        row[MISSING_FLAG] = all(values[name][i] is None for name in names)
+        rows.append(row)
+    return rows
+
+
+def online_user_features(
+    store: "FeatureStore",
+    user_ids: Sequence[str],
+    refs: Sequence[str] | None = None,
+    settings: FeatureStoreSettings | None = None,
+) -> pd.DataFrame:
+    """`online_user_rows` as a frame: one row per user id, in order, with the `missing` flag."""
+    rows = online_user_rows(store, user_ids, refs, settings)
+    names = [ref.split(":", 1)[1] for ref in (list(refs) if refs is not None else user_feature_refs(store))]
+    return pd.DataFrame(rows, columns=[S.USER_ID, *names, MISSING_FLAG])
 
 
 # --- push -------------------------------------------------------------------------------------

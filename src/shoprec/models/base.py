@@ -29,6 +29,21 @@ def mask_seen(scores: torch.Tensor, histories: Sequence[np.ndarray]) -> torch.Te
     return scores
 
 
+def stable_topk(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """[B, k] column indices of the k largest scores per row, ties broken by the lower index:
+    exactly `argsort(descending, stable)[:, :k]`, but only the candidates at or above each
+    row's k-th value are sorted (a full sort of a large catalogue per request is the cost)."""
+    if k >= scores.shape[1] or scores.shape[1] <= 4 * k:
+        return torch.argsort(scores, dim=1, descending=True, stable=True)[:, :k]
+    kth = torch.topk(scores, k, dim=1).values[:, -1:]  # [B, 1]
+    rows = []
+    for row, threshold in zip(scores, kth):
+        candidates = torch.nonzero(row >= threshold).squeeze(1)  # ascending index order
+        picked = torch.argsort(row[candidates], descending=True, stable=True)[:k]
+        rows.append(candidates[picked])
+    return torch.stack(rows)
+
+
 class Recommender(nn.Module):
     """Base of all models. Subclasses set `kind`, implement `score_all`, and either `fit`
     (closed-form baselines) or `forward(inputs, targets) -> loss` (trainable models)."""
@@ -64,6 +79,11 @@ class Recommender(nn.Module):
         """[B, N + 1] float scores, higher is better; column 0 (padding) is -inf."""
         raise NotImplementedError
 
+    def score_items(self, histories: Sequence[np.ndarray], items: torch.Tensor) -> torch.Tensor:
+        """[B, R] scores of the item indices `items` ([R], the same for every history):
+        `score_all` restricted to those columns (models may compute only those)."""
+        return self.score_all(histories).float()[:, items]
+
     @torch.no_grad()
     def topk(
         self, histories: Sequence[np.ndarray], k: int, exclude: bool
@@ -74,8 +94,7 @@ class Recommender(nn.Module):
         scores = self.score_all(histories).float()
         if exclude:
             mask_seen(scores, histories)
-        k = min(k, self.n_items)
-        order = torch.argsort(scores, dim=1, descending=True, stable=True)[:, :k]
+        order = stable_topk(scores, min(k, self.n_items))
         return order, scores.gather(1, order)
 
     # --- fitting and persistence ---------------------------------------------------------

@@ -70,15 +70,16 @@ class ChunkedSoftmaxCrossEntropy(torch.autograd.Function):
 class CausalBlock(nn.Module):
     """Pre-LayerNorm transformer block: x + Attn(LN(x)), then x + FFN(LN(x))."""
 
-    def __init__(self, hidden: int, heads: int, dropout: float) -> None:
+    def __init__(self, hidden: int, heads: int, dropout: float, ffn_multiplier: int = 1) -> None:
         super().__init__()
         self.heads, self.dropout = heads, dropout
         self.norm_attn = nn.LayerNorm(hidden)
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.out = nn.Linear(hidden, hidden)
         self.norm_ff = nn.LayerNorm(hidden)
+        inner = hidden * ffn_multiplier
         self.ff = nn.Sequential(
-            nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, hidden)
+            nn.Linear(hidden, inner), nn.GELU(), nn.Dropout(dropout), nn.Linear(inner, hidden)
         )
         self.drop = nn.Dropout(dropout)
 
@@ -117,11 +118,12 @@ class SASRec(Recommender):
         n_categories: int = 0,
         text_dim: int = 0,
         chunk_rows: int = 2048,
+        ffn_multiplier: int = 1,
     ) -> None:
         super().__init__(n_items)
         self.max_len, self.hidden, self.blocks_n, self.heads = max_len, hidden, blocks, heads
         self.dropout_p, self.n_categories, self.text_dim = dropout, n_categories, text_dim
-        self.chunk_rows = chunk_rows
+        self.chunk_rows, self.ffn_multiplier = chunk_rows, ffn_multiplier
         self.item_embedding = nn.Embedding(n_items + 1, hidden, padding_idx=PAD)
         self.position_embedding = nn.Embedding(max_len, hidden)
         if n_categories:
@@ -131,8 +133,9 @@ class SASRec(Recommender):
         if text_dim:
             self.register_buffer("item_text", torch.zeros(n_items + 1, text_dim))
             self.text_projection = nn.Linear(text_dim, hidden, bias=False)
+        self._serving_items: tuple[list[torch.Tensor], tuple, torch.Tensor] | None = None  # see scoring_items
         self.input_dropout = nn.Dropout(dropout)
-        self.layers = nn.ModuleList(CausalBlock(hidden, heads, dropout) for _ in range(blocks))
+        self.layers = nn.ModuleList(CausalBlock(hidden, heads, dropout, ffn_multiplier) for _ in range(blocks))
         self.final_norm = nn.LayerNorm(hidden)
         self.apply(self._init_weights)
 
@@ -151,13 +154,14 @@ class SASRec(Recommender):
             "n_items": self.n_items, "max_len": self.max_len, "hidden": self.hidden,
             "blocks": self.blocks_n, "heads": self.heads, "dropout": self.dropout_p,
             "n_categories": self.n_categories, "text_dim": self.text_dim,
-            "chunk_rows": self.chunk_rows,
+            "chunk_rows": self.chunk_rows, "ffn_multiplier": self.ffn_multiplier,
         }
 
     def set_item_features(
         self, category: torch.Tensor | None = None, text: torch.Tensor | None = None
     ) -> "SASRec":
         """category: [N+1] int (0 unknown); text: [N+1, text_dim] float (row 0 zeros)."""
+        self._serving_items = None
         if category is not None:
             if not self.n_categories:
                 raise ValueError("model built with n_categories=0 cannot take categories")
@@ -178,6 +182,31 @@ class SASRec(Recommender):
         keep = torch.ones(self.n_items + 1, 1, device=vectors.device, dtype=vectors.dtype)
         keep[PAD] = 0.0
         return vectors * keep
+
+    def train(self, mode: bool = True) -> "SASRec":
+        self._serving_items = None  # weights are about to change: never reuse a stale matrix
+        return super().train(mode)
+
+    def _apply(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self._serving_items = None  # .to() / .float() replace tensors: rebuild from the new ones
+        return super()._apply(fn, *args, **kwargs)
+
+    def scoring_items(self) -> torch.Tensor:
+        """`item_matrix()` for inference, computed once and reused until a weight or buffer
+        changes in place (tensor version counters tell) or is replaced (`set_item_features`,
+        `.to()` and `train()` drop the copy): with MiniLM titles it is an [N, 384] x [384, d]
+        product, far more than scoring one user costs."""
+        if self.training or torch.is_grad_enabled():
+            return self.item_matrix()
+        cached = self._serving_items
+        if cached is not None:
+            tensors, key, matrix = cached
+            if tuple(t._version for t in tensors) == key:
+                return matrix
+        tensors = list(self.parameters()) + list(self.buffers())
+        matrix = self.item_matrix().detach()
+        self._serving_items = (tensors, tuple(t._version for t in tensors), matrix)
+        return matrix
 
     def encode(self, inputs: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
         """inputs [B, L] left-padded item indices -> hidden states [B, L, d]."""
@@ -212,11 +241,25 @@ class SASRec(Recommender):
     def score_all(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
         device = self.item_embedding.weight.device
         inputs = pad_histories(histories, self.max_len).to(device)
-        items = self.item_matrix()
+        items = self.scoring_items()
         last = self.encode(inputs, items)[:, -1]  # [B, d]: the state after the newest item
         scores = (last.float() @ items.float().T)  # [B, N+1]
         scores[:, PAD] = float("-inf")
         empty = torch.as_tensor([len(h) == 0 for h in histories], device=device)
         if empty.any():
             scores[empty, 1:] = 0.0  # no history, no opinion: ties, broken by index
+        return scores.cpu()
+
+    @torch.no_grad()
+    def score_items(self, histories: Sequence[np.ndarray], items: torch.Tensor) -> torch.Tensor:
+        """Only the columns `items`: one [B, d] x [d, R] product instead of the whole catalogue."""
+        device = self.item_embedding.weight.device
+        inputs = pad_histories(histories, self.max_len).to(device)
+        matrix = self.scoring_items()
+        last = self.encode(inputs, matrix)[:, -1].float()
+        scores = last @ matrix[items.to(device)].float().T  # [B, R]
+        empty = torch.as_tensor([len(h) == 0 for h in histories], device=device)
+        if empty.any():
+            scores[empty] = 0.0
+        scores[:, items.to(device) == PAD] = float("-inf")
         return scores.cpu()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +31,19 @@ class ItemVocab:
     def n_items(self) -> int:
         return len(self.ids)
 
+    @cached_property
+    def _positions(self) -> dict[str, int]:
+        # Built once per vocabulary: serving looks up a few hundred ids per request, where a
+        # dict is ~10x faster than rebuilding a pandas Index of the whole catalogue each time.
+        return {item: n + 1 for n, item in enumerate(self.ids)}
+
     def index(self, item_ids: Sequence[object] | pd.Series | np.ndarray) -> np.ndarray:
         """Indices of `item_ids` (as text); unknown items get 0 (padding)."""
-        positions = pd.Index(self.ids).get_indexer(pd.Series(item_ids, dtype="object").astype(str))
-        return (positions + 1).astype(np.int64)  # -1 (unknown) becomes 0
+        if len(item_ids) > 10_000:  # whole event tables: pandas' vectorised hash join
+            positions = pd.Index(self.ids).get_indexer(pd.Series(item_ids, dtype="object").astype(str))
+            return (positions + 1).astype(np.int64)  # -1 (unknown) becomes 0
+        lookup = self._positions
+        return np.fromiter((lookup.get(str(i), PAD) for i in item_ids), dtype=np.int64, count=len(item_ids))
 
     def item_ids(self, indices: Sequence[int] | np.ndarray) -> list[str]:
         """Item ids of indices 1..N."""

@@ -21,6 +21,7 @@ from shoprec.evaluation.evaluate import EvalResult, evaluate
 from shoprec.evaluation.splits import Split, leave_one_out, temporal_split
 from shoprec.models.base import Recommender
 from shoprec.models.baselines import BuyAgain, ItemKNN, Markov1, MostPop
+from shoprec.models.cold_items import ColdImputation, impute_cold_item_embeddings
 from shoprec.models.content import ItemFeatures, item_features
 from shoprec.models.sasrec import SASRec
 from shoprec.training.data import ItemVocab, build_sequences, build_vocab
@@ -37,13 +38,16 @@ def exclude_seen_policy(info: dict[str, Any]) -> bool:
 @dataclass
 class FitConfig:
     """model: SASRec keyword arguments; train: the loop's settings; split: "leave-one-out"
-    or "temporal" (with `cutoff`); content: fuse category / title features when present."""
+    or "temporal" (with `cutoff`); content: fuse category / title features when present;
+    impute_cold_items: with content, give items without training events id embeddings
+    borrowed from their content look-alikes (off only to measure what it is worth)."""
 
     model: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     split: str = "leave-one-out"
     cutoff: str | None = None
     content: bool = True
+    impute_cold_items: bool = True
     baselines: tuple[str, ...] = ("mostpop", "markov1", "itemknn")
     bootstrap: int = 1000
     k: int = 10
@@ -63,6 +67,7 @@ class FitOutcome:
     fit_seconds: dict[str, float]
     train_result: TrainResult
     config: FitConfig
+    cold_items: ColdImputation | None = None  # None: no content features, or imputation off
 
     @property
     def n_items(self) -> int:
@@ -147,6 +152,11 @@ def fit_and_evaluate(
     sasrec = build_sasrec(vocab, features, config.model)
     started = time.perf_counter()
     train_result = train(sasrec, split.train, split.valid, config.train, exclude, config.k)
+    cold_items = None
+    if config.content and config.impute_cold_items and (sasrec.n_categories or sasrec.text_dim):
+        # Cold items were only ever pushed down by the full softmax: score them through
+        # their content look-alikes instead (see models/cold_items.py).
+        cold_items = impute_cold_item_embeddings(sasrec, popularity)
     models["sasrec"], seconds["sasrec"] = sasrec, time.perf_counter() - started
     for name in names:
         started = time.perf_counter()
@@ -162,7 +172,7 @@ def fit_and_evaluate(
                 k=config.k, bootstrap=config.bootstrap, name=name,
             )
     return FitOutcome(vocab, split, exclude, popularity, features, models, results, seconds,
-                      train_result, config)
+                      train_result, config, cold_items)
 
 
 def comparison_markdown(rows: list[dict[str, Any]], k: int = 10) -> str:
@@ -189,6 +199,15 @@ def comparison_markdown(rows: list[dict[str, Any]], k: int = 10) -> str:
     return "\n".join(lines)
 
 
+def cold_items_line(cold: ColdImputation | None) -> str:
+    """The model card's sentence on items that had no training events."""
+    if cold is None:
+        return "cold items (no training events): none given content-imputed embeddings"
+    return (f"{cold.imputed} cold items given content-imputed embeddings ({cold.by_title} by "
+            f"title, {cold.by_category} by category); {cold.left_as_trained} without usable "
+            f"content kept as trained")
+
+
 def model_card(outcome: FitOutcome, source: str, snapshot_id: str | None, feature_service: str) -> str:
     """Markdown model card: data, metrics against the baselines, segments, intended use."""
     tr = outcome.train_result
@@ -201,6 +220,7 @@ def model_card(outcome: FitOutcome, source: str, snapshot_id: str | None, featur
 - {outcome.n_items} items; {len(outcome.split.train)} training sequences; split: {outcome.split.kind}
   ({len(outcome.split.valid)} validation users, {len(outcome.split.test)} test users)
 - item features: {len(outcome.features.categories)} categories; title embeddings: {'MiniLM (all-MiniLM-L6-v2)' if outcome.features.text is not None else 'none'}
+- {cold_items_line(outcome.cold_items)}
 
 ## Training
 - device {tr.device} (bf16 {tr.bf16}, {tr.world_size} process(es)); {tr.epochs} epochs, best epoch {tr.best_epoch}
@@ -234,6 +254,7 @@ def save_outcome(
         "k": outcome.config.k,
         "models": {row["model"]: row for row in outcome.comparison()},
         "train": outcome.train_result.to_dict(),
+        "cold_items": None if outcome.cold_items is None else outcome.cold_items.to_dict(),
     }
     return save_bundle(
         directory, outcome.models[model_name], outcome.vocab,

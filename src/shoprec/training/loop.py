@@ -34,6 +34,12 @@ class TrainConfig:
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
     patience: int = 10  # validations without a new best before stopping
+    # "constant", or "cosine": linear warm-up over `warmup` of the run, then a cosine decay
+    # to `min_lr_ratio` x the rate at the end of the run, the end being `max_epochs` or, with a
+    # budget, the epochs that fit in it (re-estimated after every epoch).
+    schedule: str = "constant"
+    warmup: float = 0.03
+    min_lr_ratio: float = 0.02
     eval_every: int = 1  # epochs between validations
     budget_minutes: float | None = None
     seed: int = 0
@@ -46,6 +52,30 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def scheduled_rate(config: TrainConfig, progress: float) -> float:
+    """The learning rate at `progress` (0..1) through the run under `config.schedule`."""
+    if config.schedule == "constant":
+        return config.learning_rate
+    if config.schedule != "cosine":
+        raise ValueError(f"schedule must be 'constant' or 'cosine', not {config.schedule!r}")
+    progress = min(max(progress, 0.0), 1.0)
+    if config.warmup > 0 and progress < config.warmup:
+        return config.learning_rate * max(progress / config.warmup, 0.01)
+    decay = (progress - config.warmup) / max(1e-9, 1.0 - config.warmup)
+    floor = config.min_lr_ratio
+    return config.learning_rate * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * decay)))
+
+
+def planned_epochs(config: TrainConfig, epochs_done: int, elapsed: float) -> int:
+    """How many epochs the run will have: `max_epochs`, or fewer where the budget ends first
+    (estimated from the mean epoch so far, validation included)."""
+    if config.budget_minutes is None or epochs_done == 0:
+        return config.max_epochs
+    mean_epoch = elapsed / epochs_done
+    fit = epochs_done + int((config.budget_minutes * 60.0 - elapsed) // mean_epoch)
+    return max(epochs_done, min(config.max_epochs, fit))
 
 
 @dataclass
@@ -108,9 +138,13 @@ def train(
     stale, stopped, started = 0, "max_epochs", time.perf_counter()
     budget = None if config.budget_minutes is None else config.budget_minutes * 60.0
     epoch = 0
+    n_batches = math.ceil(len(windows) / config.batch_size)
+    # A first guess from the budget is impossible before one epoch is timed: plan for
+    # max_epochs (warm-up only touches the first few percent) and re-plan after each epoch.
+    total_epochs = _agree(planned_epochs(config, 0, 0.0), world)
+    step = 0
     for epoch in range(1, config.max_epochs + 1):
         epoch_start = time.perf_counter()
-        n_batches = math.ceil(len(windows) / config.batch_size)
         bar = tqdm(
             window_batches(windows, config.batch_size, data_rng, rank, world),
             total=n_batches, desc=f"epoch {epoch}", leave=False,
@@ -118,6 +152,10 @@ def train(
         )
         losses = []
         for batch in bar:
+            rate = scheduled_rate(config, step / max(1, total_epochs * n_batches))
+            for group in optimizer.param_groups:
+                group["lr"] = rate
+            step += 1
             batch = batch.to(device)
             with autocast(device, bf16):
                 loss = net(batch.inputs, batch.targets)
@@ -129,7 +167,8 @@ def train(
                 bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
         bar.close()
         log = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
-               "train_seconds": time.perf_counter() - epoch_start}
+               "train_seconds": time.perf_counter() - epoch_start,
+               "learning_rate": optimizer.param_groups[0]["lr"]}
         if epoch % config.eval_every == 0 or epoch == config.max_epochs:
             score = _validate(model, valid, exclude_seen, k, rank, world, device, log)
             if score > best_score:
@@ -155,6 +194,11 @@ def train(
         if budget is not None and elapsed + mean_epoch > budget:
             stopped = "budget"
             break
+        if config.schedule != "constant" and epoch >= total_epochs:
+            stopped = "schedule_end"  # the learning rate has decayed: more epochs would not move
+            break
+        # Rank 0's clock decides for all ranks, so their learning rates never differ.
+        total_epochs = _agree(planned_epochs(config, epoch, elapsed), world)
     seconds = time.perf_counter() - started
     model.to("cpu")
     model.load_state_dict(best_state)
@@ -164,6 +208,17 @@ def train(
         seconds_per_epoch=float(np.mean([h["train_seconds"] for h in history])) if history else 0.0,
         device=str(device), bf16=bf16, world_size=world, stopped=stopped, history=history,
     )
+
+
+def _agree(value: int, world: int) -> int:
+    """Rank 0's `value` on every rank (the value itself when not distributed)."""
+    if world == 1:
+        return value
+    shared = torch.tensor([value], dtype=torch.int64)
+    if dist.get_backend() == "nccl":
+        shared = shared.cuda()
+    dist.broadcast(shared, src=0)
+    return int(shared.item())
 
 
 def _validate(
