@@ -103,3 +103,30 @@ def test_redis_down_is_a_named_error(tmp_path, timeline):
     with pytest.raises(FeatureStoreUnavailable, match=r"online store unavailable \(online=redis at 127.0.0.1:1"):
         store = apply_definitions(settings)
         online_user_features(store, ["u1"], settings=settings)
+
+
+def test_a_redis_that_never_answers_times_out_instead_of_holding_the_reader(tmp_path, timeline):
+    """A port that accepts connections and never replies (a hung Redis): the read fails with
+    the named error after the socket timeout, so no thread waits forever."""
+    import socket
+    import time
+
+    from shoprec.features.store import redis_connection_string
+
+    assert redis_connection_string("h:1,socket_timeout=5") == "h:1,socket_timeout=5,socket_connect_timeout=1"
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    events, items = timeline
+    try:
+        settings = FeatureStoreSettings(home=tmp_path, online_store="redis", redis=f"127.0.0.1:{port}")
+        build_feature_tables(events, items).write(settings.features_dir)
+        store = apply_definitions(settings)
+        began = time.monotonic()
+        with pytest.raises(FeatureStoreUnavailable, match="online store unavailable"):
+            online_user_features(store, ["u1"], settings=settings)
+        # Bounded: 1 s socket timeouts and redis-py's 3 retries with back-off (~11 s here), not forever.
+        assert time.monotonic() - began < 60
+    finally:
+        listener.close()

@@ -152,3 +152,38 @@ def test_reasons_are_the_leave_one_out_argmax_over_the_newest_items():
                  for p in range(context - window, context)]
         best = int(np.argmax(drops))
         assert got[n] == (int(recent[context - window + best]) if drops[best] > 1e-9 else None)
+
+
+def test_repeat_bonus_is_tuned_on_validation_and_travels_with_the_bundle(tmp_path):
+    """Grocery-like data: each user's next item is one of their own earlier items. The bonus
+    picked on validation lifts the transformer, and the bundle scores with it after loading."""
+    import pandas as pd
+
+    from shoprec import schema as S
+    from shoprec.data.dataset import EventData
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for user in range(120):
+        staples = rng.choice(np.arange(1, 41), size=4, replace=False)
+        for t in range(24):
+            item = staples[t % 4] if rng.random() < 0.8 else rng.integers(1, 41)
+            rows.append((f"u{user}", f"i{item}", t))
+    events = pd.DataFrame(rows, columns=[S.USER_ID, S.ITEM_ID, "t"])
+    events[S.TIMESTAMP] = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(events.pop("t"), unit="h")
+    events[S.EVENT_TYPE] = S.PURCHASE
+    data = EventData(events, None, None, "repeat", {"repeat_purchase": True})
+    config = small_config(max_epochs=3)
+    outcome = fit_and_evaluate(data, config)
+    tuning = outcome.repeat_tuning
+    assert tuning is not None and set(tuning) == {f"{w:g}" for w in config.repeat_weights}
+    chosen = outcome.models["sasrec"].repeat_weight
+    assert tuning[f"{chosen:g}"] == max(tuning.values()) and chosen > 0
+    assert tuning[f"{chosen:g}"] > tuning["0"]  # the bonus helps on this data
+    bundle = save_outcome(outcome, tmp_path / "bundle", source="repeat")
+    loaded = load_bundle(bundle)
+    assert loaded.model.repeat_weight == chosen
+    assert "repeat-purchase bonus weight" in (bundle / "MODEL_CARD.md").read_text() or \
+        any("repeat-purchase bonus weight" in p.read_text() for p in bundle.glob("*.md"))
+    history = [outcome.split.test.histories[0]]
+    assert torch.equal(loaded.model.score_all(history), outcome.models["sasrec"].score_all(history))

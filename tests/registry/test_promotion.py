@@ -162,3 +162,19 @@ def test_gate_scores_real_bundles_on_the_same_window(tmp_path):
     assert versus_mostpop.metrics["window"] == "leave-one-out"
     window.write(tmp_path / "window.json")
     assert GateWindow.read(tmp_path / "window.json") == window
+
+
+def test_first_run_on_repeat_purchase_data_must_also_beat_buy_again():
+    from shoprec.promotion import baseline_scores
+    from tests.registry.conftest import sequences_frame
+
+    window = newest_window(sequences_frame(), None, "leave-one-out")
+    assert set(baseline_scores(window, exclude_seen=True)) == {"mostpop", "markov1"}
+    repeat = baseline_scores(window, exclude_seen=False)
+    assert set(repeat) == {"mostpop", "markov1", "buyagain"}
+    baselines = {"mostpop": scores("mostpop", BASE - 0.1), "markov1": scores("markov1", BASE - 0.05),
+                 "buyagain": scores("buyagain", BASE + 0.05)}
+    decision = decide(scores("cand", BASE), None, short_history=SHORT, policy=POLICY, baselines=baselines)
+    assert not decision.promote
+    assert failed(decision) == ["NDCG@10 margin vs buyagain", "NDCG@10 significance vs buyagain"]
+    assert "baselines (mostpop, markov1, buyagain)" in decision.to_markdown()

@@ -143,7 +143,7 @@ def repo_config(settings: FeatureStoreSettings) -> "RepoConfig":
         "cache_ttl_seconds": 60,
     }
     if settings.online_store == "redis":
-        online: dict[str, Any] = {"type": "redis", "connection_string": settings.redis}
+        online: dict[str, Any] = {"type": "redis", "connection_string": redis_connection_string(settings.redis)}
     else:
         online = {"type": "sqlite", "path": str(settings.features_dir / SQLITE_FILE)}
     return RepoConfig(
@@ -461,6 +461,20 @@ class _online_errors:
         if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
             where = self.settings.describe() if self.settings else "the online store"
             raise FeatureStoreUnavailable(f"online store unavailable ({where}): {_one_line(exc)}") from exc
+
+
+REDIS_SOCKET_TIMEOUT_S = 1.0
+
+
+def redis_connection_string(connection: str) -> str:
+    """The Redis connection string with socket timeouts (1 s) unless it names its own: a Redis
+    that accepts and never answers would otherwise hold a reading thread forever (the server
+    answers from the fallback after its own 50 ms either way, but threads are finite). With
+    redis-py's default 3 retries and back-off a hung read gives up after about 11 s."""
+    keys = {part.split("=", 1)[0].strip() for part in connection.split(",") if "=" in part}
+    extra = [f"{key}={REDIS_SOCKET_TIMEOUT_S:g}" for key in ("socket_timeout", "socket_connect_timeout")
+             if key not in keys]
+    return ",".join([connection, *extra])
 
 
 def _utc(value: datetime | pd.Timestamp | str) -> datetime:

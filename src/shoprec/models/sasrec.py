@@ -119,8 +119,13 @@ class SASRec(Recommender):
         text_dim: int = 0,
         chunk_rows: int = 2048,
         ffn_multiplier: int = 1,
+        repeat_weight: float = 0.0,
     ) -> None:
         super().__init__(n_items)
+        # Repeat-purchase data: scores of items the user already has get
+        # repeat_weight * log(1 + times among the newest max_len items). 0 = off; set after
+        # training by `fit.tune_repeat_weight` on validation (grocery baskets repeat a lot).
+        self.repeat_weight = float(repeat_weight)
         self.max_len, self.hidden, self.blocks_n, self.heads = max_len, hidden, blocks, heads
         self.dropout_p, self.n_categories, self.text_dim = dropout, n_categories, text_dim
         self.chunk_rows, self.ffn_multiplier = chunk_rows, ffn_multiplier
@@ -155,6 +160,7 @@ class SASRec(Recommender):
             "blocks": self.blocks_n, "heads": self.heads, "dropout": self.dropout_p,
             "n_categories": self.n_categories, "text_dim": self.text_dim,
             "chunk_rows": self.chunk_rows, "ffn_multiplier": self.ffn_multiplier,
+            "repeat_weight": self.repeat_weight,
         }
 
     def set_item_features(
@@ -248,7 +254,10 @@ class SASRec(Recommender):
         empty = torch.as_tensor([len(h) == 0 for h in histories], device=device)
         if empty.any():
             scores[empty, 1:] = 0.0  # no history, no opinion: ties, broken by index
-        return scores.cpu()
+        scores = scores.cpu()
+        if self.repeat_weight:
+            scores += self.repeat_bonus(histories)
+        return scores
 
     @torch.no_grad()
     def score_items(self, histories: Sequence[np.ndarray], items: torch.Tensor) -> torch.Tensor:
@@ -262,4 +271,19 @@ class SASRec(Recommender):
         if empty.any():
             scores[empty] = 0.0
         scores[:, items.to(device) == PAD] = float("-inf")
-        return scores.cpu()
+        scores = scores.cpu()
+        if self.repeat_weight:
+            scores += self.repeat_bonus(histories)[:, items.cpu()]
+        return scores
+
+    def repeat_bonus(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
+        """[B, N+1]: repeat_weight * log(1 + count) for the items among each history's newest
+        max_len items (the window the model reads, so serving and evaluation agree)."""
+        bonus = torch.zeros(len(histories), self.n_items + 1)
+        for row, history in enumerate(histories):
+            recent = np.asarray(history, dtype=np.int64)[-self.max_len:]
+            if len(recent):
+                items, counts = np.unique(recent, return_counts=True)
+                bonus[row, torch.as_tensor(items)] = torch.log1p(torch.as_tensor(counts, dtype=torch.float32))
+        bonus[:, PAD] = 0.0
+        return bonus * self.repeat_weight
