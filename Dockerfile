@@ -50,7 +50,11 @@ RUN pip install . \
 # The Feast definitions, read by the library and by `feast apply` inside the cluster.
 COPY feature_repo/ /app/feature_repo/
 # On a cluster the shoprec-settings ConfigMap adds SHOPREC_FEAST_YAML (the production stores).
-ENV SHOPREC_FEATURE_REPO=/app/feature_repo \
+# SHOPREC_IMAGE: the image's own reference (set by `make image`), so the deploy step renders
+# the InferenceService's transformer on the same image the pipeline runs on.
+ARG IMAGE_REF=ghcr.io/shoprec/shoprec:0.1.0
+ENV SHOPREC_IMAGE=$IMAGE_REF \
+    SHOPREC_FEATURE_REPO=/app/feature_repo \
     SHOPREC_HOME=/var/lib/shoprec \
     HOME=/home/shoprec
 

@@ -71,12 +71,12 @@ DOCKER_OK = docker info >/dev/null 2>&1 || { echo "[image] no Docker engine answ
 
 image:
 	@$(DOCKER_OK)
-	docker build -t $(IMAGE) .
+	docker build --build-arg IMAGE_REF=$(IMAGE) -t $(IMAGE) .
 
 image-gpu:
 	@$(DOCKER_OK)
 	docker build --build-arg BASE_IMAGE=$(CUDA_BASE) --build-arg TORCH_INDEX_URL=$(CUDA_TORCH_INDEX) \
-		-t $(IMAGE)-gpu .
+		--build-arg IMAGE_REF=$(IMAGE)-gpu -t $(IMAGE)-gpu .
 
 clean-env:
 	rm -rf $(VENV)

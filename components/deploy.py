@@ -21,8 +21,12 @@ def deploy(
     target "local": move the alias (a running predictor follows it); "cluster": write the
     InferenceService YAML with the version's storageUri and `canary_traffic_percent` (100 = full
     rollout) to `deployment`, and record the promotion. The decision's reasons go to the history.
+    $SHOPREC_PAYLOAD_LOGGER_URL (from the shoprec-settings ConfigMap), when set, turns on
+    KServe's payload logger on the transformer, sending there every request and answer.
     """
+    import functools
     import json
+    import os
 
     from serving.manifests import render_inference_service
     from shoprec.deployment import deploy_cluster, deploy_local
@@ -42,7 +46,9 @@ def deploy(
     elif target == "cluster":
         canary = None if canary_traffic_percent >= 100 else canary_traffic_percent
         event = deploy_cluster(registry, version, deployment.path, reason=reason,
-                               render=render_inference_service, namespace=namespace,
+                               render=functools.partial(render_inference_service,
+                                                        logger_url=os.environ.get("SHOPREC_PAYLOAD_LOGGER_URL") or None),
+                               namespace=namespace,
                                canary_traffic_percent=canary, decision=verdict)
     else:
         raise ValueError(f"target must be 'local' or 'cluster', not {target!r}")

@@ -6,15 +6,54 @@ from __future__ import annotations
 
 from typing import Any
 
-from kserve import (ApiClient, V1beta1InferenceService, V1beta1InferenceServiceSpec,
-                    V1beta1ModelFormat, V1beta1ModelSpec, V1beta1PredictorSpec, constants)
-from kubernetes.client import V1ObjectMeta
+from kserve import (ApiClient, V1beta1InferenceService, V1beta1InferenceServiceSpec, V1beta1LoggerSpec,
+                    V1beta1ModelFormat, V1beta1ModelSpec, V1beta1PredictorSpec, V1beta1TransformerSpec,
+                    constants)
+from kubernetes.client import (V1Container, V1EnvVar, V1HTTPGetAction, V1ObjectMeta,
+                               V1PersistentVolumeClaimVolumeSource, V1Probe, V1ResourceRequirements,
+                               V1SecurityContext, V1Volume, V1VolumeMount)
 
+from shoprec.config import resolve_image
 from shoprec.errors import RegistryError
 
 INFERENCE_SERVICE_NAME = "shoprec"
 RUNTIME_NAME = "shoprec-predictor"  # the ServingRuntime running serving/predictor (our image)
 MODEL_FORMAT = "shoprec-bundle"
+FEATURE_SERVER_URL = "http://shoprec-feature-server:6566"  # manifests/base/feature-server.yaml
+HOME_MOUNT = "/var/lib/shoprec"  # the shared home (manifests/base/home-volume.yaml)
+HOME_CLAIM = "shoprec-home"
+SERVICE_ACCOUNT = "shoprec-serving"
+
+
+def _readiness() -> V1Probe:
+    return V1Probe(http_get=V1HTTPGetAction(path=f"/v1/models/{INFERENCE_SERVICE_NAME}", port=8080),
+                   period_seconds=5)
+
+
+def transformer_spec(image: str, *, feature_server_url: str = FEATURE_SERVER_URL,
+                     feature_timeout_ms: int = 50, logger_url: str | None = None) -> V1beta1TransformerSpec:
+    """The transformer component (serving/transformer) as manifests/base/inference-service.yaml
+    has it. logger_url: also send every request and answer to KServe's payload logger there
+    (e.g. a Knative broker), beside the prediction log on the shared home."""
+    container = V1Container(
+        name="kserve-container",
+        image=image,
+        command=["python", "-m", "serving.transformer"],
+        # KServe adds --model_name and --predictor_host.
+        args=[f"--feature_server_url={feature_server_url}", f"--feature_timeout_ms={feature_timeout_ms}",
+              f"--home={HOME_MOUNT}"],
+        env=[V1EnvVar(name="SHOPREC_HOME", value=HOME_MOUNT)],
+        security_context=V1SecurityContext(run_as_non_root=True, run_as_user=10001),
+        resources=V1ResourceRequirements(requests={"cpu": "500m", "memory": "1Gi"}, limits={"memory": "2Gi"}),
+        readiness_probe=_readiness(),
+        volume_mounts=[V1VolumeMount(name="home", mount_path=HOME_MOUNT)],
+    )
+    return V1beta1TransformerSpec(
+        containers=[container],
+        volumes=[V1Volume(name="home", persistent_volume_claim=V1PersistentVolumeClaimVolumeSource(
+            claim_name=HOME_CLAIM))],
+        logger=V1beta1LoggerSpec(mode="all", url=logger_url) if logger_url else None,
+    )
 
 
 def render_inference_service(
@@ -25,12 +64,19 @@ def render_inference_service(
     canary_traffic_percent: int | None = None,
     runtime: str = RUNTIME_NAME,
     version: str = "",
-    service_account: str | None = None,
+    service_account: str | None = SERVICE_ACCOUNT,
+    image: str | None = None,
+    feature_server_url: str = FEATURE_SERVER_URL,
+    logger_url: str | None = None,
 ) -> dict[str, Any]:
-    """The InferenceService manifest (a plain dict) serving the bundle at `storage_uri`.
+    """The whole InferenceService manifest (a plain dict): the transformer (Feast features,
+    fallbacks, reasons, prediction log) in front of the predictor serving the bundle at
+    `storage_uri`. Whole, because `kubectl apply` of a service without its transformer
+    would remove the running one.
 
     canary_traffic_percent: route that share of traffic to this revision and keep the rest on
-    the last ready one (None: all traffic, i.e. a full rollout)."""
+    the last ready one (None: all traffic, i.e. a full rollout). image: the transformer's
+    image (default: $SHOPREC_IMAGE or the release image). logger_url: see `transformer_spec`."""
     if not storage_uri:
         raise RegistryError("an InferenceService needs the version's storage URI")
     if canary_traffic_percent is not None and not 0 <= canary_traffic_percent <= 100:
@@ -51,8 +97,13 @@ def render_inference_service(
                     runtime=runtime,
                     protocol_version="v1",
                     storage_uri=storage_uri,
+                    resources=V1ResourceRequirements(requests={"cpu": "1", "memory": "2Gi"},
+                                                     limits={"memory": "4Gi"}),
+                    readiness_probe=_readiness(),
                 ),
-            )
+            ),
+            transformer=transformer_spec(resolve_image(image), feature_server_url=feature_server_url,
+                                         logger_url=logger_url),
         ),
     )
     return ApiClient().sanitize_for_serialization(isvc)

@@ -117,10 +117,21 @@ def test_base_serving_matches_what_the_deploy_step_renders() -> None:
     from serving.manifests import render_inference_service
 
     docs = render("production")
-    rendered = render_inference_service("s3://shoprec/registry/versions/v1")["spec"]["predictor"]["model"]
-    committed = by_kind(docs, "InferenceService", "shoprec")["spec"]["predictor"]["model"]
-    for key in ("modelFormat", "runtime", "protocolVersion", "name"):
+    whole = render_inference_service("s3://shoprec/registry/versions/v1", image="registry.example/shoprec:2")
+    rendered = whole["spec"]["predictor"]["model"]
+    committed_isvc = by_kind(docs, "InferenceService", "shoprec")
+    committed = committed_isvc["spec"]["predictor"]["model"]
+    for key in ("modelFormat", "runtime", "protocolVersion", "name", "readinessProbe"):
         assert committed[key] == rendered[key], key
+    # The transformer too: `kubectl apply` of a service without it would remove the running one.
+    ours, theirs = whole["spec"]["transformer"], committed_isvc["spec"]["transformer"]
+    mine, base = ours["containers"][0], theirs["containers"][0]
+    for key in ("command", "args", "env", "volumeMounts", "readinessProbe", "securityContext"):
+        assert mine[key] == base[key], key
+    assert mine["image"] == "registry.example/shoprec:2" and ours["volumes"] == theirs["volumes"]
+    assert "logger" not in ours
+    logged = render_inference_service("s3://x/v1", logger_url="http://broker.example")["spec"]["transformer"]
+    assert logged["logger"] == {"mode": "all", "url": "http://broker.example"}
     runtime = by_kind(docs, "ServingRuntime", rendered["runtime"])
     assert runtime["spec"]["supportedModelFormats"][0]["name"] == rendered["modelFormat"]["name"]
     assert runtime["spec"]["containers"][0]["command"] == ["python", "-m", "serving.predictor"]
