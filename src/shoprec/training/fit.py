@@ -50,7 +50,9 @@ class FitConfig:
     content: bool = True
     impute_cold_items: bool = True
     # Repeat-purchase data only: the SASRec repeat bonus weights tried on validation (0 = off).
-    repeat_weights: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+    # Up to weights so large that past items rank first by count (the transformer then only
+    # orders equal counts and the rest): validation decides how much "buy again" there is.
+    repeat_weights: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 256.0)
     baselines: tuple[str, ...] = ("mostpop", "markov1", "itemknn")
     bootstrap: int = 1000
     k: int = 10
