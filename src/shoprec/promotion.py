@@ -171,6 +171,7 @@ class Policy:
     coverage_tolerance: float = 0.02  # the largest allowed drop in catalogue coverage
     short_history_tolerance: float = 0.01  # ... and in short-history users' NDCG@k
     short_history_max: int | None = None  # None: the window's shortest quartile
+    require_all_baselines: bool = False  # first run: must "buy again" (repeat data) be beaten too?
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -184,6 +185,7 @@ class Check:
     passed: bool
     detail: str
     values: dict[str, Any] = field(default_factory=dict)
+    blocking: bool = True  # False: reported (WARN when failed), never stops a promotion
 
 
 @dataclass(frozen=True)
@@ -198,12 +200,12 @@ class Decision:
 
     @property
     def promote(self) -> bool:
-        return bool(self.checks) and all(c.passed for c in self.checks)
+        return bool(self.checks) and all(c.passed for c in self.checks if c.blocking)
 
     @property
     def reasons(self) -> list[str]:
         ordered = [c for c in self.checks if not c.passed] + [c for c in self.checks if c.passed]
-        return [f"{'PASS' if c.passed else 'FAIL'} {c.name}: {c.detail}" for c in ordered]
+        return [f"{_verdict(c)} {c.name}: {c.detail}" for c in ordered]
 
     def with_check(self, check: Check) -> "Decision":
         return replace(self, checks=(*self.checks, check))
@@ -223,7 +225,8 @@ class Decision:
         lines = [f"# Promotion decision: {verdict}", "",
                  f"- candidate: {self.candidate}", f"- compared with: {against}", "",
                  "| check | result | detail |", "|---|---|---|"]
-        lines += [f"| {c.name} | {'pass' if c.passed else '**FAIL**'} | {c.detail} |" for c in self.checks]
+        lines += [f"| {c.name} | {_verdict(c).lower() if c.passed else f'**{_verdict(c)}**'} | {c.detail} |"
+                  for c in self.checks]
         if self.metrics:
             lines += ["", "| metric | value |", "|---|---|"]
             lines += [f"| {name} | {_fmt(value)} |" for name, value in self.metrics.items()]
@@ -245,6 +248,10 @@ def paired_bootstrap(candidate: np.ndarray, champion: np.ndarray, n_resamples: i
     diff = candidate - champion  # resampling the per-user differences IS the paired bootstrap
     low, high = M.bootstrap_interval(diff, n_resamples, confidence, seed)
     return float(diff.mean()) if len(diff) else float("nan"), low, high
+
+
+def _verdict(check: Check) -> str:
+    return "PASS" if check.passed else ("FAIL" if check.blocking else "WARN")
 
 
 def _improvement_checks(candidate: GateScores, other: GateScores, policy: Policy,
@@ -293,10 +300,14 @@ def decide(candidate: GateScores, champion: GateScores | None, *, short_history:
         missing = [b for b in FIRST_RUN_BASELINES if b not in given]
         if missing:
             raise GateError(f"no champion yet, so the gate needs baseline scores for {missing}")
-        # Every baseline given must be beaten: the required ones, plus "buy again" where the
-        # data set keeps past items (see baseline_scores).
+        # The required baselines must be beaten; others given ("buy again" where the data set
+        # keeps past items, see baseline_scores) are compared too, and block only when
+        # `policy.require_all_baselines` says so: a shop may still want a personal model that
+        # trails "buy again" on this metric, but it must see that it does.
         for name in [*FIRST_RUN_BASELINES, *sorted(set(given) - set(FIRST_RUN_BASELINES))]:
             found, values = _improvement_checks(candidate, given[name], policy, name)
+            if name not in FIRST_RUN_BASELINES and not policy.require_all_baselines:
+                found = [replace(c, blocking=False) for c in found]
             checks += found
             metrics[f"{name} NDCG@{k}"] = values[name]
             metrics[f"delta vs {name}"] = values["delta"]

@@ -174,7 +174,15 @@ def test_first_run_on_repeat_purchase_data_must_also_beat_buy_again():
     assert set(repeat) == {"mostpop", "markov1", "buyagain"}
     baselines = {"mostpop": scores("mostpop", BASE - 0.1), "markov1": scores("markov1", BASE - 0.05),
                  "buyagain": scores("buyagain", BASE + 0.05)}
+    # By default trailing "buy again" is reported, not blocking: the shop sees it in the decision.
     decision = decide(scores("cand", BASE), None, short_history=SHORT, policy=POLICY, baselines=baselines)
-    assert not decision.promote
+    assert decision.promote
     assert failed(decision) == ["NDCG@10 margin vs buyagain", "NDCG@10 significance vs buyagain"]
+    assert decision.reasons[0].startswith("WARN NDCG@10 margin vs buyagain")
     assert "baselines (mostpop, markov1, buyagain)" in decision.to_markdown()
+    assert "**WARN**" in decision.to_markdown()
+    from dataclasses import replace
+
+    strict = decide(scores("cand", BASE), None, short_history=SHORT, baselines=baselines,
+                    policy=replace(POLICY, require_all_baselines=True))
+    assert not strict.promote and strict.reasons[0].startswith("FAIL NDCG@10 margin vs buyagain")
