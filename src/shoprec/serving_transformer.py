@@ -200,7 +200,7 @@ class FeastHTTPSource:
         self.client = httpx.AsyncClient()
 
     async def read(self, user_ids: list[str]) -> list[dict[str, Any]]:
-        from shoprec.features.store import USER_DEFAULTS
+        from shoprec.features.store import user_rows
 
         response = await self.client.post(self.url, json={
             "features": list(USER_FEATURE_REFS), "entities": {S.USER_ID: user_ids}})
@@ -208,17 +208,7 @@ class FeastHTTPSource:
         body = response.json()
         names = [n.split(":", 1)[-1].split("__", 1)[-1] for n in body["metadata"]["feature_names"]]
         columns = {name: result["values"] for name, result in zip(names, body["results"])}
-        features = [ref.split(":", 1)[1] for ref in USER_FEATURE_REFS]
-        rows = []
-        for i, user in enumerate(user_ids):
-            row: dict[str, Any] = {S.USER_ID: user}
-            for name in features:
-                v = columns.get(name, [None] * len(user_ids))[i]
-                row[name] = (list(v) if v is not None else []) if name == N.RECENT_ITEMS \
-                    else (USER_DEFAULTS.get(name) if v is None else v)
-            row[MISSING_FLAG] = all(columns.get(f, [None] * len(user_ids))[i] is None for f in features)
-            rows.append(row)
-        return rows
+        return user_rows(user_ids, [ref.split(":", 1)[1] for ref in USER_FEATURE_REFS], columns)
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -351,17 +351,25 @@ def online_user_rows(
     users = [str(user) for user in user_ids]
     with _online_errors(settings):
         values = store.get_online_features(features=chosen, entity_rows=[{S.USER_ID: u} for u in users]).to_dict()
-    names = [ref.split(":", 1)[1] for ref in chosen]
+    return user_rows(users, [ref.split(":", 1)[1] for ref in chosen], values)
+
+
+def user_rows(user_ids: Sequence[str], names: Sequence[str], columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Online feature columns (name -> one value per user, None where unknown; a name absent
+    from `columns` counts as unknown) as one dict per user: defaults for nulls, the recent
+    items as a list, and `missing` when the store knew nothing of the user. Shared by the
+    SDK read and the feature-server client, so both answer alike."""
+    unknown = [None] * len(user_ids)
     rows = []
-    for i, user in enumerate(users):
+    for i, user in enumerate(user_ids):
         row: dict[str, Any] = {S.USER_ID: user}
         for name in names:
-            value = values[name][i]
+            value = columns.get(name, unknown)[i]
             if name == N.RECENT_ITEMS:
                 row[name] = list(value) if value is not None else []
             else:
                 row[name] = USER_DEFAULTS.get(name) if value is None else value
-        row[MISSING_FLAG] = all(values[name][i] is None for name in names)
+        row[MISSING_FLAG] = all(columns.get(name, unknown)[i] is None for name in names)
         rows.append(row)
     return rows
 
