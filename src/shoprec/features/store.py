@@ -381,9 +381,9 @@ def online_user_features(
     settings: FeatureStoreSettings | None = None,
 ) -> pd.DataFrame:
     """`online_user_rows` as a frame: one row per user id, in order, with the `missing` flag."""
-    rows = online_user_rows(store, user_ids, refs, settings)
-    names = [ref.split(":", 1)[1] for ref in (list(refs) if refs is not None else user_feature_refs(store))]
-    return pd.DataFrame(rows, columns=[S.USER_ID, *names, MISSING_FLAG])
+    chosen = list(refs) if refs is not None else user_feature_refs(store)  # looked up once
+    rows = online_user_rows(store, user_ids, chosen, settings)
+    return pd.DataFrame(rows, columns=[S.USER_ID, *(ref.split(":", 1)[1] for ref in chosen), MISSING_FLAG])
 
 
 # --- push -------------------------------------------------------------------------------------

@@ -245,35 +245,32 @@ class SASRec(Recommender):
 
     @torch.no_grad()
     def score_all(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
-        device = self.item_embedding.weight.device
-        inputs = pad_histories(histories, self.max_len).to(device)
-        items = self.scoring_items()
-        last = self.encode(inputs, items)[:, -1]  # [B, d]: the state after the newest item
-        scores = (last.float() @ items.float().T)  # [B, N+1]
-        scores[:, PAD] = float("-inf")
-        empty = torch.as_tensor([len(h) == 0 for h in histories], device=device)
-        if empty.any():
-            scores[empty, 1:] = 0.0  # no history, no opinion: ties, broken by index
-        scores = scores.cpu()
-        if self.repeat_weight:
-            scores += self.repeat_bonus(histories)
-        return scores
+        return self._scores(histories, None)
 
     @torch.no_grad()
     def score_items(self, histories: Sequence[np.ndarray], items: torch.Tensor) -> torch.Tensor:
         """Only the columns `items`: one [B, d] x [d, R] product instead of the whole catalogue."""
+        return self._scores(histories, items)
+
+    def _scores(self, histories: Sequence[np.ndarray], columns: torch.Tensor | None) -> torch.Tensor:
+        """[B, N+1] scores (columns None) or [B, R] for the item indices `columns`: padding is
+        -inf, an empty history scores every item 0 (ties, broken by index), plus the repeat bonus."""
         device = self.item_embedding.weight.device
         inputs = pad_histories(histories, self.max_len).to(device)
         matrix = self.scoring_items()
-        last = self.encode(inputs, matrix)[:, -1].float()
-        scores = last @ matrix[items.to(device)].float().T  # [B, R]
+        last = self.encode(inputs, matrix)[:, -1].float()  # [B, d]: the state after the newest item
+        if columns is None:
+            columns = torch.arange(self.n_items + 1)
+            scores = last @ matrix.float().T  # [B, N+1]
+        else:
+            scores = last @ matrix[columns.to(device)].float().T  # [B, R]
         empty = torch.as_tensor([len(h) == 0 for h in histories], device=device)
         if empty.any():
             scores[empty] = 0.0
-        scores[:, items.to(device) == PAD] = float("-inf")
+        scores[:, columns.to(device) == PAD] = float("-inf")
         scores = scores.cpu()
         if self.repeat_weight:
-            scores += self.repeat_bonus(histories)[:, items.cpu()]
+            scores += self.repeat_bonus(histories)[:, columns.cpu()]
         return scores
 
     def repeat_bonus(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
