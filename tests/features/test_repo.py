@@ -105,7 +105,7 @@ def test_settings_come_from_the_environment(tmp_path, monkeypatch):
     assert config.online_store.type == "redis"
     # The secret from the environment, plus the socket timeouts a hung Redis needs.
     assert config.online_store.connection_string == \
-        "redis.example:6380,password=s3cret,socket_timeout=1,socket_connect_timeout=1"
+        "redis.example:6380,password=s3cret,socket_timeout=1,socket_connect_timeout=1,retry=null"
     assert config.registry.registry_type == "sql"
     assert "pw" not in settings.describe() and "s3cret" not in settings.describe()
     monkeypatch.delenv("SHOPREC_FEAST_ONLINE_STORE")
