@@ -14,7 +14,7 @@ from shoprec.evaluation.evaluate import evaluate, rank_targets
 from shoprec.evaluation.splits import EvalSet, leave_one_out, temporal_split
 from shoprec.models.base import Recommender
 from shoprec.models.baselines import BuyAgain, ItemKNN, Markov1, MostPop
-from shoprec.training.data import build_sequences, build_vocab, training_windows
+from shoprec.training.data import Sequences, build_sequences, build_vocab, training_windows
 
 
 class FixedScores(Recommender):
@@ -88,6 +88,30 @@ def test_leave_one_out_and_temporal_split():
     assert temporal.test.targets.tolist() == [1, 2]  # a: w at day 4; b: x at day 5
     assert [h.tolist() for h in temporal.test.histories] == [[2, 3, 4], [3]]
     assert [s.tolist() for s in temporal.train] == [[2, 3], [3]]
+
+
+def test_leave_one_out_with_a_validation_sample_trains_the_others_on_their_second_last_item():
+    users = np.array([f"u{i}" for i in range(6)], dtype=object)
+    items = [np.arange(1, 6) + 10 * i for i in range(5)] + [np.array([61, 62])]
+    seqs = Sequences(users, items)
+    split = leave_one_out(seqs, validation_users=2, seed=3)
+    validated = set(split.valid.users.tolist())
+    assert len(validated) == 2 and validated <= {f"u{i}" for i in range(5)}  # 3+ items only
+    for user, seq, train in zip(users, items, split.train):
+        if user in validated:
+            assert train.tolist() == seq[:-2].tolist()
+        elif len(seq) >= 3:
+            assert train.tolist() == seq[:-1].tolist()  # the second-last item is trained on
+        else:
+            assert train.tolist() == seq[:1].tolist()
+        assert seq[-1] not in train  # never a test target
+    # validation targets are the validated users' second-last items; the test is unchanged
+    assert split.valid.targets.tolist() == [int(items[int(u[1:])][-2]) for u in split.valid.users]
+    assert split.test.targets.tolist() == [int(s[-1]) for s in items]
+    assert [h.tolist() for h in split.test.histories] == [s[:-1].tolist() for s in items]
+    # the same seed picks the same users; None (and a sample as large as everyone) validates all
+    assert leave_one_out(seqs, 2, seed=3).valid.users.tolist() == split.valid.users.tolist()
+    assert len(leave_one_out(seqs).valid) == len(leave_one_out(seqs, 50).valid) == 5
 
 
 def test_training_windows_cover_every_transition_once():

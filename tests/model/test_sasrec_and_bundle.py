@@ -14,7 +14,7 @@ from shoprec.bundle import WEIGHTS_FILE, load_bundle
 from shoprec.errors import BundleIntegrityError
 from shoprec.evaluation.evaluate import rank_targets
 from shoprec.inference import Recommender
-from shoprec.models.sasrec import SASRec, ChunkedSoftmaxCrossEntropy
+from shoprec.models.sasrec import SASRec, ChunkedSoftmaxCrossEntropy, FastDropout
 from shoprec.training.fit import FitConfig, fit_and_evaluate, save_outcome
 from shoprec.training.loop import TrainConfig
 
@@ -47,6 +47,57 @@ def test_chunked_cross_entropy_matches_the_plain_one():
     assert chunked.item() == pytest.approx(plain.item(), rel=1e-6)
     for got, want in zip(grads, expected):
         assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_fast_dropout_drops_at_its_rate_keeps_the_mean_and_repeats_under_a_seed():
+    layer = FastDropout(0.1).train()
+    x = torch.ones(200, 500)
+    torch.manual_seed(1)
+    first = layer(x)
+    dropped = float((first == 0).float().mean())
+    assert abs(dropped - 26 / 256) < 0.005  # the rate, rounded to 1/256
+    assert abs(float(first.mean()) - 1.0) < 0.01  # survivors are scaled up: the mean is kept
+    values = torch.unique(first).tolist()
+    assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(256 / 230)
+    torch.manual_seed(1)
+    assert torch.equal(FastDropout(0.1).train()(x), first)  # one seed, one mask
+    assert not torch.equal(layer(x), first)  # a new mask on every call
+    assert torch.equal(layer.eval()(x), x)  # inference: identity
+    grad = torch.autograd.grad(FastDropout(0.5).train()(x.requires_grad_()).sum(), x)[0]
+    assert set(torch.unique(grad).tolist()) == {0.0, 2.0}  # gradients flow through the kept units
+    with pytest.raises(ValueError, match="dropout rate"):
+        FastDropout(1.0)
+
+
+def test_training_attention_path_matches_inference_attention():
+    # Training on CPU attends with three batched products, inference with SDPA: same function.
+    torch.manual_seed(0)
+    model = SASRec(30, max_len=12, hidden=16, blocks=2, heads=2, dropout=0.0)
+    inputs = torch.tensor([[0, 0, 0, 4, 5, 6, 7, 8, 9, 10, 11, 12], [0] * 10 + [3, 29]])
+    model.train()  # dropout 0: training mode changes only the attention path
+    with torch.enable_grad():
+        trained_path = model.encode(inputs)
+    with torch.no_grad():
+        inference_path = model.encode(inputs)
+    real = inputs != 0
+    assert torch.allclose(trained_path[real], inference_path[real], atol=1e-5)
+
+
+def test_attention_dropout_acts_only_in_training():
+    torch.manual_seed(0)
+    model = SASRec(30, max_len=12, hidden=16, blocks=1, dropout=0.0, attention_dropout=0.5)
+    plain = SASRec(30, max_len=12, hidden=16, blocks=1, dropout=0.0)
+    plain.load_state_dict(model.state_dict())
+    inputs = torch.tensor([[0, 0, 0, 4, 5, 6, 7, 8, 9, 10, 11, 12]])
+    real = inputs != 0
+    model.train(), plain.train()
+    with torch.enable_grad():
+        dropped, undropped = model.encode(inputs)[real], plain.encode(inputs)[real]
+    assert not torch.allclose(dropped, undropped, atol=1e-3)  # weights were dropped
+    model.eval(), plain.eval()
+    with torch.no_grad():
+        assert torch.allclose(model.encode(inputs), plain.encode(inputs))  # inference: none
+    assert model.config()["attention_dropout"] == 0.5
 
 
 def test_transformer_learns_the_planted_pattern_and_beats_mostpop(outcome):

@@ -44,18 +44,32 @@ def _eval_set(users: list, histories: list[np.ndarray], targets: list[int]) -> E
     return EvalSet(np.array(users, dtype=object), histories, np.array(targets, dtype=np.int64))
 
 
-def leave_one_out(sequences: Sequences) -> Split:
+def leave_one_out(sequences: Sequences, validation_users: int | None = None, seed: int = 0) -> Split:
     """Last item = test target (history: all before it); second-last = validation target
-    (history: all before it); training sequences: all but the last two items.
+    (history: all before it).
+
+    validation_users=None: every user with 3+ items is validated, and every training sequence
+    is all but the last two items. validation_users=N: only a fixed random sample of N users
+    is validated (their training sequence is all but the last two); everybody else trains on
+    all but the last item, so the model for the test has seen every item except the test
+    target, as in the standard protocol of SASRec+ / gSASRec on ML-1M (the data's README).
+    No test target is ever trained on either way.
 
     Users with 2 items are tested only (trained on their first item); with 1, trained only."""
+    eligible = [i for i, seq in enumerate(sequences.items) if len(seq) >= 3]
+    if validation_users is None or validation_users >= len(eligible):
+        validated = set(eligible)
+    else:
+        validated = set(np.random.default_rng(seed).choice(eligible, validation_users, replace=False).tolist())
     train: list[np.ndarray] = []
     vu, vh, vt, tu, th, tt = [], [], [], [], [], []
-    for user, seq in zip(sequences.users, sequences.items):
+    for row, (user, seq) in enumerate(zip(sequences.users, sequences.items)):
         n = len(seq)
-        if n >= 3:
+        if row in validated:
             train.append(seq[:-2])
             vu.append(user), vh.append(seq[:-2]), vt.append(int(seq[-2]))
+        elif n >= 3:
+            train.append(seq[:-1])
         elif n >= 1:
             train.append(seq[:1])
         if n >= 2:

@@ -47,6 +47,9 @@ class FitConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     split: str = "leave-one-out"
     cutoff: str | None = None
+    # Leave-one-out only: validate a fixed random sample of this many users and train on
+    # everyone else's second-last item too (see evaluation.splits.leave_one_out); None: all.
+    validation_users: int | None = None
     content: bool = True
     impute_cold_items: bool = True
     # Repeat-purchase data only: the SASRec repeat bonus weights tried on validation (0 = off).
@@ -108,7 +111,7 @@ def events_for_training(data: EventData, training_set: pd.DataFrame | None = Non
 
 def make_split(events: pd.DataFrame, vocab: ItemVocab, config: FitConfig) -> Split:
     if config.split == "leave-one-out":
-        return leave_one_out(build_sequences(events, vocab))
+        return leave_one_out(build_sequences(events, vocab), config.validation_users, config.train.seed)
     if config.split == "temporal":
         return temporal_split(events, vocab, temporal_cutoff(events, config.cutoff))
     raise DataSourceError(f"unknown split {config.split!r}: use 'leave-one-out' or 'temporal'")
