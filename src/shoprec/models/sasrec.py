@@ -193,7 +193,7 @@ class SASRec(Recommender):
         self.max_len, self.hidden, self.blocks_n, self.heads = max_len, hidden, blocks, heads
         self.dropout_p, self.n_categories, self.text_dim = dropout, n_categories, text_dim
         self.chunk_rows, self.ffn_multiplier = chunk_rows, ffn_multiplier
-        self.attention_dropout = attention_dropout  # on the attention weights (CPU training)
+        self.attention_dropout = attention_dropout  # on the attention weights, in training only
         self.item_embedding = nn.Embedding(n_items + 1, hidden, padding_idx=PAD)
         self.position_embedding = nn.Embedding(max_len, hidden)
         if n_categories:
