@@ -108,7 +108,7 @@ class CausalBlock(nn.Module):
         self, hidden: int, heads: int, dropout: float, ffn_multiplier: int = 1, attention_dropout: float = 0.0
     ) -> None:
         super().__init__()
-        self.heads, self.dropout = heads, dropout
+        self.heads = heads
         self.attention_drop = FastDropout(attention_dropout)
         self.norm_attn = nn.LayerNorm(hidden)
         self.qkv = nn.Linear(hidden, 3 * hidden)
