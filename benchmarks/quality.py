@@ -107,6 +107,11 @@ def main() -> None:
     parser.add_argument("--validation-users", type=int, default=None,
                         help="override the preset: validate this many users, train on the others' second-last item")
     parser.add_argument("--ffn", type=int, default=None, help="feed-forward width as a multiple of hidden")
+    parser.add_argument("--ffn-activation", choices=("gelu", "swiglu"), default=None, help="override the preset")
+    parser.add_argument("--residual-gates", choices=("on", "off"), default=None,
+                        help="override the preset: sigmoid-gated residual branches (LiGR layers)")
+    parser.add_argument("--hidden", type=int, default=None, help="override the preset")
+    parser.add_argument("--blocks", type=int, default=None, help="override the preset")
     parser.add_argument("--ml1m", type=Path, default=ML1M_FILE, help="the SASRec ml-1m.txt.gz")
     parser.add_argument("--json", type=Path, default=None, help="also write all figures here")
     args = parser.parse_args()
@@ -128,6 +133,14 @@ def main() -> None:
             preset["model"]["ffn_multiplier"] = args.ffn
         if args.crops:
             preset["train"]["crops"] = args.crops
+        if args.ffn_activation:
+            preset["model"]["ffn_activation"] = args.ffn_activation
+        if args.residual_gates:
+            preset["model"]["residual_gates"] = args.residual_gates == "on"
+        if args.hidden:
+            preset["model"]["hidden"] = args.hidden
+        if args.blocks:
+            preset["model"]["blocks"] = args.blocks
         if args.attention_dropout is not None:
             preset["model"]["attention_dropout"] = args.attention_dropout
         if args.validation_users is not None:

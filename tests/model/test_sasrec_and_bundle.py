@@ -49,6 +49,61 @@ def test_chunked_cross_entropy_matches_the_plain_one():
         assert torch.allclose(got, want, atol=1e-6)
 
 
+@pytest.mark.parametrize("stored", [True, False], ids=["softmax-kept", "softmax-rebuilt"])
+def test_both_backward_paths_of_the_chunked_loss_match_the_plain_one(monkeypatch, stored):
+    # Kept: the forward pass's softmax becomes the gradient; rebuilt: each chunk is recomputed
+    # (catalogues too large to keep). Same loss and gradients, in bf16 as in training.
+    from shoprec.models import sasrec
+
+    monkeypatch.setattr(sasrec, "STORED_SOFTMAX_BYTES", 1 << 30 if stored else 0)
+    torch.manual_seed(0)
+    hidden = torch.randn(300, 16, requires_grad=True)
+    weight = (0.5 * torch.randn(41, 16)).requires_grad_()
+    targets = torch.randint(1, 41, (300,))
+    loss = ChunkedSoftmaxCrossEntropy.apply(hidden, weight, targets, 64, torch.bfloat16)
+    grads = torch.autograd.grad(loss, (hidden, weight))
+    logits = hidden @ weight.T
+    logits[:, 0] = float("-inf")
+    plain = F.cross_entropy(logits, targets)
+    expected = torch.autograd.grad(plain, (hidden, weight))
+    assert loss.item() == pytest.approx(plain.item(), rel=1e-2)  # bf16 logits
+    for got, want in zip(grads, expected):
+        assert float((got - want).norm() / want.norm()) < 0.02
+        assert got.dtype == want.dtype
+
+
+def test_the_kept_softmax_refuses_a_second_backward_pass():
+    hidden = torch.randn(7, 4, requires_grad=True)
+    weight = torch.randn(5, 4, requires_grad=True)
+    loss = ChunkedSoftmaxCrossEntropy.apply(hidden, weight, torch.tensor([1, 2, 3, 4, 1, 2, 3]), 4, torch.float32)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="one backward pass"):
+        loss.backward()
+
+
+@pytest.mark.parametrize("activation", ["gelu", "swiglu"])
+def test_gated_residual_blocks_learn_and_round_trip_through_a_bundle(planted, tmp_path, activation):
+    model = {**SMALL, "residual_gates": True, "ffn_activation": activation, "ffn_multiplier": 2}
+    config = FitConfig(model=model, train=TrainConfig(max_epochs=40, batch_size=32, learning_rate=5e-3, patience=5,
+                                                      progress=False, seed=0),
+                       content=False, bootstrap=50, baselines=("mostpop",))
+    gated = fit_and_evaluate(planted, config)
+    assert gated.results["sasrec"].metrics["NDCG@10"] > 0.7  # the planted next item is learned
+    net = gated.models["sasrec"]
+    assert all(layer.gates is not None for layer in net.layers)
+    assert (type(net.layers[0].ff).__name__ == "SwiGLU") == (activation == "swiglu")
+    bundle = load_bundle(save_outcome(gated, tmp_path / "bundle", source="planted", snapshot_id="planted-0"))
+    assert bundle.model.config()["residual_gates"] is True
+    assert bundle.model.config()["ffn_activation"] == activation
+    histories = gated.split.test.histories[:20]
+    assert torch.equal(bundle.model.score_all(histories), net.score_all(histories))
+
+
+def test_unknown_feed_forward_activation_is_refused():
+    with pytest.raises(ValueError, match="ffn_activation must be 'gelu' or 'swiglu', not 'relu6'"):
+        SASRec(10, ffn_activation="relu6")
+
+
 def test_fast_dropout_drops_at_its_rate_keeps_the_mean_and_repeats_under_a_seed():
     layer = FastDropout(0.1).train()
     x = torch.ones(200, 500)

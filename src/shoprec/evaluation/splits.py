@@ -25,9 +25,6 @@ class EvalSet:
     def __len__(self) -> int:
         return len(self.targets)
 
-    def subset(self, rows: np.ndarray) -> "EvalSet":
-        return EvalSet(self.users[rows], [self.histories[i] for i in rows], self.targets[rows])
-
 
 @dataclass
 class Split:

@@ -4,8 +4,9 @@ BERT4Rec really better than SASRec?"), with optional item-side features fused in
 embedding so that items with few or no interactions still get a useful vector.
 
 CPU speed choices, measured on the 2-core machine (see ../shared/NOTES.md beside the checkout): the output
-layer is scored only at real (non-padding) positions and in row chunks whose full score
-matrix is never stored (a custom autograd function), attention is
+layer is scored only at real (non-padding) positions and in row chunks, in a custom autograd
+function that never holds the float32 score matrix and keeps the bf16 softmax for the
+backward pass where it fits, attention is
 `scaled_dot_product_attention` at inference and three batched products in training (see
 `attend`), dropout masks come from NumPy bytes (`FastDropout`), and the caller may run the
 whole model under bf16 autocast.
@@ -26,38 +27,62 @@ from shoprec.models.base import Recommender
 from shoprec.training.data import PAD, pad_histories
 
 
+# Up to this many bytes of softmax are kept from the forward pass for the backward pass
+# (ML-1M: about 170 MB a batch in bf16); above it the backward pass rebuilds each chunk.
+STORED_SOFTMAX_BYTES = 1 << 30
+
+
 class ChunkedSoftmaxCrossEntropy(torch.autograd.Function):
-    """mean_i CE(softmax(h_i @ W^T), t_i) with the [M, N] logits built chunk by chunk in the
-    forward pass and rebuilt in the backward pass: memory O(chunk x N) instead of O(M x N).
+    """mean_i CE(softmax(h_i @ W^T), t_i) with the [M, N] logits built chunk by chunk:
+    no float32 [M, N] matrix is ever held.
 
     Matmuls run in `compute_dtype` (bf16 when training under autocast); log-sum-exp and the
-    softmax run in float32. Column 0 (padding) is never a candidate."""
+    softmax run in float32. Column 0 (padding) is never a candidate. When the whole softmax
+    fits in `STORED_SOFTMAX_BYTES` in `compute_dtype`, the forward pass keeps it and the
+    backward pass is two products (on the 2-core CPU the exp over [rows, items] dominates the
+    loss, so computing it once is a quarter off the loss's time, measured); otherwise the
+    backward pass rebuilds each chunk as exp(logits - log-sum-exp)."""
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, chunk_rows: int, compute_dtype: torch.dtype):  # type: ignore[override]
-        rows = hidden.shape[0]
+        rows, columns = hidden.shape[0], weight.shape[0]
+        store = rows * columns * torch.finfo(compute_dtype).bits // 8 <= STORED_SOFTMAX_BYTES
         with torch.autocast(hidden.device.type, enabled=False):
             w = weight.to(compute_dtype)  # [N+1, d]
             log_norm = torch.empty(rows, dtype=torch.float32, device=hidden.device)
             picked = torch.empty(rows, dtype=torch.float32, device=hidden.device)
+            softmax = torch.empty(rows if store else 0, columns, dtype=compute_dtype, device=hidden.device)
             for s in range(0, rows, chunk_rows):
                 logits = (hidden[s:s + chunk_rows].to(compute_dtype) @ w.T).float()  # [c, N+1]
                 logits[:, PAD] = float("-inf")
-                log_norm[s:s + chunk_rows] = torch.logsumexp(logits, 1)
                 picked[s:s + chunk_rows] = logits.gather(1, targets[s:s + chunk_rows, None]).squeeze(1)
-        # The backward pass rebuilds each softmax as exp(logits - log_norm): one pass instead
-        # of softmax's max, sum and divide (a third of the loss's CPU time, measured).
-        ctx.save_for_backward(hidden, weight, targets, log_norm)
-        ctx.chunk_rows, ctx.compute_dtype = chunk_rows, compute_dtype
+                top = logits.amax(1, keepdim=True)
+                exps = logits.sub_(top).exp_()  # in place: one [c, N+1] buffer
+                total = exps.sum(1, keepdim=True)
+                log_norm[s:s + chunk_rows] = (top + total.log()).squeeze(1)
+                if store:
+                    softmax[s:s + chunk_rows] = exps.mul_(total.reciprocal_())
+        ctx.save_for_backward(hidden, weight, targets, log_norm, softmax)
+        ctx.chunk_rows, ctx.compute_dtype, ctx.stored, ctx.used = chunk_rows, compute_dtype, store, False
         return (log_norm - picked).sum() / max(1, rows)
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        hidden, weight, targets, log_norm = ctx.saved_tensors
+        if ctx.used and ctx.stored:
+            # The stored softmax became the gradient in place the first time.
+            raise RuntimeError("ChunkedSoftmaxCrossEntropy supports one backward pass per forward pass")
+        ctx.used = True
+        hidden, weight, targets, log_norm, softmax = ctx.saved_tensors
         cd, rows = ctx.compute_dtype, ctx.chunk_rows
         scale = grad_out.float() / max(1, hidden.shape[0])
         with torch.autocast(hidden.device.type, enabled=False):
             w = weight.to(cd)
+            if ctx.stored:
+                probs = softmax  # softmax - one_hot(target), in place (PAD is already 0)
+                probs[torch.arange(len(targets), device=targets.device), targets] -= 1.0
+                grad_h = ((probs @ w).float() * scale).to(hidden.dtype)
+                grad_w = (probs.T @ hidden.to(cd)).float()
+                return grad_h, (grad_w * scale).to(weight.dtype), None, None, None
             grad_h = torch.empty_like(hidden)
             grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
             for s in range(0, hidden.shape[0], rows):
@@ -101,11 +126,29 @@ class FastDropout(nn.Module):
         return x * ((draws >= self.cutoff).to(x.dtype) * (256.0 / (256 - self.cutoff)))
 
 
+class SwiGLU(nn.Module):
+    """Gated feed-forward layer: W2 dropout(silu(W1 x) * W3 x) (Shazeer 2020)."""
+
+    def __init__(self, hidden: int, inner: int, dropout: float) -> None:
+        super().__init__()
+        self.gate_and_value = nn.Linear(hidden, 2 * inner)
+        self.drop = FastDropout(dropout)
+        self.down = nn.Linear(inner, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, value = self.gate_and_value(x).chunk(2, dim=-1)
+        return self.down(self.drop(F.silu(gate) * value))
+
+
 class CausalBlock(nn.Module):
-    """Pre-LayerNorm transformer block: x + Attn(LN(x)), then x + FFN(LN(x))."""
+    """Pre-LayerNorm transformer block: x + Attn(LN(x)), then x + FFN(LN(x)).
+
+    residual_gates: each branch is added as sigmoid(G x) * branch (a learned per-feature gate
+    on the residual stream, the LiGR layer of eSASRec, Tikhonovich et al. 2025)."""
 
     def __init__(
-        self, hidden: int, heads: int, dropout: float, ffn_multiplier: int = 1, attention_dropout: float = 0.0
+        self, hidden: int, heads: int, dropout: float, ffn_multiplier: int = 1, attention_dropout: float = 0.0,
+        residual_gates: bool = False, ffn_activation: str = "gelu",
     ) -> None:
         super().__init__()
         self.heads = heads
@@ -115,9 +158,15 @@ class CausalBlock(nn.Module):
         self.out = nn.Linear(hidden, hidden)
         self.norm_ff = nn.LayerNorm(hidden)
         inner = hidden * ffn_multiplier
-        self.ff = nn.Sequential(
-            nn.Linear(hidden, inner), nn.GELU(), FastDropout(dropout), nn.Linear(inner, hidden)
-        )
+        if ffn_activation == "gelu":
+            self.ff: nn.Module = nn.Sequential(
+                nn.Linear(hidden, inner), nn.GELU(), FastDropout(dropout), nn.Linear(inner, hidden)
+            )
+        elif ffn_activation == "swiglu":
+            self.ff = SwiGLU(hidden, inner, dropout)
+        else:
+            raise ValueError(f"ffn_activation must be 'gelu' or 'swiglu', not {ffn_activation!r}")
+        self.gates = nn.Linear(hidden, 2 * hidden) if residual_gates else None
         self.drop = FastDropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -130,8 +179,13 @@ class CausalBlock(nn.Module):
             .permute(2, 0, 3, 1, 4)  # [3, B, H, L, dh]
         )
         attended = attend(q, k, v, mask, bias, self.attention_drop)  # [B, H, L, dh]
-        x = x + self.drop(self.out(attended.transpose(1, 2).reshape(batch, length, hidden)))
-        return x + self.drop(self.ff(self.norm_ff(x)))
+        branch = self.drop(self.out(attended.transpose(1, 2).reshape(batch, length, hidden)))
+        if self.gates is None:
+            x = x + branch
+            return x + self.drop(self.ff(self.norm_ff(x)))
+        x = x + torch.sigmoid(F.linear(x, self.gates.weight[:hidden], self.gates.bias[:hidden])) * branch
+        gate = torch.sigmoid(F.linear(x, self.gates.weight[hidden:], self.gates.bias[hidden:]))
+        return x + gate * self.drop(self.ff(self.norm_ff(x)))
 
 
 def attend(
@@ -184,6 +238,8 @@ class SASRec(Recommender):
         ffn_multiplier: int = 1,
         repeat_weight: float = 0.0,
         attention_dropout: float = 0.0,
+        residual_gates: bool = False,
+        ffn_activation: str = "gelu",
     ) -> None:
         super().__init__(n_items)
         # Repeat-purchase data: scores of items the user already has get
@@ -194,6 +250,7 @@ class SASRec(Recommender):
         self.dropout_p, self.n_categories, self.text_dim = dropout, n_categories, text_dim
         self.chunk_rows, self.ffn_multiplier = chunk_rows, ffn_multiplier
         self.attention_dropout = attention_dropout  # on the attention weights, in training only
+        self.residual_gates, self.ffn_activation = residual_gates, ffn_activation  # see CausalBlock
         self.item_embedding = nn.Embedding(n_items + 1, hidden, padding_idx=PAD)
         self.position_embedding = nn.Embedding(max_len, hidden)
         if n_categories:
@@ -205,7 +262,8 @@ class SASRec(Recommender):
             self.text_projection = nn.Linear(text_dim, hidden, bias=False)
         self._serving_items: tuple[list[torch.Tensor], tuple, torch.Tensor] | None = None  # see scoring_items
         self.input_dropout = FastDropout(dropout)
-        self.layers = nn.ModuleList(CausalBlock(hidden, heads, dropout, ffn_multiplier, attention_dropout) for _ in range(blocks))
+        self.layers = nn.ModuleList(CausalBlock(hidden, heads, dropout, ffn_multiplier, attention_dropout, residual_gates, ffn_activation)
+            for _ in range(blocks))
         self.final_norm = nn.LayerNorm(hidden)
         self.apply(self._init_weights)
 
@@ -226,6 +284,7 @@ class SASRec(Recommender):
             "n_categories": self.n_categories, "text_dim": self.text_dim,
             "chunk_rows": self.chunk_rows, "ffn_multiplier": self.ffn_multiplier,
             "repeat_weight": self.repeat_weight, "attention_dropout": self.attention_dropout,
+            "residual_gates": self.residual_gates, "ffn_activation": self.ffn_activation,
         }
 
     def set_item_features(

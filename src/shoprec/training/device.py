@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import random
 from collections.abc import Iterator
@@ -55,3 +57,33 @@ def configure_cpu_threads(threads: int | None = None) -> int:
     chosen = threads or int(os.environ.get("SHOPREC_THREADS", "0")) or (os.cpu_count() or 1)
     torch.set_num_threads(chosen)
     return chosen
+
+
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_allocator_tuned = False
+
+
+def keep_freed_cpu_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the OS.
+
+    Each CPU training step allocates and frees tens of [rows, items] matrices of 1-30 MB;
+    by default glibc maps each one afresh (mmap above 128 KB-32 MB) and the kernel zeroes
+    every page on first touch: about a sixth of a step on the 2-core machine (ML-1M,
+    measured 272 -> 238 ms). The cost is that the process keeps its peak memory until it
+    exits, which suits a training process. A no-op (False) where the C library is not glibc.
+    Idempotent; call it at a training entry point, not at import."""
+    global _allocator_tuned
+    if _allocator_tuned:
+        return True
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        libc = None
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None or not hasattr(libc, "gnu_get_libc_version"):
+        return False
+    settings = ((_M_MMAP_THRESHOLD, 1 << 30), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, 1 << 28))
+    _allocator_tuned = all(mallopt(option, value) == 1 for option, value in settings)
+    return _allocator_tuned

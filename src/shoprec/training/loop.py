@@ -22,7 +22,7 @@ from shoprec.evaluation.evaluate import rank_targets
 from shoprec.evaluation.splits import EvalSet
 from shoprec.models.base import Recommender
 from shoprec.training.data import training_windows, window_batches
-from shoprec.training.device import autocast, choose_device, seed_everything, use_bf16
+from shoprec.training.device import autocast, choose_device, keep_freed_cpu_memory, seed_everything, use_bf16
 
 
 @dataclass
@@ -46,7 +46,6 @@ class TrainConfig:
     crops: str = "all"  # see training.data.training_windows
     amp: str = "auto"  # see training.device.use_bf16
     device: str | None = None
-    valid_users: int | None = None  # validate on a fixed random sample (None: all users)
     progress: bool = True
     checkpoint_dir: str | None = None  # also keep the best weights on disk (best.safetensors)
 
@@ -120,6 +119,8 @@ def train(
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", rank % torch.cuda.device_count())
     bf16 = use_bf16(device, config.amp)
+    if device.type == "cpu":
+        keep_freed_cpu_memory()
     seed_everything(config.seed + rank)  # dropout differs per rank; data order does not
     model.to(device).train()
     net: torch.nn.Module = model
@@ -129,9 +130,6 @@ def train(
         )
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     windows = training_windows(train_sequences, model.max_len, config.crops)  # type: ignore[attr-defined]
-    if config.valid_users and config.valid_users < len(valid):
-        picked = np.random.default_rng(config.seed).choice(len(valid), config.valid_users, replace=False)
-        valid = valid.subset(np.sort(picked))
     data_rng = np.random.default_rng(config.seed)  # identical on every rank
     best_score, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
     history: list[dict[str, float]] = []
