@@ -29,7 +29,7 @@ from shoprec.training.data import PAD, pad_histories
 
 # Up to this many bytes of softmax are kept from the forward pass for the backward pass
 # (ML-1M: about 170 MB a batch in bf16); above it the backward pass rebuilds each chunk.
-STORED_SOFTMAX_BYTES = 1 << 30
+STORED_SOFTMAX_BYTES = 512 << 20
 
 
 class ChunkedSoftmaxCrossEntropy(torch.autograd.Function):
@@ -262,8 +262,10 @@ class SASRec(Recommender):
             self.text_projection = nn.Linear(text_dim, hidden, bias=False)
         self._serving_items: tuple[list[torch.Tensor], tuple, torch.Tensor] | None = None  # see scoring_items
         self.input_dropout = FastDropout(dropout)
-        self.layers = nn.ModuleList(CausalBlock(hidden, heads, dropout, ffn_multiplier, attention_dropout, residual_gates, ffn_activation)
-            for _ in range(blocks))
+        self.layers = nn.ModuleList(
+            CausalBlock(hidden, heads, dropout, ffn_multiplier, attention_dropout, residual_gates, ffn_activation)
+            for _ in range(blocks)
+        )
         self.final_norm = nn.LayerNorm(hidden)
         self.apply(self._init_weights)
 
