@@ -58,10 +58,10 @@ ITEM_STATS_FEATURES: Final[tuple[str, ...]] = ITEM_EVENT_FEATURES + (
 
 # --- user_recent_items ------------------------------------------------------------------------
 RECENT_ITEMS: Final = "recent_items"  # oldest first, most recent last: the model's input order
-# The model's input window and what serving reads, so the two agree. 200, not 50: on the
-# Instacart sample 92% of users have more than 50 events (median 176) and the transformer's
-# repeat bonus counts only the items it is given; with 50 it lost to "buy again" (NDCG@10
-# 0.30 vs 0.37), with 200 it draws level (benchmarks/RESULTS.md).
-DEFAULT_RECENT_N: Final = 200
+# What serving reads and the pipeline's model window (its `max_len`), so the two agree. 200
+# reads better on Instacart (benchmarks/RESULTS.md: NDCG@10 0.30 -> 0.36, buy-again 0.37)
+# but the Feast training set then joins 200-item lists to every event (train step 11 -> 15
+# minutes, 7 GB): raise it once the training set leaves `recent_items` out.
+DEFAULT_RECENT_N: Final = 50
 
 UNKNOWN_CATEGORY: Final = "unknown"
