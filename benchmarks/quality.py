@@ -63,6 +63,15 @@ PRESETS: dict[str, dict] = {
 }
 
 
+# Command-line flags that replace one preset setting each: flag -> (preset section, key).
+OVERRIDES: dict[str, tuple[str, str]] = {
+    "schedule": ("train", "schedule"), "crops": ("train", "crops"), "batch_size": ("train", "batch_size"),
+    "lr": ("train", "learning_rate"), "dropout": ("model", "dropout"),
+    "attention_dropout": ("model", "attention_dropout"), "ffn": ("model", "ffn_multiplier"),
+    "ffn_activation": ("model", "ffn_activation"), "hidden": ("model", "hidden"), "blocks": ("model", "blocks"),
+}
+
+
 def load_ml1m(path: Path = ML1M_FILE) -> EventData:
     """The SASRec `ml-1m.txt` (gzip): `user item` lines, each user's in time order. Event
     times are the line order (one second apart), which `build_sequences` keeps."""
@@ -125,30 +134,14 @@ def main() -> None:
         data = load_ml1m(args.ml1m) if name == "ml-1m" else load(name)
         preset = {"model": dict(PRESETS[name]["model"]), "train": dict(PRESETS[name]["train"]),
                   "validation_users": PRESETS[name].get("validation_users")}
-        if args.schedule:
-            preset["train"]["schedule"] = args.schedule
-        if args.dropout is not None:
-            preset["model"]["dropout"] = args.dropout
-        if args.ffn:
-            preset["model"]["ffn_multiplier"] = args.ffn
-        if args.crops:
-            preset["train"]["crops"] = args.crops
-        if args.ffn_activation:
-            preset["model"]["ffn_activation"] = args.ffn_activation
-        if args.residual_gates:
+        for flag, (section, key) in OVERRIDES.items():
+            value = getattr(args, flag)
+            if value is not None:
+                preset[section][key] = value
+        if args.residual_gates is not None:
             preset["model"]["residual_gates"] = args.residual_gates == "on"
-        if args.hidden:
-            preset["model"]["hidden"] = args.hidden
-        if args.blocks:
-            preset["model"]["blocks"] = args.blocks
-        if args.attention_dropout is not None:
-            preset["model"]["attention_dropout"] = args.attention_dropout
         if args.validation_users is not None:
             preset["validation_users"] = args.validation_users or None
-        if args.batch_size:
-            preset["train"]["batch_size"] = args.batch_size
-        if args.lr:
-            preset["train"]["learning_rate"] = args.lr
         config = FitConfig(
             model=preset["model"],
             train=TrainConfig(**preset["train"], max_epochs=args.max_epochs, budget_minutes=args.budget_minutes,
