@@ -65,7 +65,7 @@ RUN groupadd --system --gid 10001 shoprec \
     && mkdir -p /var/lib/shoprec && chown shoprec:shoprec /var/lib/shoprec
 USER 10001:10001
 
-# KFP sets each component's command; KServe runs `python -m serving.predictor` /
-# `python -m serving.transformer`; the PyTorchJob runs `torchrun -m shoprec.training.ddp`.
+# KFP sets each component's command; KServe runs `python -m shoprec.kserve.predictor` /
+# `python -m shoprec.kserve.transformer`; the PyTorchJob runs `torchrun -m shoprec.training.ddp`.
 EXPOSE 8080
 CMD ["shoprec", "--help"]

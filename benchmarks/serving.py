@@ -91,8 +91,8 @@ def floor_ms(home: Path, histories: list[list[str]], reasons: bool, repeats: int
     with one torch thread as the predictor runs."""
     import torch
 
-    from shoprec.registry import Registry
-    from shoprec.serving import Query, answer
+    from shoprec.lifecycle.registry import Registry
+    from shoprec.serving.predictor import Query, answer
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -116,12 +116,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     args = parser.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from shoprec.training.data import build_sequences, build_vocab
+    from shoprec.sequences import build_sequences, build_vocab
 
     with contextlib.ExitStack() as stack:
         if args.demo:
-            from shoprec.serving_demo import build_demo_home
-            from shoprec.serving_process import running_servers
+            from shoprec.cli.demo import build_demo_home
+            from shoprec.kserve.process import running_servers
 
             if not (args.demo / "registry").exists():
                 print(f"building the demo home in {args.demo} ...", flush=True)

@@ -2,7 +2,7 @@
 
 from kfp.dsl import Dataset, Input, Metrics, Output
 
-from components._base import shoprec_component
+from shoprec.components._base import shoprec_component
 
 
 @shoprec_component

@@ -3,7 +3,7 @@ registry's production alias; for a cluster it also renders the InferenceService 
 
 from kfp.dsl import Artifact, Input, Output
 
-from components._base import shoprec_component
+from shoprec.components._base import shoprec_component
 
 
 @shoprec_component
@@ -28,9 +28,9 @@ def deploy(
     import json
     import os
 
-    from serving.manifests import render_inference_service
-    from shoprec.deployment import deploy_cluster, deploy_local
-    from shoprec.registry import Registry
+    from shoprec.kserve.manifests import render_inference_service
+    from shoprec.lifecycle.deployment import deploy_cluster, deploy_local
+    from shoprec.lifecycle.registry import Registry
 
     with open(decision.path) as handle:
         verdict = json.load(handle)

@@ -2,7 +2,7 @@
 
 from kfp.dsl import Artifact, Input, Output
 
-from components._base import shoprec_component
+from shoprec.components._base import shoprec_component
 
 
 @shoprec_component
@@ -24,14 +24,14 @@ def drift_trigger(
 
     from shoprec.config import resolve_home
     from shoprec.home import Home
-    from pipelines.launchers import launcher_for
-    from shoprec.monitoring.trigger import Decision, TriggerPolicy, fire
+    from shoprec.kfp.launchers import launcher_for
+    from shoprec.monitoring.trigger import RetrainDecision, TriggerPolicy, fire
 
     stored = json.loads(Path(decision.path).read_text())
     policy = TriggerPolicy(**stored.pop("policy"))
     layout = Home(resolve_home(home or None))
     launcher = launcher_for(mode, training_pipeline, json.loads(training_arguments or "{}"), layout, kfp_host)
-    result = fire(Decision.from_dict(stored), launcher, policy, layout)
+    result = fire(RetrainDecision.from_dict(stored), launcher, policy, layout)
     facts = {"fired": result is not None, **(result.__dict__ if result else {})}
     Path(triggered.path).write_text(json.dumps(facts, default=str))
     triggered.metadata.update({"fired": result is not None,

@@ -3,7 +3,7 @@
 
 from kfp.dsl import Dataset, Output
 
-from components._base import shoprec_component
+from shoprec.components._base import shoprec_component
 
 
 @shoprec_component

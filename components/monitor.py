@@ -4,7 +4,7 @@ reference that later monitoring runs compare against."""
 
 from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
 
-from components._base import shoprec_component
+from shoprec.components._base import shoprec_component
 
 
 @shoprec_component

@@ -3,7 +3,7 @@ predictor, and registration of the candidate; the decision is an artifact (JSON 
 
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
-from components._base import shoprec_component
+from shoprec.components._base import shoprec_component
 
 
 @shoprec_component
@@ -27,12 +27,15 @@ def promote(
     """
     import json
 
-    from shoprec.promotion import Policy, run_promotion
-    from shoprec.registry import Registry
+    from shoprec.kserve.infra_check import check_bundle
+    from shoprec.lifecycle.gate import Policy
+    from shoprec.lifecycle.promotion import run_promotion
+    from shoprec.lifecycle.registry import Registry
 
     policy = Policy(min_improvement=min_improvement, coverage_tolerance=coverage_tolerance,
                     short_history_tolerance=short_history_tolerance)
-    outcome = run_promotion(candidate.path, data.path, Registry(registry_uri), policy)
+    outcome = run_promotion(candidate.path, data.path, Registry(registry_uri), policy,
+                            infra_check=lambda bundle: check_bundle(bundle).as_check())
     with open(decision.path, "w") as out:
         json.dump(outcome.to_dict(), out, indent=2, default=float)
     with open(decision_report.path, "w") as out:

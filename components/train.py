@@ -5,7 +5,7 @@ With `workers` > 0 it trains on a Kubeflow PyTorchJob instead (pipelines/trainin
 
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
-from components._base import shoprec_component
+from shoprec.components._base import shoprec_component
 
 
 @shoprec_component
@@ -52,7 +52,7 @@ def train(
         store_record = json.load(handle)
     service = store_record.get("feature_service", "recommender_v1")
     if workers > 0:
-        from pipelines.training_job import bundle_summary, ddp_args, job_timeout_s, train_with_pytorch_job
+        from shoprec.kfp.training_job import bundle_summary, ddp_args, job_timeout_s, train_with_pytorch_job
 
         bundle = train_with_pytorch_job(
             clean.path, workers=workers, timeout_s=job_timeout_s(budget_minutes),

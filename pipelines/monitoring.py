@@ -7,10 +7,10 @@ cluster as a new KFP run) with the triggering report's id in its lineage."""
 
 from kfp import dsl
 
-from components.drift_decide import drift_decide
-from components.drift_reports import drift_reports
-from components.drift_trigger import drift_trigger
-from pipelines.platform import retry_transient, with_shared_home
+from shoprec.components.drift_decide import drift_decide
+from shoprec.components.drift_reports import drift_reports
+from shoprec.components.drift_trigger import drift_trigger
+from shoprec.pipelines.platform import retry_transient, with_shared_home
 
 PIPELINE_NAME = "shoprec-monitoring"
 
@@ -29,7 +29,7 @@ def monitoring_pipeline(
     trigger_mode: str = "local",
     kfp_host: str = "",
     training_arguments: str = "{}",
-    training_pipeline: str = "pipelines.training:training_pipeline",
+    training_pipeline: str = "shoprec.pipelines.training:training_pipeline",
 ) -> None:
     """home '' = $SHOPREC_HOME or ./shoprec-home; trigger_mode "local" or "kfp"."""
     reports_task = drift_reports(home=home, current_events=current_events, window_days=window_days,

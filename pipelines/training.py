@@ -10,16 +10,16 @@ newest held-out window of the same data (real temporal drift).
 
 from kfp import dsl
 
-from components.build_features import build_features
-from components.deploy import deploy
-from components.evaluate import evaluate
-from components.ingest import ingest
-from components.materialize import materialize
-from components.monitor import monitor
-from components.promote import promote
-from components.train import train
-from components.validate import validate
-from pipelines.platform import CLUSTER, on_gpu_node, retry_transient, with_secrets, with_shared_home
+from shoprec.components.build_features import build_features
+from shoprec.components.deploy import deploy
+from shoprec.components.evaluate import evaluate
+from shoprec.components.ingest import ingest
+from shoprec.components.materialize import materialize
+from shoprec.components.monitor import monitor
+from shoprec.components.promote import promote
+from shoprec.components.train import train
+from shoprec.components.validate import validate
+from shoprec.pipelines.platform import CLUSTER, on_gpu_node, retry_transient, with_secrets, with_shared_home
 
 PIPELINE_NAME = "shoprec-training"
 

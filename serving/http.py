@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from kserve import ModelServer
 from kserve.model_server import app
 
-logger = logging.getLogger("shoprec.serving")
+logger = logging.getLogger("shoprec.serving.predictor")
 
 
 def _field(loc: Any) -> str:

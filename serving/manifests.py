@@ -38,7 +38,7 @@ def transformer_spec(image: str, *, feature_server_url: str = FEATURE_SERVER_URL
     container = V1Container(
         name="kserve-container",
         image=image,
-        command=["python", "-m", "serving.transformer"],
+        command=["python", "-m", "shoprec.kserve.transformer"],
         # KServe adds --model_name and --predictor_host.
         args=[f"--feature_server_url={feature_server_url}", f"--feature_timeout_ms={feature_timeout_ms}",
               f"--home={HOME_MOUNT}"],

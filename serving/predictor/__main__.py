@@ -1,4 +1,4 @@
-"""Entry point: `python -m serving.predictor --model_dir BUNDLE` serves one verified bundle;
+"""Entry point: `python -m shoprec.kserve.predictor --model_dir BUNDLE` serves one verified bundle;
 `--registry URI` serves the version an alias names and follows the alias without a restart.
 Every kserve ModelServer option (--http_port, --enable_grpc, ...) is accepted too."""
 
@@ -10,11 +10,11 @@ import os
 
 from kserve import ModelServer, model_server
 
-from serving.predictor.model import MODEL_NAME, ShoprecPredictor
-from serving.http import install_error_handlers, serve
-from shoprec.catalog import load_catalog
-from shoprec.registry import PRODUCTION, Registry
-from shoprec.serving import LiveModel
+from shoprec.kserve.predictor.model import MODEL_NAME, ShoprecPredictor
+from shoprec.kserve.http import install_error_handlers, serve
+from shoprec.serving.catalog import load_catalog
+from shoprec.lifecycle.registry import PRODUCTION, Registry
+from shoprec.serving.predictor import LiveModel
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

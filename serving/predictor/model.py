@@ -1,4 +1,4 @@
-"""The KServe adapter: V1 dicts in and out; all logic lives in `shoprec.serving`."""
+"""The KServe adapter: V1 dicts in and out; all logic lives in `shoprec.serving.predictor`."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from kserve import Model
 from kserve.errors import InvalidInput
 
 from shoprec.errors import InvalidRequest
-from shoprec.serving import LiveModel
+from shoprec.serving.predictor import LiveModel
 
-MODEL_NAME = "shoprec"
+from shoprec.config import MODEL_NAME
 
 
 class ShoprecPredictor(Model):

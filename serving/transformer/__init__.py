@@ -1,7 +1,7 @@
 """The shoprec transformer: a `kserve.Model` with a predictor_host over
-`shoprec.serving_transformer.TransformerCore` (Feast features, fallbacks, metadata, reasons,
+`shoprec.serving.transformer.TransformerCore` (Feast features, fallbacks, metadata, reasons,
 lineage, prediction log).
 
-Run: python -m serving.transformer --predictor_host 127.0.0.1:8081 [--http_port 8080]
+Run: python -m shoprec.kserve.transformer --predictor_host 127.0.0.1:8081 [--http_port 8080]
      [--home HOME] [--feature_timeout_ms 50] [--feature_server_url URL] [--items ITEMS]
 """

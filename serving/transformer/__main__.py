@@ -1,4 +1,4 @@
-"""Entry point: `python -m serving.transformer --predictor_host HOST:PORT` serves V1 and V2 on
+"""Entry point: `python -m shoprec.kserve.transformer --predictor_host HOST:PORT` serves V1 and V2 on
 --http_port, reading online features from the home's Feast store (or --feature_server_url) and
 forwarding to the predictor. Every kserve ModelServer option is accepted too."""
 
@@ -11,14 +11,14 @@ from pathlib import Path
 from kserve import ModelServer, model_server
 from kserve.predictor_config import PredictorConfig
 
-from serving.http import install_error_handlers, serve
-from serving.transformer.model import MODEL_NAME, ShoprecTransformer
-from shoprec.catalog import load_catalog
+from shoprec.kserve.http import install_error_handlers, serve
+from shoprec.kserve.transformer.model import MODEL_NAME, ShoprecTransformer
+from shoprec.serving.catalog import load_catalog
 from shoprec.config import resolve_home
 from shoprec.features.store import FeatureStoreSettings
 from shoprec.home import Home
-from shoprec.prediction_log import PredictionLog
-from shoprec.serving_transformer import DEFAULT_FEATURE_TIMEOUT_S, FeastHTTPSource, FeastSDKSource, TransformerCore
+from shoprec.serving.prediction_log import PredictionLog
+from shoprec.serving.transformer import DEFAULT_FEATURE_TIMEOUT_S, FeastHTTPSource, FeastSDKSource, TransformerCore
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

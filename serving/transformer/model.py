@@ -11,7 +11,7 @@ from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput, ModelNotReady
 
 from shoprec.errors import InvalidRequest
-from shoprec.serving_transformer import (
+from shoprec.serving.transformer import (
     Pending,
     TensorInput,
     TransformerCore,
@@ -20,7 +20,7 @@ from shoprec.serving_transformer import (
     v2_outputs,
 )
 
-MODEL_NAME = "shoprec"
+from shoprec.config import MODEL_NAME
 # preprocess and postprocess run in the same task: the request's plan travels in its context.
 _pending: contextvars.ContextVar[Pending] = contextvars.ContextVar("shoprec_pending")
 

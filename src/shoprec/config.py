@@ -14,6 +14,8 @@ HOME_ENV = "SHOPREC_HOME"
 # `make image`); $SHOPREC_IMAGE names another one at build and compile time.
 DEFAULT_IMAGE = "ghcr.io/shoprec/shoprec:0.1.0"
 IMAGE_ENV = "SHOPREC_IMAGE"
+# The served model's name: KServe routes /v1/models/<name>, the InferenceService and the registry.
+MODEL_NAME = "shoprec"
 
 
 def resolve_image(image: str | None = None) -> str:

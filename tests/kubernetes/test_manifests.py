@@ -100,7 +100,7 @@ def test_inference_service_validates_against_the_kserve_crd(overlay: str) -> Non
     predictor, transformer = isvc["spec"]["predictor"], isvc["spec"]["transformer"]
     assert predictor["model"]["storageUri"].startswith("s3://shoprec/registry/versions/")
     assert predictor["model"]["readinessProbe"] and transformer["containers"][0]["readinessProbe"]
-    assert transformer["containers"][0]["command"] == ["python", "-m", "serving.transformer"]
+    assert transformer["containers"][0]["command"] == ["python", "-m", "shoprec.kserve.transformer"]
     if overlay == "production":
         assert predictor["canaryTrafficPercent"] == 10 and predictor["minReplicas"] == 2
     else:
@@ -114,7 +114,7 @@ def test_inference_service_validates_against_the_kserve_crd(overlay: str) -> Non
 def test_base_serving_matches_what_the_deploy_step_renders() -> None:
     """The committed InferenceService and the one the pipeline's deploy step renders agree on the
     model format, runtime and protocol; the runtime it names exists, running our predictor."""
-    from serving.manifests import render_inference_service
+    from shoprec.kserve.manifests import render_inference_service
 
     docs = render("production")
     whole = render_inference_service("s3://shoprec/registry/versions/v1", image="registry.example/shoprec:2")
@@ -134,11 +134,11 @@ def test_base_serving_matches_what_the_deploy_step_renders() -> None:
     assert logged["logger"] == {"mode": "all", "url": "http://broker.example"}
     runtime = by_kind(docs, "ServingRuntime", rendered["runtime"])
     assert runtime["spec"]["supportedModelFormats"][0]["name"] == rendered["modelFormat"]["name"]
-    assert runtime["spec"]["containers"][0]["command"] == ["python", "-m", "serving.predictor"]
+    assert runtime["spec"]["containers"][0]["command"] == ["python", "-m", "shoprec.kserve.predictor"]
 
 
 def test_pytorch_job_validates_against_the_training_operator_crd() -> None:
-    from pipelines.training_job import render_pytorch_job
+    from shoprec.kfp.training_job import render_pytorch_job
 
     validator = crd_validator(SCHEMAS / "kubeflow-training" / "kubeflow.org_pytorchjobs.yaml", "v1")
     job = render_pytorch_job("shoprec-train", "/var/lib/shoprec/data/clean", "/var/lib/shoprec/bundles/x",

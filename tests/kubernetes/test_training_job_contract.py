@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import yaml
 
-from shoprec.bundle import load_bundle, save_bundle
+from shoprec.models.bundle import load_bundle, save_bundle
 from shoprec.models.baselines import BASELINES
-from shoprec.training.data import ItemVocab
+from shoprec.sequences import ItemVocab
 
 from tests.kubernetes.fake_api import JsonHandler, LocalApiServer, running
 
@@ -134,7 +134,7 @@ def clean_dir(tmp_path: Path) -> Path:
 
 def test_contract_launch_creates_a_valid_job_waits_for_success_and_returns_the_bundle(
         cluster: FakeKubernetes, clean_dir: Path, tmp_path: Path) -> None:
-    from pipelines.training_job import bundle_summary, ddp_args, train_with_pytorch_job
+    from shoprec.kfp.training_job import bundle_summary, ddp_args, train_with_pytorch_job
 
     home = tmp_path / "home"
     args = ddp_args(max_epochs=7, learning_rate=0.002, hidden=32, max_len=20, dropout=0.1, budget_minutes=5,
@@ -182,7 +182,7 @@ def test_contract_launch_creates_a_valid_job_waits_for_success_and_returns_the_b
 
 def test_contract_failed_job_raises_naming_the_job_and_the_operator_message(
         failing_cluster: FakeKubernetes, clean_dir: Path, tmp_path: Path) -> None:
-    from pipelines.training_job import TrainingJobError, train_with_pytorch_job
+    from shoprec.kfp.training_job import TrainingJobError, train_with_pytorch_job
 
     with pytest.raises(TrainingJobError) as caught:
         train_with_pytorch_job(clean_dir, workers=1, train_args=[], home=tmp_path / "home", namespace="team-a",
@@ -195,7 +195,7 @@ def test_contract_failed_job_raises_naming_the_job_and_the_operator_message(
 
 def test_contract_job_still_running_at_the_deadline_raises_with_how_to_delete_it(
         cluster: FakeKubernetes, tmp_path: Path) -> None:
-    from pipelines.training_job import TrainingJobError, render_pytorch_job, run_pytorch_job
+    from shoprec.kfp.training_job import TrainingJobError, render_pytorch_job, run_pytorch_job
 
     job = render_pytorch_job("shoprec-train-slow", "/d", "/o", workers=1, namespace="team-a")
     with pytest.raises(TrainingJobError, match="not finished after 0 s.*kubectl delete pytorchjob "

@@ -12,7 +12,7 @@ import torch
 
 from shoprec import schema as S
 from shoprec.data.dataset import EventData
-from shoprec.inference import Recommender
+from shoprec.models.inference import Recommender
 from shoprec.models.cold_items import ColdImputation, impute_cold_item_embeddings
 from shoprec.models.sasrec import SASRec
 from shoprec.training.fit import FitConfig, fit_and_evaluate, save_outcome

@@ -9,9 +9,9 @@ from pathlib import Path
 import yaml
 from kfp import compiler, dsl
 
-from components.evaluate import evaluate
-from components.train import train
-from shoprec.bundle import load_bundle
+from shoprec.components.evaluate import evaluate
+from shoprec.components.train import train
+from shoprec.models.bundle import load_bundle
 
 
 def test_train_then_evaluate_components(planted, tmp_path: Path):

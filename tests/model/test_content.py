@@ -7,7 +7,7 @@ import pandas as pd
 
 from shoprec import schema as S
 from shoprec.models.content import item_features
-from shoprec.training.data import ItemVocab
+from shoprec.sequences import ItemVocab
 
 
 def test_title_embeddings_are_offline_and_meaningful(monkeypatch):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from shoprec.bundle import load_bundle
+from shoprec.models.bundle import load_bundle
 
 ARGS = ["--epochs", "30", "--batch-size", "32", "--lr", "5e-3", "--patience", "5", "--hidden", "32",
         "--max-len", "20", "--dropout", "0.1", "--no-content", "--amp", "off"]

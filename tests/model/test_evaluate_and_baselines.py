@@ -14,7 +14,8 @@ from shoprec.evaluation.evaluate import evaluate, rank_targets
 from shoprec.evaluation.splits import EvalSet, leave_one_out, temporal_split
 from shoprec.models.base import Recommender
 from shoprec.models.baselines import BuyAgain, ItemKNN, Markov1, MostPop
-from shoprec.training.data import Sequences, build_sequences, build_vocab, training_windows
+from shoprec.sequences import Sequences, build_sequences, build_vocab
+from shoprec.training.batches import training_windows
 
 
 class FixedScores(Recommender):
@@ -139,7 +140,7 @@ def test_baselines_on_tiny_sequences():
 
 
 def _batch(inputs, targets):
-    from shoprec.training.data import Batch
+    from shoprec.sequences import Batch
 
     return Batch(torch.tensor(inputs), torch.tensor(targets))
 
@@ -163,7 +164,7 @@ def test_cosine_schedule_warms_up_decays_and_plans_by_the_budget():
 
 
 def test_vocab_index_by_dict_and_by_pandas_agree():
-    from shoprec.training.data import ItemVocab
+    from shoprec.sequences import ItemVocab
 
     vocab = ItemVocab(tuple(f"i{n}" for n in range(20_000)))
     ids = [f"i{n}" for n in range(0, 20_000, 7)] + ["nope", 5]

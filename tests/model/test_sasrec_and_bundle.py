@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from shoprec.bundle import WEIGHTS_FILE, load_bundle
+from shoprec.models.bundle import WEIGHTS_FILE, load_bundle
 from shoprec.errors import BundleIntegrityError
 from shoprec.evaluation.evaluate import rank_targets
-from shoprec.inference import Recommender
+from shoprec.models.inference import Recommender
 from shoprec.models.sasrec import SASRec, ChunkedSoftmaxCrossEntropy, FastDropout
 from shoprec.training.fit import FitConfig, fit_and_evaluate, save_outcome
 from shoprec.training.loop import TrainConfig
@@ -243,7 +243,7 @@ def test_score_items_equals_score_all_columns_and_the_cached_items_follow_the_we
 
 
 def test_reasons_are_the_leave_one_out_argmax_over_the_newest_items():
-    from shoprec.reasons import reason_indices
+    from shoprec.serving.reasons import reason_indices
 
     torch.manual_seed(1)
     model = SASRec(40, max_len=64, hidden=16, blocks=2).eval()

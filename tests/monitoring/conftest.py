@@ -70,9 +70,9 @@ def current_window(shifted: bool, seed: int = 7) -> EventData:
 @pytest.fixture(scope="session")
 def bundle_dir(tmp_path_factory, training_data) -> Path:
     """A real bundle: the Markov-1 baseline fitted on the training window's sequences."""
-    from shoprec.bundle import save_bundle
+    from shoprec.models.bundle import save_bundle
     from shoprec.models.baselines import BASELINES
-    from shoprec.training.data import build_sequences, build_vocab
+    from shoprec.sequences import build_sequences, build_vocab
 
     vocab = build_vocab(training_data.events, training_data.items)
     sequences = build_sequences(training_data.events, vocab)

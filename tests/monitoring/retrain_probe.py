@@ -5,7 +5,7 @@ with, including `triggered_by`, so the test sees exactly what the trigger launch
 from kfp import dsl
 from kfp.dsl import Artifact, Output
 
-from components._base import shoprec_component
+from shoprec.components._base import shoprec_component
 
 
 @shoprec_component

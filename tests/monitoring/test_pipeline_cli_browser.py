@@ -58,8 +58,8 @@ def test_drift_command_reports_an_empty_window_clearly(home, tmp_path) -> None:
 
 
 def test_monitoring_pipeline_reports_decides_and_triggers_once(tmp_path, training_dir, shifted_file) -> None:
-    from pipelines.local import run_locally
-    from pipelines.monitoring import monitoring_pipeline
+    from shoprec.kfp.local import run_locally
+    from shoprec.pipelines.monitoring import monitoring_pipeline
 
     root = tmp_path / "home"
     first_report(training_dir, root)

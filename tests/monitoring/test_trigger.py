@@ -11,8 +11,9 @@ import pytest
 from shoprec.home import Home
 from shoprec.monitoring import drift as D
 from shoprec.monitoring.trigger import (
-    Decision, KfpLauncher, LocalLauncher, TriggerPolicy, crossings, decide, fire, read_state,
+    RetrainDecision, TriggerPolicy, crossings, decide_retraining, fire, read_state,
 )
+from shoprec.kfp.launchers import KfpLauncher, LocalLauncher
 
 T0 = pd.Timestamp("2026-03-01 12:00", tz="UTC")
 
@@ -55,24 +56,24 @@ def test_trigger_fires_exactly_once_inside_its_cooldown(tmp_path) -> None:
     drifted = [summary(D.ITEM_FEATURES, 1.0, "run1/item_features")]
     fired = []
     for hours in (0, 1, 5, 23.9):
-        decision = decide(drifted, policy, home, now=T0 + pd.Timedelta(hours=hours))
+        decision = decide_retraining(drifted, policy, home, now=T0 + pd.Timedelta(hours=hours))
         fired.append(fire(decision, launcher, policy, home, now=T0 + pd.Timedelta(hours=hours)))
     assert launcher.launched == ["run1/item_features"]
     assert fired[0] is not None and fired[1:] == [None, None, None]
-    held = decide(drifted, policy, home, now=T0 + pd.Timedelta(hours=2))
+    held = decide_retraining(drifted, policy, home, now=T0 + pd.Timedelta(hours=2))
     assert not held.fire and held.cooldown_until == (T0 + pd.Timedelta(hours=24)).isoformat()
     # A decision taken before the first trigger landed cannot slip through either.
-    stale = Decision(True, ["drift"], "run2/item_features")
+    stale = RetrainDecision(True, ["drift"], "run2/item_features")
     assert fire(stale, launcher, policy, home, now=T0 + pd.Timedelta(hours=3)) is None
     # After the cool-down it fires again, once.
     later = T0 + pd.Timedelta(hours=24, minutes=1)
-    assert fire(decide(drifted, policy, home, now=later), launcher, policy, home, now=later) is not None
+    assert fire(decide_retraining(drifted, policy, home, now=later), launcher, policy, home, now=later) is not None
     assert len(launcher.launched) == 2
     assert [h["report_id"] for h in read_state(home)["history"]] == ["run1/item_features"] * 2
 
 
 def test_no_crossing_never_fires(tmp_path) -> None:
-    decision = decide([summary(D.USER_FEATURES, 0.25)], TriggerPolicy(), Home(tmp_path), now=T0)
+    decision = decide_retraining([summary(D.USER_FEATURES, 0.25)], TriggerPolicy(), Home(tmp_path), now=T0)
     assert not decision.fire and decision.reasons == ["no threshold crossed"]
 
 

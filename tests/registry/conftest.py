@@ -11,10 +11,10 @@ import pytest
 
 from shoprec import schema as S
 
-from shoprec.bundle import save_bundle
+from shoprec.models.bundle import save_bundle
 from shoprec.models.baselines import BASELINES
-from shoprec.registry import Registry
-from shoprec.training.data import ItemVocab
+from shoprec.lifecycle.registry import Registry
+from shoprec.sequences import ItemVocab
 
 VOCAB = ItemVocab(tuple(f"i{n}" for n in range(1, 13)))  # 12 items, i1..i12 -> 1..12
 # Sequences with a clear next-item structure (i -> i+1) and a popularity skew to items 1-3.

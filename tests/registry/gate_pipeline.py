@@ -3,8 +3,8 @@ bundle and data stand in for the train / validate outputs). KFP needs it in a .p
 
 from kfp import dsl
 
-from components.deploy import deploy
-from components.promote import promote
+from shoprec.components.deploy import deploy
+from shoprec.components.promote import promote
 
 
 @dsl.pipeline(name="shoprec-gate-test")

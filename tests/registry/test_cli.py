@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shoprec.registry import Registry
+from shoprec.lifecycle.registry import Registry
 
 SHOPREC = str(Path(sys.executable).with_name("shoprec"))
 

@@ -9,11 +9,11 @@ import pytest
 import yaml
 
 from shoprec.data.dataset import EventData
-from serving.manifests import render_inference_service
-from shoprec.deployment import deploy_cluster
+from shoprec.kserve.manifests import render_inference_service
+from shoprec.lifecycle.deployment import deploy_cluster
 from shoprec.errors import RegistryError
-from shoprec.registry import Registry
-from shoprec.training.data import build_vocab
+from shoprec.lifecycle.registry import Registry
+from shoprec.sequences import build_vocab
 from tests.registry.conftest import make_bundle, sequences_frame
 
 # ../shared/schemas lies beside the checkout (the team's and CI's), not inside it.
@@ -36,7 +36,7 @@ def chain_data(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 @pytest.mark.integration
 def test_promote_then_deploy_under_dsl_if_moves_the_alias_only_when_the_gate_passes(tmp_path):
-    from pipelines.local import run_locally
+    from shoprec.kfp.local import run_locally
     from tests.registry.gate_pipeline import gate_pipeline
 
     data_dir, markov, mostpop = chain_data(tmp_path)

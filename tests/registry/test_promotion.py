@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from shoprec.errors import GateError
-from shoprec.promotion import (GateScores, GateWindow, Policy, decide, gate_bundle, newest_window,
-                               paired_bootstrap)
+from shoprec.lifecycle.gate import Policy, decide_promotion, gate_bundle, paired_bootstrap
+from shoprec.lifecycle.window import GateScores, GateWindow, newest_window
 
 USERS = tuple(f"u{n}" for n in range(200))
 SHORT = np.arange(200) < 50  # the first 50 users have short histories
@@ -29,7 +29,7 @@ POLICY = Policy(min_improvement=0.01, coverage_tolerance=0.02, short_history_tol
 
 
 def test_a_clear_improvement_with_no_guard_drop_is_promoted():
-    decision = decide(scores("cand", BASE + 0.05), scores("champ", BASE), short_history=SHORT,
+    decision = decide_promotion(scores("cand", BASE + 0.05), scores("champ", BASE), short_history=SHORT,
                       policy=POLICY)
 
     assert decision.promote, decision.reasons
@@ -40,13 +40,13 @@ def test_a_clear_improvement_with_no_guard_drop_is_promoted():
 
 def test_an_improvement_below_the_margin_alone_rejects():
     # +0.005 for every user: significant (the interval is a point above zero) but below 0.01.
-    decision = decide(scores("cand", BASE + 0.005), scores("champ", BASE), short_history=SHORT,
+    decision = decide_promotion(scores("cand", BASE + 0.005), scores("champ", BASE), short_history=SHORT,
                       policy=POLICY)
 
     assert not decision.promote
     assert failed(decision) == ["NDCG@10 margin vs champion"]
     assert "+0.0050" in decision.reasons[0] and "misses the required improvement of at least +0.0100" in decision.reasons[0]
-    relaxed = decide(scores("cand", BASE + 0.005), scores("champ", BASE), short_history=SHORT,
+    relaxed = decide_promotion(scores("cand", BASE + 0.005), scores("champ", BASE), short_history=SHORT,
                      policy=Policy(min_improvement=0.001))
     assert relaxed.promote
 
@@ -56,7 +56,7 @@ def test_an_improvement_whose_interval_reaches_zero_alone_rejects():
     # resample that misses both users shows no gain, so the interval's lower bound is 0.
     candidate = BASE.copy()
     candidate[[150, 151]] += 2.0
-    decision = decide(scores("cand", candidate), scores("champ", BASE), short_history=SHORT,
+    decision = decide_promotion(scores("cand", candidate), scores("champ", BASE), short_history=SHORT,
                       policy=POLICY)
 
     assert not decision.promote
@@ -66,12 +66,12 @@ def test_an_improvement_whose_interval_reaches_zero_alone_rejects():
 
 
 def test_a_coverage_drop_beyond_tolerance_alone_rejects():
-    decision = decide(scores("cand", BASE + 0.05, coverage=0.25), scores("champ", BASE, coverage=0.30),
+    decision = decide_promotion(scores("cand", BASE + 0.05, coverage=0.25), scores("champ", BASE, coverage=0.30),
                       short_history=SHORT, policy=POLICY)
 
     assert failed(decision) == ["coverage guard"]
     assert "drop +0.0500" in decision.reasons[0] and "beyond tolerance 0.0200" in decision.reasons[0]
-    within = decide(scores("cand", BASE + 0.05, coverage=0.29), scores("champ", BASE, coverage=0.30),
+    within = decide_promotion(scores("cand", BASE + 0.05, coverage=0.29), scores("champ", BASE, coverage=0.30),
                     short_history=SHORT, policy=POLICY)
     assert within.promote
 
@@ -79,19 +79,19 @@ def test_a_coverage_drop_beyond_tolerance_alone_rejects():
 def test_a_short_history_drop_beyond_tolerance_alone_rejects():
     candidate = BASE + 0.08
     candidate[SHORT] = BASE[SHORT] - 0.03  # better overall, worse for newcomers
-    decision = decide(scores("cand", candidate), scores("champ", BASE), short_history=SHORT,
+    decision = decide_promotion(scores("cand", candidate), scores("champ", BASE), short_history=SHORT,
                       policy=POLICY)
 
     assert failed(decision) == ["short-history NDCG@10 guard"]
     assert "on 50 short-history users: drop +0.0300" in decision.reasons[0]
-    tolerant = decide(scores("cand", candidate), scores("champ", BASE), short_history=SHORT,
+    tolerant = decide_promotion(scores("cand", candidate), scores("champ", BASE), short_history=SHORT,
                       policy=Policy(min_improvement=0.01, short_history_tolerance=0.05))
     assert tolerant.promote
 
 
 def test_first_run_the_candidate_must_beat_mostpop_and_markov1():
     baselines = {"mostpop": scores("mostpop", BASE - 0.1), "markov1": scores("markov1", BASE - 0.05)}
-    beats_both = decide(scores("cand", BASE), None, short_history=SHORT, policy=POLICY,
+    beats_both = decide_promotion(scores("cand", BASE), None, short_history=SHORT, policy=POLICY,
                         baselines=baselines)
     assert beats_both.promote and beats_both.champion is None
     assert [c.name for c in beats_both.checks] == [
@@ -99,7 +99,7 @@ def test_first_run_the_candidate_must_beat_mostpop_and_markov1():
         "NDCG@10 margin vs markov1", "NDCG@10 significance vs markov1"]
 
     baselines["markov1"] = scores("markov1", BASE + 0.02)
-    loses = decide(scores("cand", BASE), None, short_history=SHORT, policy=POLICY, baselines=baselines)
+    loses = decide_promotion(scores("cand", BASE), None, short_history=SHORT, policy=POLICY, baselines=baselines)
     assert not loses.promote
     assert failed(loses) == ["NDCG@10 margin vs markov1", "NDCG@10 significance vs markov1"]
     assert "no champion yet" in loses.to_markdown()
@@ -107,13 +107,13 @@ def test_first_run_the_candidate_must_beat_mostpop_and_markov1():
 
 def test_first_run_without_baseline_scores_is_an_error():
     with pytest.raises(GateError, match="markov1"):
-        decide(scores("cand", BASE), None, short_history=SHORT, baselines={"mostpop": scores("m", BASE)})
+        decide_promotion(scores("cand", BASE), None, short_history=SHORT, baselines={"mostpop": scores("m", BASE)})
 
 
 def test_scores_from_different_windows_are_refused():
     other = GateScores("champ", tuple(reversed(USERS)), BASE, 0.3)
     with pytest.raises(GateError, match="same window"):
-        decide(scores("cand", BASE), other, short_history=SHORT)
+        decide_promotion(scores("cand", BASE), other, short_history=SHORT)
 
 
 def test_paired_bootstrap_sees_a_consistent_gain_that_unpaired_intervals_miss():
@@ -127,7 +127,7 @@ def test_paired_bootstrap_sees_a_consistent_gain_that_unpaired_intervals_miss():
 
 
 def test_decision_renders_json_and_markdown_with_its_reasons(tmp_path):
-    decision = decide(scores("cand", BASE + 0.005), scores("champ", BASE), short_history=SHORT,
+    decision = decide_promotion(scores("cand", BASE + 0.005), scores("champ", BASE), short_history=SHORT,
                       policy=POLICY)
     decision.write(tmp_path / "decision.json", tmp_path / "decision.md")
 
@@ -141,7 +141,7 @@ def test_decision_renders_json_and_markdown_with_its_reasons(tmp_path):
 
 def test_gate_scores_real_bundles_on_the_same_window(tmp_path):
     from tests.registry.conftest import make_bundle, sequences_frame
-    from shoprec.training.data import build_vocab
+    from shoprec.sequences import build_vocab
 
     events = sequences_frame()
     window = newest_window(events, None, "leave-one-out")
@@ -165,7 +165,7 @@ def test_gate_scores_real_bundles_on_the_same_window(tmp_path):
 
 
 def test_first_run_on_repeat_purchase_data_must_also_beat_buy_again():
-    from shoprec.promotion import baseline_scores
+    from shoprec.lifecycle.window import baseline_scores
     from tests.registry.conftest import sequences_frame
 
     window = newest_window(sequences_frame(), None, "leave-one-out")
@@ -175,7 +175,7 @@ def test_first_run_on_repeat_purchase_data_must_also_beat_buy_again():
     baselines = {"mostpop": scores("mostpop", BASE - 0.1), "markov1": scores("markov1", BASE - 0.05),
                  "buyagain": scores("buyagain", BASE + 0.05)}
     # By default trailing "buy again" is reported, not blocking: the shop sees it in the decision.
-    decision = decide(scores("cand", BASE), None, short_history=SHORT, policy=POLICY, baselines=baselines)
+    decision = decide_promotion(scores("cand", BASE), None, short_history=SHORT, policy=POLICY, baselines=baselines)
     assert decision.promote
     assert failed(decision) == ["NDCG@10 margin vs buyagain", "NDCG@10 significance vs buyagain"]
     assert decision.reasons[0].startswith("WARN NDCG@10 margin vs buyagain")
@@ -183,6 +183,6 @@ def test_first_run_on_repeat_purchase_data_must_also_beat_buy_again():
     assert "**WARN**" in decision.to_markdown()
     from dataclasses import replace
 
-    strict = decide(scores("cand", BASE), None, short_history=SHORT, baselines=baselines,
+    strict = decide_promotion(scores("cand", BASE), None, short_history=SHORT, baselines=baselines,
                     policy=replace(POLICY, require_all_baselines=True))
     assert not strict.promote and strict.reasons[0].startswith("FAIL NDCG@10 margin vs buyagain")

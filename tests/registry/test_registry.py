@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from shoprec import registry as registry_module
-from shoprec.bundle import WEIGHTS_FILE
+from shoprec.lifecycle import registry as registry_module
+from shoprec.models.bundle import WEIGHTS_FILE
 from shoprec.errors import BundleIntegrityError, RegistryError
 from shoprec.home import Home
-from shoprec.inference import Recommender
-from shoprec.registry import PRODUCTION, Registry
+from shoprec.models.inference import Recommender
+from shoprec.lifecycle.registry import PRODUCTION, Registry
 
 
 def flip_last_byte(path: Path) -> None:

@@ -9,12 +9,13 @@ import time
 import numpy as np
 import pytest
 
-from shoprec.bundle import WEIGHTS_FILE, save_bundle
+from shoprec.models.bundle import WEIGHTS_FILE, save_bundle
 from shoprec.errors import InvalidRequest
-from shoprec.inference import Recommender
-from shoprec.infra_check import canned_instances, check_bundle, predict, running_predictor
+from shoprec.models.inference import Recommender
+from shoprec.kserve.infra_check import canned_instances, check_bundle, predict
+from shoprec.kserve.process import running_predictor
 from shoprec.models.baselines import MostPop
-from shoprec.serving import MAX_INSTANCES, Query, answer, parse_v1
+from shoprec.serving.predictor import MAX_INSTANCES, Query, answer, parse_v1
 from tests.registry.conftest import VOCAB
 
 

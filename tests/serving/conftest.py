@@ -13,9 +13,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 
-from shoprec.infra_check import free_port
-from shoprec.serving_demo import DemoHome, build_demo_home
-from shoprec.serving_process import ServingURLs, running_servers
+from shoprec.kserve.process import free_port
+from shoprec.cli.demo import DemoHome, build_demo_home
+from shoprec.kserve.process import ServingURLs, running_servers
 
 
 @pytest.fixture(scope="session")

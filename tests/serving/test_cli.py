@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from shoprec.cli import cli
-from shoprec.infra_check import free_port, predictor_env
-from shoprec.serving_process import stop, wait_ready
+from shoprec.kserve.process import free_port
+from shoprec.kserve.process import stop, wait_ready
 from tests.serving.conftest import predict
 
 pytestmark = pytest.mark.integration
@@ -58,7 +58,7 @@ def test_serve_starts_both_servers_and_stops_on_sigterm(demo):
     command = [str(Path(sys.executable).parent / "shoprec"), "serve", "--home", str(demo.home.root), "--port", str(port),
                "--predictor-port", str(predictor_port), "--items", str(demo.items_path)]
     with tempfile.TemporaryFile("w+") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=predictor_env())
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_ready(process, f"http://127.0.0.1:{port}/v1/models/shoprec", 90, log)
             response = predict(f"http://127.0.0.1:{port}", [{"user_id": str(demo.sequences.users[0]), "k": 2}])

@@ -9,12 +9,12 @@ import httpx
 import numpy as np
 import pytest
 
-from shoprec.catalog import load_catalog
+from shoprec.serving.catalog import load_catalog
 from shoprec.evaluation.evaluate import rank_targets
 from shoprec.evaluation.splits import EvalSet
-from shoprec.inference import Recommender
-from shoprec.prediction_log import hash_user, read_predictions
-from shoprec.serving_process import running_transformer, stop
+from shoprec.models.inference import Recommender
+from shoprec.serving.prediction_log import hash_user, read_predictions
+from shoprec.kserve.process import running_transformer, stop
 from tests.serving.conftest import feast_redis_env, predict
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,8 @@ import time
 import httpx
 
 from shoprec.features.store import FeatureStoreSettings, online_user_rows, open_store
-from shoprec.infra_check import free_port
-from shoprec.serving_transformer import USER_FEATURE_REFS, FeastHTTPSource
+from shoprec.kserve.process import free_port
+from shoprec.serving.transformer import USER_FEATURE_REFS, FeastHTTPSource
 
 SERVE = """
 import sys

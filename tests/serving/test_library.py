@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 
 from shoprec import schema as S
-from shoprec.catalog import ItemCatalog, load_catalog
-from shoprec.cold_start import FEATURES_UNAVAILABLE, fallback_items
+from shoprec.serving.catalog import ItemCatalog, load_catalog
+from shoprec.serving.cold_start import FEATURES_UNAVAILABLE, fallback_items
 from shoprec.errors import DataSourceError, InvalidRequest
-from shoprec.inference import Recommender
-from shoprec.reasons import reason_indices
-from shoprec.serving import Query, answer, filtered_topk, parse_v1
-from shoprec.serving_transformer import (
+from shoprec.models.inference import Recommender
+from shoprec.serving.reasons import reason_indices
+from shoprec.serving.predictor import Query, answer, filtered_topk, parse_v1
+from shoprec.serving.transformer import (
     TensorInput,
     TransformerCore,
     UserQuery,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from shoprec.prediction_log import PredictionLog, PredictionRecord, hash_user, read_predictions
+from shoprec.serving.prediction_log import PredictionLog, PredictionRecord, hash_user, read_predictions
 
 
 def record(n: int, time: str) -> PredictionRecord:

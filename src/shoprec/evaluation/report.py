@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shoprec.bundle import load_bundle
+from shoprec.models.bundle import load_bundle
 from shoprec.data.dataset import EventData
 from shoprec.evaluation.evaluate import evaluate
 from shoprec.models.baselines import BASELINES

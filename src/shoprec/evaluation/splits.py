@@ -11,7 +11,7 @@ import pandas as pd
 
 from shoprec import schema as S
 from shoprec.errors import DataSourceError
-from shoprec.training.data import ItemVocab, Sequences, build_sequences
+from shoprec.sequences import ItemVocab, Sequences, build_sequences
 
 
 @dataclass

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from shoprec.training.data import PAD, Batch
+from shoprec.sequences import PAD, Batch
 
 
 def mask_seen(scores: torch.Tensor, histories: Sequence[np.ndarray]) -> torch.Tensor:

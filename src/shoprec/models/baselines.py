@@ -14,7 +14,7 @@ import scipy.sparse as sp
 import torch
 
 from shoprec.models.base import Recommender
-from shoprec.training.data import PAD
+from shoprec.sequences import PAD
 
 
 def _popularity(sequences: Sequence[np.ndarray], n_items: int) -> np.ndarray:

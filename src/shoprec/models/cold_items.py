@@ -16,7 +16,7 @@ import torch
 from torch.nn import functional as F
 
 from shoprec.models.sasrec import SASRec
-from shoprec.training.data import PAD
+from shoprec.sequences import PAD
 
 TITLE_NEIGHBOURS = 5  # warm look-alikes averaged per cold item on the title route
 SIMILARITY_CHUNK = 1024  # cold items compared with all warm titles at a time

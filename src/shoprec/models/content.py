@@ -14,7 +14,7 @@ import torch
 
 from shoprec import schema as S
 from shoprec.errors import DataSourceError
-from shoprec.training.data import ItemVocab
+from shoprec.sequences import ItemVocab
 
 TEXT_DIM = 384  # all-MiniLM-L6-v2 sentence embedding size
 

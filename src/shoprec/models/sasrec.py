@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from shoprec.models.base import Recommender
-from shoprec.training.data import PAD, pad_histories
+from shoprec.sequences import PAD, pad_histories
 
 
 # Up to this many bytes of softmax are kept from the forward pass for the backward pass

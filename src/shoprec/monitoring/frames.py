@@ -133,7 +133,7 @@ def log_quality_frame(log: pd.DataFrame, events: pd.DataFrame, k: int, salt: str
     The log keeps only keyed user hashes, so the events' users are hashed with the same key
     (`SHOPREC_LOG_SALT`). Answers whose user did nothing afterwards (in `events`) have no
     ground truth and are left out."""
-    from shoprec.prediction_log import hash_user
+    from shoprec.serving.prediction_log import hash_user
 
     answered = log[(log["kind"] == "user") & log["user_hash"].astype(bool)]
     if answered.empty or events.empty:
@@ -165,7 +165,7 @@ def model_reference(
     """The model's recommendations on the validation users of `events` (each user's last item
     is the target, everything before it the history): (prediction rows, quality rows, fallback rate).
     At most `max_users` users (a fixed-seed sample) keep this quick."""
-    from shoprec.inference import Recommender
+    from shoprec.models.inference import Recommender
 
     ordered = events.sort_values([S.USER_ID, S.TIMESTAMP], kind="stable")
     sequences = ordered.groupby(S.USER_ID, sort=True)[S.ITEM_ID].agg(lambda s: [str(i) for i in s])

@@ -185,7 +185,7 @@ def run_monitoring(
     compared, which raises EmptyWindowError.
     """
     from shoprec.monitoring.index import write_index
-    from shoprec.prediction_log import read_predictions
+    from shoprec.serving.prediction_log import read_predictions
 
     settings = settings or MonitoringSettings()
     reference = load_reference(home)

@@ -1,10 +1,10 @@
-"""The retraining trigger: thresholds decide, a cool-down limits, a launcher starts training.
+"""The retraining trigger: thresholds decide_retraining, a cool-down limits, a launcher starts training.
 
-`decide` reads a run's report summaries against a `TriggerPolicy`; `fire` records the
-trigger in `<home>/reports/monitoring/trigger_state.json` under a file lock (so two checks at
-once cannot both start training) and only then launches, with the triggering report's id in
-the new run's lineage. Launchers: `LocalLauncher` (kfp.local, through
-`pipelines.local.run_locally`) and `KfpLauncher` (a cluster: `kfp.Client.create_run_from_pipeline_func`).
+`decide_retraining` reads a run's report summaries against a `TriggerPolicy`; `fire` records
+the trigger in the home's trigger state file under a file lock (so two checks at once cannot
+both start training) and only then launches, with the triggering report's id in the new run's
+lineage. A launcher is anything with `launch(report_id)`: the shells provide them (kfp.local
+on this machine, a KFP run on a cluster); this module never starts a pipeline itself.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class TriggerPolicy:
 
 
 @dataclass
-class Decision:
+class RetrainDecision:
     fire: bool
     reasons: list[str]
     report_id: str | None  # the report that crossed a threshold first
@@ -57,8 +57,8 @@ class Decision:
         return asdict(self)
 
     @staticmethod
-    def from_dict(data: dict[str, Any]) -> "Decision":
-        return Decision(**data)
+    def from_dict(data: dict[str, Any]) -> "RetrainDecision":
+        return RetrainDecision(**data)
 
 
 @dataclass
@@ -93,23 +93,23 @@ def crossings(reports: list[D.ReportSummary], policy: TriggerPolicy) -> list[tup
     return found
 
 
-def decide(
+def decide_retraining(
     reports: list[D.ReportSummary], policy: TriggerPolicy, home: Home, now: pd.Timestamp | None = None
-) -> Decision:
+) -> RetrainDecision:
     """Fire when a threshold is crossed and the last trigger is older than the cool-down."""
     now = _now(now)
     found = crossings(reports, policy)
     if not found:
-        return Decision(False, ["no threshold crossed"], None, decided_at=now.isoformat())
+        return RetrainDecision(False, ["no threshold crossed"], None, decided_at=now.isoformat())
     until = _cooldown_until(read_state(home), policy)
     if until is not None and now < until:
-        return Decision(False, [r for _, r in found] + [f"held back: cool-down until {until.isoformat()}"],
+        return RetrainDecision(False, [r for _, r in found] + [f"held back: cool-down until {until.isoformat()}"],
                         found[0][0], cooldown_until=until.isoformat(), decided_at=now.isoformat())
-    return Decision(True, [r for _, r in found], found[0][0], decided_at=now.isoformat())
+    return RetrainDecision(True, [r for _, r in found], found[0][0], decided_at=now.isoformat())
 
 
 def fire(
-    decision: Decision, launcher: Launcher, policy: TriggerPolicy, home: Home,
+    decision: RetrainDecision, launcher: Launcher, policy: TriggerPolicy, home: Home,
     now: pd.Timestamp | None = None,
 ) -> Triggered | None:
     """Start training for a firing decision, at most once per cool-down: the cool-down is
@@ -134,83 +134,6 @@ def fire(
 def read_state(home: Home) -> dict[str, Any]:
     path = _state_path(home)
     return json.loads(path.read_text()) if path.exists() and path.stat().st_size else {}
-
-
-class LocalLauncher:
-    """Runs the training pipeline (`module:function`) here through kfp.local, in a fresh
-    Python process (a kfp.local task cannot define components in-process: kfp.dsl is only
-    partly there inside a task: see _KFP_RUNTIME below). The report id goes into the run's `lineage.json` and, when
-    the pipeline has a `triggered_by` parameter, into its arguments."""
-
-    def __init__(self, pipeline_ref: str, arguments: dict[str, Any], pipeline_root: Path) -> None:
-        self.pipeline_ref, self.arguments, self.pipeline_root = pipeline_ref, dict(arguments), pipeline_root
-
-    def launch(self, report_id: str) -> dict[str, Any]:
-        import os
-        import subprocess
-        import sys
-
-        from shoprec.errors import MonitoringError
-
-        request = json.dumps({"pipeline": self.pipeline_ref, "arguments": self.arguments,
-                              "root": str(self.pipeline_root), "report_id": report_id})
-        # Inside a KFP task _KFP_RUNTIME=true strips kfp.dsl to the runtime parts; the new
-        # process defines and runs pipelines, so it needs the whole SDK.
-        env = {**{k: v for k, v in os.environ.items() if k != "_KFP_RUNTIME"}, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
-        done = subprocess.run([sys.executable, "-c", _LOCAL_RUN, request], capture_output=True, text=True, env=env)
-        lines = done.stdout.strip().splitlines()
-        if done.returncode != 0 or not lines:
-            raise MonitoringError(f"local training run of {self.pipeline_ref} did not start: "
-                                  f"{(done.stderr or done.stdout).strip()[-2000:]}")
-        return json.loads(lines[-1])
-
-
-# What the fresh process runs: the pipeline through pipelines.local.run_locally, then lineage.
-_LOCAL_RUN = """
-import importlib, json, sys
-from pathlib import Path
-from pipelines.local import run_locally
-from shoprec.monitoring.trigger import LINEAGE_FILE, _with_lineage, pipeline_parameters
-request = json.loads(sys.argv[1])
-module, _, name = request["pipeline"].partition(":")
-pipeline = getattr(importlib.import_module(module), name or "training_pipeline")
-arguments = _with_lineage(request["arguments"], request["report_id"], pipeline_parameters(pipeline))
-result = run_locally(pipeline, arguments, Path(request["root"]))
-(result.root / LINEAGE_FILE).write_text(json.dumps({"triggered_by": request["report_id"], "arguments": arguments}, indent=2, default=str))
-print(json.dumps({"mode": "local", "run_folder": str(result.root), "succeeded": result.succeeded, "error": result.error}))
-"""
-
-
-class KfpLauncher:
-    """Creates a run on a Kubeflow Pipelines cluster through the KFP client; the report id is
-    in the run name and, when the pipeline has a `triggered_by` parameter, its arguments."""
-
-    def __init__(self, client: Any, pipeline: Callable[..., Any], arguments: dict[str, Any],
-                 experiment_name: str = "shoprec-retraining") -> None:
-        self.client, self.pipeline, self.arguments = client, pipeline, dict(arguments)
-        self.experiment_name = experiment_name
-
-    def launch(self, report_id: str) -> dict[str, Any]:
-        arguments = _with_lineage(self.arguments, report_id, pipeline_parameters(self.pipeline))
-        run_name = f"retrain-{report_id.replace('/', '-')}"
-        result = self.client.create_run_from_pipeline_func(
-            self.pipeline, arguments=arguments, run_name=run_name, experiment_name=self.experiment_name)
-        return {"mode": "kfp", "run_id": getattr(result, "run_id", None), "run_name": run_name,
-                "triggered_by": report_id}
-
-
-def pipeline_parameters(pipeline: Callable[..., Any]) -> set[str]:
-    """Input parameter names of a KFP pipeline function (empty when it is not one)."""
-    spec = getattr(pipeline, "pipeline_spec", None)
-    if spec is None:
-        return set()
-    return set(spec.root.input_definitions.parameters.keys())
-
-
-def _with_lineage(arguments: dict[str, Any], report_id: str, parameters: set[str]) -> dict[str, Any]:
-    if TRIGGER_PARAMETER in parameters:
-        return {**arguments, TRIGGER_PARAMETER: report_id}
-    return dict(arguments)
 
 
 def _cooldown_until(state: dict[str, Any], policy: TriggerPolicy) -> pd.Timestamp | None:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from shoprec import schema as S
-from shoprec.bundle import DEFAULT_FEATURE_SERVICE, save_bundle
+from shoprec.models.bundle import DEFAULT_FEATURE_SERVICE, save_bundle
 from shoprec.data.dataset import EventData
 from shoprec.errors import DataSourceError
 from shoprec.evaluation import metrics as M
@@ -25,7 +25,7 @@ from shoprec.models.baselines import BuyAgain, ItemKNN, Markov1, MostPop
 from shoprec.models.cold_items import ColdImputation, impute_cold_item_embeddings
 from shoprec.models.content import ItemFeatures, item_features
 from shoprec.models.sasrec import SASRec
-from shoprec.training.data import ItemVocab, build_sequences, build_vocab
+from shoprec.sequences import ItemVocab, build_sequences, build_vocab
 from shoprec.training.device import seed_everything
 from shoprec.training.loop import TrainConfig, TrainResult, distributed_context, train
 

@@ -21,7 +21,7 @@ from shoprec.evaluation import metrics as M
 from shoprec.evaluation.evaluate import rank_targets
 from shoprec.evaluation.splits import EvalSet
 from shoprec.models.base import Recommender
-from shoprec.training.data import training_windows, window_batches
+from shoprec.training.batches import training_windows, window_batches
 from shoprec.training.device import autocast, choose_device, keep_freed_cpu_memory, seed_everything, use_bf16
 
 

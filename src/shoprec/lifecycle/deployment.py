@@ -2,7 +2,7 @@
 predictor started with `--registry` follows it without a restart); for a cluster by rendering
 the KServe InferenceService that points at the version's `storageUri`, with a canary share.
 
-The manifest itself is rendered by `serving.manifests.render_inference_service` (the kserve SDK's
+The manifest itself is rendered by `shoprec.kserve.manifests.render_inference_service` (the kserve SDK's
 typed models); the caller passes that renderer in, so the library never imports KServe.
 """
 
@@ -14,7 +14,7 @@ from typing import Any, Callable
 import yaml
 
 from shoprec.errors import RegistryError
-from shoprec.registry import HistoryEvent, Registry
+from shoprec.lifecycle.registry import HistoryEvent, Registry
 
 # Renders the InferenceService manifest for a storage URI (serving.manifests.render_inference_service).
 ManifestRenderer = Callable[..., dict[str, Any]]

@@ -8,13 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from shoprec.bundle import save_bundle
+from shoprec.models.bundle import save_bundle
 from shoprec.data.dataset import EventData
 from shoprec.features.store import FeatureStoreSettings, apply_definitions, materialize
 from shoprec.features.tables import build_feature_tables
 from shoprec.home import Home
-from shoprec.registry import Registry
-from shoprec.training.data import ItemVocab, Sequences, build_sequences, build_vocab
+from shoprec.lifecycle.registry import Registry
+from shoprec.sequences import ItemVocab, Sequences, build_sequences, build_vocab
 from shoprec.training.fit import exclude_seen_policy
 
 

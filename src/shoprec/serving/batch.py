@@ -12,9 +12,9 @@ import pandas as pd
 
 from shoprec import schema as S
 from shoprec.errors import DataSourceError
-from shoprec.inference import Recommender
-from shoprec.serving import MAX_INSTANCES, answer, lineage, parse_v1
-from shoprec.serving_transformer import TransformerCore, UserQuery
+from shoprec.models.inference import Recommender
+from shoprec.serving.predictor import MAX_INSTANCES, answer, lineage, parse_v1
+from shoprec.serving.transformer import TransformerCore, UserQuery
 
 COLUMNS = [S.USER_ID, "rank", S.ITEM_ID, "score", "reason", "fallback", "model_version"]
 

@@ -25,7 +25,7 @@ from shoprec.errors import BundleError, BundleIntegrityError
 from shoprec.models.base import Recommender
 from shoprec.models.baselines import BASELINES
 from shoprec.models.sasrec import SASRec
-from shoprec.training.data import ItemVocab
+from shoprec.sequences import ItemVocab
 
 WEIGHTS_FILE = "model.safetensors"
 SHA_FILE = "weights.sha256"

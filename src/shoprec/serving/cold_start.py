@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from shoprec.catalog import ItemCatalog
+from shoprec.serving.catalog import ItemCatalog
 
 UNKNOWN_USER = "unknown_user"
 EMPTY_HISTORY = "empty_history"

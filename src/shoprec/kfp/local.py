@@ -11,9 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-COMPILED_DIR = Path(__file__).resolve().parent / "compiled"
-
-
 @dataclass(frozen=True)
 class LocalRun:
     """Where a local pipeline run left its outputs: `<pipeline_root>/<run>/<task>/<output>`."""
@@ -128,12 +125,3 @@ def compile_pipeline(pipeline: Callable[..., Any], path: Path, image: str | None
                 executor["container"]["image"] = chosen
         path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
     return path
-
-
-def compile_all(output_dir: Path = COMPILED_DIR, image: str | None = None) -> list[Path]:
-    """Compile every shoprec pipeline into `output_dir` (see `compile_pipeline` for `image`)."""
-    from pipelines.monitoring import monitoring_pipeline
-    from pipelines.training import training_pipeline
-
-    return [compile_pipeline(training_pipeline, output_dir / "training_pipeline.yaml", image),
-            compile_pipeline(monitoring_pipeline, output_dir / "monitoring_pipeline.yaml", image)]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shoprec.bundle import Bundle, load_bundle
+from shoprec.models.bundle import Bundle, load_bundle
 
 MAX_HISTORY = 10_000  # request size bound: longer histories keep their newest items
 MAX_K = 1_000

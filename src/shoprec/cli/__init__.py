@@ -62,8 +62,8 @@ def run(dataset: str, items_path: str, limit_users: int, max_events_per_user_day
         window_start: str, window_end: str, features_as_of: str, train_minutes: float,
         home: Path | None, verbose: bool) -> None:
     """Run the training pipeline locally through kfp.local."""
-    from pipelines.local import run_locally
-    from pipelines.training import training_pipeline
+    from shoprec.kfp.local import run_locally
+    from shoprec.pipelines.training import training_pipeline
 
     console = Console(file=sys.stdout)
     layout = Home(resolve_home(home)).ensure()
@@ -149,7 +149,7 @@ def validate(source: str, items_path: str | None, max_events_per_user_day: int, 
               help="Image the steps run on [default: $SHOPREC_IMAGE, else the built-in default].")
 def compile_command(output_dir: Path | None, image: str | None) -> None:
     """Compile the pipelines to KFP YAML for a cluster."""
-    from pipelines.local import COMPILED_DIR, compile_all
+    from shoprec.pipelines.compile import COMPILED_DIR, compile_all
 
     for path in compile_all(output_dir or COMPILED_DIR, image):
         click.echo(f"wrote {path}")
@@ -169,8 +169,8 @@ def compile_command(output_dir: Path | None, image: str | None) -> None:
 def submit(host: str, experiment: str, params: tuple[str, ...], wait: bool, schedule: str | None,
            service_account: str | None) -> None:
     """Submit the compiled training pipeline (or schedule the monitoring one) to a KFP cluster."""
-    from pipelines.local import COMPILED_DIR
-    from pipelines.submit import parse_params, schedule_run, submit_run
+    from shoprec.pipelines.compile import COMPILED_DIR
+    from shoprec.kfp.submit import parse_params, schedule_run, submit_run
 
     package = COMPILED_DIR / ("monitoring_pipeline.yaml" if schedule else "training_pipeline.yaml")
     arguments = parse_params(params, package)
@@ -209,7 +209,7 @@ REGISTRY_OPTION = click.option(
 
 
 def _registry(registry_uri: str | None, home: Path | None) -> Any:
-    from shoprec.registry import Registry
+    from shoprec.lifecycle.registry import Registry
 
     return Registry(registry_uri) if registry_uri else Registry.from_home(Home(resolve_home(home)))
 
@@ -291,7 +291,7 @@ def serve(port: int, predictor_port: int, model_dir: Path | None, items_path: Pa
     import signal
     import threading
 
-    from shoprec.serving_process import running_servers
+    from shoprec.kserve.process import running_servers
 
     root = resolve_home(home)
     stop = threading.Event()
@@ -363,11 +363,11 @@ def _recommend_batch(batch_file: Path, out: Path, k: int, model_dir: Path | None
                      home: Path | None) -> None:
     from rich.progress import Progress
 
-    from shoprec.batch import read_users, recommend_users
-    from shoprec.catalog import load_catalog
+    from shoprec.serving.batch import read_users, recommend_users
+    from shoprec.serving.catalog import load_catalog
     from shoprec.features.store import FeatureStoreSettings
-    from shoprec.inference import Recommender
-    from shoprec.serving_transformer import FeastSDKSource, TransformerCore
+    from shoprec.models.inference import Recommender
+    from shoprec.serving.transformer import FeastSDKSource, TransformerCore
 
     root = resolve_home(home)
     users = read_users(batch_file)

@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shoprec import schema as S
-from shoprec.catalog import TITLE, ItemCatalog
-from shoprec.cold_start import EMPTY_HISTORY, FEATURES_UNAVAILABLE, UNKNOWN_USER, fallback_items
+from shoprec.serving.catalog import TITLE, ItemCatalog
+from shoprec.serving.cold_start import EMPTY_HISTORY, FEATURES_UNAVAILABLE, UNKNOWN_USER, fallback_items
 from shoprec.errors import FeatureStoreError, InvalidRequest
 from shoprec.features import names as N
 from shoprec.features.store import MISSING_FLAG, FeatureStoreSettings
-from shoprec.inference import MAX_HISTORY, MAX_K
-from shoprec.prediction_log import PredictionLog, PredictionRecord, hash_user
-from shoprec.serving import (MAX_EXCLUDE, MAX_INSTANCES, MAX_ITEM_ID_CHARS, item_id_list,
+from shoprec.models.inference import MAX_HISTORY, MAX_K
+from shoprec.serving.prediction_log import PredictionLog, PredictionRecord, hash_user
+from shoprec.serving.predictor import (MAX_EXCLUDE, MAX_INSTANCES, MAX_ITEM_ID_CHARS, item_id_list,
                              optional_category, v1_instances)
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""From a canonical events frame to per-user item sequences, training windows and batches.
+"""Core sequence types below models, training and evaluation: the item vocabulary, padding,
+per-user item sequences and the (inputs, targets) batch every model trains on.
 
 Items are indexed 1..N; index 0 is padding everywhere (inputs, targets, score columns).
 """
@@ -6,7 +7,7 @@ Items are indexed 1..N; index 0 is padding everywhere (inputs, targets, score co
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -103,32 +104,6 @@ def build_sequences(events: pd.DataFrame, vocab: ItemVocab) -> Sequences:
     return Sequences(users[starts], parts)
 
 
-def training_windows(sequences: Sequence[np.ndarray], max_len: int, crops: str = "all") -> np.ndarray:
-    """Left-padded windows of `max_len + 1` items: inputs are w[:-1], targets w[1:].
-
-    crops="last": one window per user, its most recent items (the SASRec default).
-    crops="all": the whole sequence cut from the end into windows that share one boundary
-    item, so every transition is a target exactly once per epoch (long histories are not
-    thrown away, which matters on ML-1M where the longest user has 2,277 items).
-    """
-    if crops not in ("all", "last"):
-        raise ValueError(f"crops must be 'all' or 'last', not {crops!r}")
-    width = max_len + 1
-    rows: list[np.ndarray] = []
-    for seq in sequences:
-        end = len(seq)
-        while end >= 2:
-            start = max(0, end - width)
-            rows.append(seq[start:end])
-            if crops == "last":
-                break
-            end = start + 1  # the next window ends on this window's first item
-    out = np.zeros((len(rows), width), dtype=np.int64)
-    for i, row in enumerate(rows):
-        out[i, width - len(row):] = row
-    return out
-
-
 @dataclass
 class Batch:
     """inputs [B, L] and targets [B, L], left-padded with 0; a target is 0 where there is none."""
@@ -138,40 +113,6 @@ class Batch:
 
     def to(self, device: torch.device) -> "Batch":
         return Batch(self.inputs.to(device, non_blocking=True), self.targets.to(device, non_blocking=True))
-
-
-def window_batches(
-    windows: np.ndarray,
-    batch_size: int,
-    rng: np.random.Generator,
-    rank: int = 0,
-    world_size: int = 1,
-) -> Iterator[Batch]:
-    """Batches of similar-length windows in random order, trimmed of all-padding columns.
-
-    Under DDP every rank draws the same global batches (same rng seed) and takes its own
-    slice of each, so N processes see exactly the data one process would, per step.
-    """
-    lengths = (windows != PAD).sum(1)
-    # Shuffle, then sort by length inside blocks of 50 batches: random but few padded columns.
-    order = rng.permutation(len(windows))
-    block = batch_size * 50
-    for s in range(0, len(order), block):
-        part = order[s:s + block]
-        order[s:s + block] = part[np.argsort(-lengths[part], kind="stable")]
-    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
-    for b in rng.permutation(len(batches)):
-        rows = batches[b]
-        mine = np.array_split(rows, world_size)[rank]
-        if len(mine) == 0:
-            mine = rows[:1]  # keep DDP in step: every rank must run every step
-        chunk = windows[mine]
-        # Trim columns that are padding in every row, but keep them aligned at the right end.
-        width = int((chunk != PAD).sum(1).max())
-        chunk = chunk[:, chunk.shape[1] - width:]
-        inputs = chunk[:, :-1]
-        targets = np.where(inputs == PAD, PAD, chunk[:, 1:])
-        yield Batch(torch.from_numpy(np.ascontiguousarray(inputs)), torch.from_numpy(np.ascontiguousarray(targets)))
 
 
 def pad_histories(histories: Sequence[np.ndarray], max_len: int) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """The library half of the predictor server (serving/predictor/ only adapts it to KServe):
-V1 request parsing with size bounds, answers through `shoprec.inference.Recommender`, and a
+V1 request parsing with size bounds, answers through `shoprec.models.inference.Recommender`, and a
 `LiveModel` that serves a fixed bundle or follows a registry alias.
 
 An instance may also carry `exclude` (item ids never to return), `category` (only items of it;
@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from shoprec.catalog import ItemCatalog
+from shoprec.serving.catalog import ItemCatalog
 from shoprec.errors import InvalidRequest, RegistryError
-from shoprec.inference import MAX_HISTORY, MAX_K, Recommender
+from shoprec.models.inference import MAX_HISTORY, MAX_K, Recommender
 from shoprec.models.base import mask_seen
-from shoprec.reasons import reason_indices
-from shoprec.registry import PRODUCTION, Registry
+from shoprec.serving.reasons import reason_indices
+from shoprec.lifecycle.registry import PRODUCTION, Registry
 
 logger = logging.getLogger(__name__)
 

@@ -31,10 +31,10 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from shoprec.bundle import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, load_bundle, sha256_of
+from shoprec.models.bundle import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, load_bundle, sha256_of
 from shoprec.errors import BundleIntegrityError, RegistryError
 from shoprec.home import Home
-from shoprec.inference import Recommender
+from shoprec.models.inference import Recommender
 
 PRODUCTION = "production"
 VERSION_FILE = "version.json"

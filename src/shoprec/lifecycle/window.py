@@ -1,0 +1,149 @@
+"""The gate's evaluation window and how a model scores on it.
+
+Models are scored in item-id space (`GateWindow`), not index space, so a candidate and a champion
+trained on different catalogues are still compared on exactly the same users and targets.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from shoprec.errors import GateError
+from shoprec.evaluation import metrics as M
+from shoprec.evaluation.evaluate import rank_targets
+from shoprec.evaluation.splits import EvalSet, Split, leave_one_out, temporal_split
+from shoprec.models.base import Recommender as Model
+from shoprec.models.baselines import BuyAgain, Markov1, MostPop
+from shoprec.models.bundle import load_bundle
+from shoprec.sequences import ItemVocab, build_sequences, build_vocab
+
+
+# --- the evaluation window ---------------------------------------------------------------
+@dataclass(frozen=True)
+class GateWindow:
+    """The newest evaluation window, in item ids: user i saw `histories[i]` (oldest first), then
+    `targets[i]`. `train` holds the sequences before the window (to fit first-run baselines)."""
+
+    users: tuple[str, ...]
+    histories: tuple[tuple[str, ...], ...]
+    targets: tuple[str, ...]
+    train: tuple[tuple[str, ...], ...] = ()
+    kind: str = ""
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def history_lengths(self) -> np.ndarray:
+        return np.array([len(h) for h in self.histories], dtype=np.int64)
+
+    def short_history(self, max_items: int | None = None) -> tuple[np.ndarray, int]:
+        """(bool [U] mask, threshold): users with at most `max_items` history items (default:
+        the shortest quartile of this window, as the evaluator's segment)."""
+        lengths = self.history_lengths()
+        threshold = max_items if max_items is not None else (
+            int(np.quantile(lengths, 0.25)) if len(lengths) else 0)
+        return lengths <= threshold, threshold
+
+    @staticmethod
+    def from_split(split: Split, vocab: ItemVocab) -> "GateWindow":
+        """The split's test set (and its training sequences) in item ids."""
+        test = split.test
+        return GateWindow(
+            users=tuple(str(u) for u in test.users),
+            histories=tuple(tuple(vocab.item_ids(h)) for h in test.histories),
+            targets=tuple(vocab.item_ids(test.targets)),
+            train=tuple(tuple(vocab.item_ids(s)) for s in split.train),
+            kind=split.kind,
+        )
+
+    def write(self, path: str | Path) -> Path:
+        Path(path).write_text(json.dumps(asdict(self)))
+        return Path(path)
+
+    @staticmethod
+    def read(path: str | Path) -> "GateWindow":
+        data = json.loads(Path(path).read_text())
+        return GateWindow(
+            tuple(data["users"]), tuple(tuple(h) for h in data["histories"]),
+            tuple(data["targets"]), tuple(tuple(s) for s in data.get("train", ())), data.get("kind", ""),
+        )
+
+
+def newest_window(events: pd.DataFrame, items: pd.DataFrame | None, split_kind: str) -> GateWindow:
+    """The evaluation window matching how the candidate was trained: for a temporal split
+    ("temporal@<cutoff>", as bundles record it) every user's first item at or after the cutoff;
+    otherwise the leave-one-out test set (each user's newest item)."""
+    vocab = build_vocab(events, items)
+    if split_kind.startswith("temporal@"):
+        split = temporal_split(events, vocab, pd.Timestamp(split_kind.split("@", 1)[1]))
+    else:
+        split = leave_one_out(build_sequences(events, vocab))
+    if len(split.test) == 0:
+        raise GateError(f"the evaluation window ({split.kind}) holds no users")
+    return GateWindow.from_split(split, vocab)
+
+
+# --- scoring a model on the window ----------------------------------------------------------
+@dataclass(frozen=True)
+class GateScores:
+    """One model on one window: per-user NDCG@k (aligned with `users`) and catalogue coverage."""
+
+    name: str
+    users: tuple[str, ...]
+    ndcg: np.ndarray  # [U]
+    coverage: float
+    k: int = 10
+
+    @property
+    def mean_ndcg(self) -> float:
+        return float(self.ndcg.mean()) if len(self.ndcg) else float("nan")
+
+
+def score_model(model: Model, vocab: ItemVocab, exclude_seen: bool, window: GateWindow,
+                k: int = 10, name: str | None = None) -> GateScores:
+    """Rank every window target with the evaluator's `rank_targets` (full catalogue, the model's
+    seen-items policy). A target outside the model's vocabulary cannot be ranked: it counts as a miss."""
+    histories = []
+    for history in window.histories:
+        index = vocab.index(list(history))
+        histories.append(index[index > 0])
+    targets = vocab.index(list(window.targets))
+    known = targets > 0
+    # Unknown targets get a stand-in (item 1) so every user still gets a list for coverage.
+    eval_set = EvalSet(np.asarray(window.users, dtype=object), histories, np.where(known, targets, 1))
+    ranks, lists = rank_targets(model, eval_set, exclude_seen, k)
+    ranks = np.where(known, ranks, model.n_items)
+    return GateScores(name or model.kind, window.users, M.ndcg_at_k(ranks, k),
+                      M.catalog_coverage(lists, model.n_items), k)
+
+
+def score_bundle(bundle_dir: str | Path, window: GateWindow, k: int = 10,
+                 name: str | None = None) -> GateScores:
+    """Load a bundle (sha256 checked) and score it on the window with its own seen-items policy."""
+    bundle = load_bundle(bundle_dir)
+    return score_model(bundle.model, bundle.vocab, bundle.exclude_seen, window, k,
+                       name or bundle.config.get("kind"))
+
+
+def baseline_scores(window: GateWindow, exclude_seen: bool, k: int = 10) -> dict[str, GateScores]:
+    """MostPop and Markov-1 - and on repeat-purchase data (past items kept) "buy again", the
+    strongest simple model there - fit on the window's training sequences and scored on it."""
+    if not window.train:
+        raise GateError("the window carries no training sequences to fit the first-run baselines on")
+    vocab = ItemVocab(tuple(sorted({i for s in window.train for i in s} |
+                                   {i for h in window.histories for i in h} | set(window.targets))))
+    train = [vocab.index(list(s)) for s in window.train]
+    scores = {}
+    models: list[Model] = [MostPop(vocab.n_items), Markov1(vocab.n_items)]
+    if not exclude_seen:
+        models.append(BuyAgain(vocab.n_items))
+    for model in models:
+        scores[model.kind] = score_model(model.fit(train), vocab, exclude_seen, window, k)
+    return scores
+
+
