@@ -9,21 +9,21 @@ from shoprec.components._base import shoprec_component
 def build_features(
     clean: Input[Dataset],
     as_of: str,
-    recent_n: int,
+    max_len: int,
     features: Output[Dataset],
     metrics: Output[Metrics],
 ) -> None:
     """Build user_stats, item_stats and user_recent_items from the clean events.
 
     `as_of` ('' = the last event's time) is the build time: later events are left out and every
-    entity gets a row at it. `recent_n` is the length of each user's recent-items sequence.
+    entity gets a row at it. `max_len` is the length of each user's recent-items sequence.
     """
     from shoprec.features.tables import build_features as build
 
-    tables = build(clean.path, features.path, as_of or None, recent_n)
+    tables = build(clean.path, features.path, as_of or None, max_len)
     for name, frame in tables.frames().items():
         metrics.log_metric(f"rows_{name}", len(frame))
     features.metadata.update(
-        {"as_of": tables.as_of.isoformat(), "recent_n": recent_n,
+        {"as_of": tables.as_of.isoformat(), "max_len": max_len,
          "snapshot_id": tables.info.get("snapshot_id"), "source": tables.info.get("source")}
     )

@@ -19,14 +19,13 @@ def drift_decide(
     import json
     from pathlib import Path
 
-    from shoprec.config import resolve_home
     from shoprec.home import Home
     from shoprec.monitoring.drift import ReportSummary
     from shoprec.monitoring.trigger import TriggerPolicy, decide_retraining
 
     run = json.loads(Path(summary.path).read_text())
     policy = TriggerPolicy(max_drift_share, max_fallback_rate, max_quality_drop, cooldown_hours)
-    result = decide_retraining([ReportSummary.from_dict(r) for r in run["reports"]], policy, Home(resolve_home(home or None)))
+    result = decide_retraining([ReportSummary.from_dict(r) for r in run["reports"]], policy, Home.at(home))
     Path(decision.path).write_text(json.dumps({**result.to_dict(), "policy": policy.__dict__}))
     decision.metadata.update({"fire": result.fire, "report_id": result.report_id})
     return result.fire

@@ -23,11 +23,10 @@ def drift_reports(
     import shutil
     from pathlib import Path
 
-    from shoprec.config import resolve_home
     from shoprec.home import Home
     from shoprec.monitoring.run import MonitoringSettings, read_current, run_monitoring
 
-    result = run_monitoring(Home(resolve_home(home or None)), read_current(current_events),
+    result = run_monitoring(Home.at(home), read_current(current_events),
                             settings=MonitoringSettings(window_days=window_days, drift_share=drift_share, k=k))
     Path(summary.path).write_text(json.dumps({**result.to_dict(), "folder": str(result.folder)}, default=str))
     shutil.copyfile(result.folder / result.reports[0].html, report.path)

@@ -22,16 +22,15 @@ def drift_trigger(
     import json
     from pathlib import Path
 
-    from shoprec.config import resolve_home
     from shoprec.home import Home
     from shoprec.kfp.launchers import launcher_for
     from shoprec.monitoring.trigger import RetrainDecision, TriggerPolicy, fire
 
     stored = json.loads(Path(decision.path).read_text())
     policy = TriggerPolicy(**stored.pop("policy"))
-    layout = Home(resolve_home(home or None))
-    launcher = launcher_for(mode, training_pipeline, json.loads(training_arguments or "{}"), layout, kfp_host)
-    result = fire(RetrainDecision.from_dict(stored), launcher, policy, layout)
+    launcher = launcher_for(mode, training_pipeline, json.loads(training_arguments or "{}"),
+                           Home.at(home), kfp_host)
+    result = fire(RetrainDecision.from_dict(stored), launcher, policy, Home.at(home))
     facts = {"fired": result is not None, **(result.__dict__ if result else {})}
     Path(triggered.path).write_text(json.dumps(facts, default=str))
     triggered.metadata.update({"fired": result is not None,

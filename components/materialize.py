@@ -8,13 +8,13 @@ from shoprec.components._base import shoprec_component
 @shoprec_component
 def materialize(
     features: Input[Dataset],
-    feature_home: str,
+    home: str,
     feature_store: Output[Artifact],
     metrics: Output[Metrics],
 ) -> None:
     """Copy the tables into the home's features folder, apply the Feast repo, materialize.
 
-    `feature_home` ('' = $SHOPREC_HOME or ./shoprec-home) is the home whose store is loaded;
+    `home` ('' = $SHOPREC_HOME or ./shoprec-home) is the home whose store is loaded;
     the stores themselves come from the environment (SHOPREC_FEAST_ONLINE_STORE, SHOPREC_REDIS,
     SHOPREC_FEAST_REGISTRY, or SHOPREC_FEAST_YAML), SQLite under the home by default.
     """
@@ -22,7 +22,7 @@ def materialize(
 
     from shoprec.features.store import FeatureStoreSettings, publish_and_materialize
 
-    settings = FeatureStoreSettings.from_env(feature_home or None)
+    settings = FeatureStoreSettings.from_env(home or None)
     summary = publish_and_materialize(features.path, settings)
     metrics.log_metric("materialize_seconds", round(summary.seconds, 3))
     record = {

@@ -11,21 +11,20 @@ from shoprec.components._base import shoprec_component
 def monitor(
     clean: Input[Dataset],
     features: Input[Dataset],
-    feature_home: str,
+    home: str,
     window_days: float,
     report: Output[HTML],
     metrics: Output[Metrics],
     model: Input[Model] = None,
 ) -> None:
-    """Write the first report into the home's reports (feature_home; '' = $SHOPREC_HOME or
+    """Write the first report into the home's reports (home; '' = $SHOPREC_HOME or
     ./shoprec-home) and its index; `model` (optional) adds the model's recommendations on the
     validation users to the reference. `report` is a copy of the user-feature report."""
     import shutil
 
-    from shoprec.config import resolve_home
     from shoprec.monitoring.run import MonitoringSettings, first_report
 
-    result = first_report(clean.path, resolve_home(feature_home or None), features_dir=features.path,
+    result = first_report(clean.path, home, features_dir=features.path,
                           bundle_dir=model.path if model is not None else None,
                           settings=MonitoringSettings(window_days=window_days))
     shutil.copyfile(result.folder / result.reports[0].html, report.path)

@@ -12,7 +12,7 @@ from shoprec.components._base import shoprec_component
 def train(
     clean: Input[Dataset],
     feature_store: Input[Artifact],
-    feature_home: str,
+    home: str,
     use_feature_store: bool,
     split: str,
     cutoff: str,
@@ -73,7 +73,7 @@ def train(
         from shoprec.features.store import FeatureStoreSettings, open_store
         from shoprec.features.training_set import build_training_set, next_item_examples
 
-        store = open_store(FeatureStoreSettings.from_env(feature_home or None))
+        store = open_store(FeatureStoreSettings.from_env(home or None))
         training_set = build_training_set(store, next_item_examples(data.events), service=service)
     config = FitConfig(
         model={"hidden": hidden, "max_len": max_len, "dropout": dropout},

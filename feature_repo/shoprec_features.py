@@ -13,6 +13,7 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSo
 from feast.types import Array, Float64, Int64, String
 
 from shoprec import schema as S
+from shoprec.config import DEFAULT_MAX_LEN
 from shoprec.features import names as N
 
 FEATURES_DIR = os.environ.get(N.FEATURES_DIR_ENV) or str(
@@ -101,7 +102,7 @@ user_recent_items_fv = FeatureView(
     schema=[Field(name=N.RECENT_ITEMS, dtype=Array(String))],
     source=user_recent_items_push,
     online=True,
-    tags={"owner": "features", "recent_n": str(N.DEFAULT_RECENT_N)},
+    tags={"owner": "features", "max_len": str(DEFAULT_MAX_LEN)},
 )
 
 # --- feature services --------------------------------------------------------------------------

@@ -10,6 +10,8 @@ newest held-out window of the same data (real temporal drift).
 
 from kfp import dsl
 
+from shoprec.config import DEFAULT_MAX_LEN
+
 from shoprec.components.build_features import build_features
 from shoprec.components.deploy import deploy
 from shoprec.components.evaluate import evaluate
@@ -36,8 +38,7 @@ def training_pipeline(
     window_start: str = "1995-01-01",
     window_end: str = "",
     features_as_of: str = "",
-    recent_n: int = 50,
-    feature_home: str = "",
+    home: str = "",
     use_feature_store: bool = True,
     split: str = "temporal",
     cutoff: str = "",
@@ -45,7 +46,7 @@ def training_pipeline(
     budget_minutes: float = 10.0,
     learning_rate: float = 0.001,
     hidden: int = 64,
-    max_len: int = 50,
+    max_len: int = DEFAULT_MAX_LEN,
     dropout: float = 0.2,
     train_workers: int = 0,
     registry_uri: str = "",
@@ -81,13 +82,13 @@ def training_pipeline(
     validate_task.set_display_name("validate")
 
     # Feature tables as of `features_as_of` ('' = the last clean event), then the Feast store
-    # of `feature_home` ('' = $SHOPREC_HOME or ./shoprec-home) is applied and materialized.
+    # of `home` ('' = $SHOPREC_HOME or ./shoprec-home) is applied and materialized.
     features_task = build_features(
-        clean=validate_task.outputs["clean"], as_of=features_as_of, recent_n=recent_n
+        clean=validate_task.outputs["clean"], as_of=features_as_of, max_len=max_len
     )
     features_task.set_display_name("build_features")
     materialize_task = materialize(
-        features=features_task.outputs["features"], feature_home=feature_home
+        features=features_task.outputs["features"], home=home
     )
     materialize_task.set_display_name("materialize")
     # It writes to a store outside the run (the home's online store): never skip it from cache.
@@ -98,7 +99,7 @@ def training_pipeline(
     train_task = train(
         clean=validate_task.outputs["clean"],
         feature_store=materialize_task.outputs["feature_store"],
-        feature_home=feature_home,
+        home=home,
         use_feature_store=use_feature_store,
         split=split,
         cutoff=cutoff,
@@ -147,7 +148,7 @@ def training_pipeline(
     monitor_task = monitor(
         clean=validate_task.outputs["clean"],
         features=features_task.outputs["features"],
-        feature_home=feature_home,
+        home=home,
         window_days=monitor_window_days,
         model=train_task.outputs["model"],
     )

@@ -1,6 +1,6 @@
 """Infra validation before promotion: start the real KServe predictor (shoprec.kserve.predictor) on a
 free localhost port in a subprocess, send canned V1 requests over HTTP, compare every answer
-with `Recommender.recommend` for the same histories, check that bad input gets HTTP 400, stop it.
+with `BundleRecommender.recommend` for the same histories, check that bad input gets HTTP 400, stop it.
 
 A bundle that fails to load or to answer is rejected with the reason (the predictor's own
 error line when it dies on start-up)."""
@@ -77,7 +77,7 @@ def compare(expected: list[dict[str, Any]], got: list[dict[str, Any]], what: str
 def check_bundle(bundle_dir: str | Path, *, timeout_s: float = 60.0,
                  instances: list[dict[str, Any]] | None = None) -> InfraCheckResult:
     """Serve `bundle_dir` with the real predictor and check its answers (see the module doc)."""
-    from shoprec.models.inference import Recommender
+    from shoprec.models.inference import BundleRecommender
     from shoprec.serving.predictor import answer, parse_v1
 
     bundle_dir = Path(bundle_dir)
@@ -103,7 +103,7 @@ def check_bundle(bundle_dir: str | Path, *, timeout_s: float = 60.0,
         return InfraCheckResult(False, f"the predictor could not serve the bundle: {exc}", sent)
     if not failures:
         try:  # the reference: the one inference path, in this process
-            expected = answer(Recommender.from_bundle(bundle_dir), parse_v1({"instances": instances}))
+            expected = answer(BundleRecommender.from_bundle(bundle_dir), parse_v1({"instances": instances}))
         except Exception as exc:
             return InfraCheckResult(False, f"the bundle cannot answer: {type(exc).__name__}: {exc}", sent)
         failures += compare(expected, served["batch"], "batch")
@@ -112,4 +112,4 @@ def check_bundle(bundle_dir: str | Path, *, timeout_s: float = 60.0,
         return InfraCheckResult(False, f"{len(failures)} answer(s) wrong: {failures[0]}", sent,
                                 tuple(failures))
     return InfraCheckResult(True, f"{sent} requests ({len(instances)} canned instances) answered "
-                                  "as Recommender.recommend does; malformed input got 400", sent)
+                                  "as BundleRecommender.recommend does; malformed input got 400", sent)

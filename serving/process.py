@@ -23,6 +23,7 @@ from typing import IO, Any
 
 from shoprec.config import MODEL_NAME
 from shoprec.errors import InfraCheckError
+from shoprec.home import Home
 
 
 def free_port() -> int:
@@ -148,21 +149,20 @@ def running_transformer(predictor_host: str, *, home: str | Path, port: int | No
 
 
 @contextlib.contextmanager
-def running_servers(home: str | Path, *, registry: str | Path | None = None, model_dir: str | Path | None = None,
+def running_servers(home: Home | str | Path, *, registry: str | Path | None = None, model_dir: str | Path | None = None,
                     transformer_port: int | None = None,
                     predictor_port: int | None = None, items: str | Path | None = None,
                     feature_timeout_ms: float | None = None, env: dict[str, Any] | None = None,
                     timeout_s: float = 90.0) -> Iterator[ServingURLs]:
     """Predictor on the registry's production alias (or a fixed bundle) with the home's item
     catalogue, then the transformer forwarding to it; both stopped (SIGTERM) when the block ends."""
-    home = Path(home)
+    home = Home.at(home)
     if model_dir is not None:
         source = ["--model_dir", str(model_dir)]
     else:
-        source = ["--registry", str(registry or home / "registry")]
-    features = home / "features"
-    if (features / "item_stats.parquet").exists():
-        source += ["--catalog", str(features)]
+        source = ["--registry", str(registry or home.registry)]
+    if home.item_stats.exists():
+        source += ["--catalog", str(home.features)]
     if items:
         source += ["--items", str(items)]
     previous = {key: os.environ.get(key) for key in (env or {})}
@@ -170,7 +170,7 @@ def running_servers(home: str | Path, *, registry: str | Path | None = None, mod
     try:
         with running_predictor(source, port=predictor_port, timeout_s=timeout_s) as predictor:
             host = predictor.removeprefix("http://")
-            with running_transformer(host, home=home, port=transformer_port, items=items,
+            with running_transformer(host, home=home.root, port=transformer_port, items=items,
                                      feature_timeout_ms=feature_timeout_ms, timeout_s=timeout_s) as (base, _):
                 yield ServingURLs(base, predictor)
     finally:

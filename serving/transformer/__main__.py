@@ -14,7 +14,6 @@ from kserve.predictor_config import PredictorConfig
 from shoprec.kserve.http import install_error_handlers, serve
 from shoprec.kserve.transformer.model import MODEL_NAME, ShoprecTransformer
 from shoprec.serving.catalog import load_catalog
-from shoprec.config import resolve_home
 from shoprec.features.store import FeatureStoreSettings
 from shoprec.home import Home
 from shoprec.serving.prediction_log import PredictionLog
@@ -42,14 +41,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.getLogger("shoprec").setLevel(logging.INFO)
-    home = Home(resolve_home(args.home))
-    settings = FeatureStoreSettings.from_env(home.root)
-    catalog = load_catalog(settings.features_dir if (settings.features_dir / "item_stats.parquet").exists() else None,
-                           args.items)
+    home = Home.at(args.home)
+    settings = FeatureStoreSettings.from_env(home)
+    catalog = load_catalog(home.features if home.item_stats.exists() else None, args.items)
     source = FeastHTTPSource(args.feature_server_url) if args.feature_server_url else FeastSDKSource(settings)
     if isinstance(source, FeastSDKSource):
         source.warm_up()
-    log = None if args.no_prediction_log else PredictionLog(Path(args.log_dir) if args.log_dir else home.logs / "predictions")
+    log = None if args.no_prediction_log else PredictionLog(Path(args.log_dir) if args.log_dir else home.predictions)
     core = TransformerCore(catalog, source, timeout_s=args.feature_timeout_ms / 1000, log=log)
     transformer = ShoprecTransformer(core, name=args.model_name)
     install_error_handlers()

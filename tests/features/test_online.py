@@ -36,7 +36,7 @@ def settings(request, tmp_path) -> FeatureStoreSettings:
 def loaded(settings):
     """ML-100K, 40 users: tables built, applied and materialized into the online store."""
     data = limit_to_users(load_movielens_100k(), 40)
-    tables = build_feature_tables(data.events, data.items, recent_n=10)
+    tables = build_feature_tables(data.events, data.items, max_len=10)
     tables.write(settings.features_dir)
     store = apply_definitions(settings)
     summary = materialize(store, settings)

@@ -75,7 +75,7 @@ def test_training_rows_see_only_the_past(timeline_store):
 def test_real_data_sequences_never_hold_the_target_or_later(tmp_path):
     data = limit_to_users(load_movielens_100k(), 12)
     settings = FeatureStoreSettings(home=tmp_path)
-    build_feature_tables(data.events, data.items, recent_n=20).write(settings.features_dir)
+    build_feature_tables(data.events, data.items, max_len=20).write(settings.features_dir)
     store = apply_definitions(settings)
     examples = next_item_examples(data.events).iloc[::7].reset_index(drop=True)  # ~250 rows
     got = build_training_set(store, examples)

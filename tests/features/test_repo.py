@@ -123,7 +123,7 @@ def test_events_push_command_reaches_the_online_store(tmp_path, timeline):
     new = tmp_path / "new.csv"
     new.write_text("user_id,item_id,timestamp\nu2,Z,2024-02-21T08:00:00Z\n")
 
-    done = subprocess.run([str(FEAST.with_name("shoprec")), "events", "push", str(new), "--home", str(settings.home)],
+    done = subprocess.run([str(FEAST.with_name("shoprec")), "events", "push", str(new), "--home", str(settings.home.root)],
                           capture_output=True, text=True, timeout=180, env={**os.environ, "SHOPREC_FEAST_ONLINE_STORE": "sqlite"})
     assert done.returncode == 0, done.stderr
     assert "pushed 1 event(s) of 1 user(s)" in done.stdout

@@ -84,7 +84,7 @@ def test_purchase_share_is_null_in_a_single_type_log(timeline):
 
 def test_recent_items_hold_the_last_n_in_order(timeline):
     events, items = timeline
-    recent = build_feature_tables(events, items, as_of=AS_OF, recent_n=2).user_recent_items
+    recent = build_feature_tables(events, items, as_of=AS_OF, max_len=2).user_recent_items
     u1 = recent[recent[S.USER_ID] == "u1"]
     assert list(u1[N.FEATURE_TIMESTAMP]) == [T1, T2, T3, T5, AS_OF]
     assert [list(v) for v in u1[N.RECENT_ITEMS]] == [["A"], ["A", "B"], ["B", "C"], ["C", "A"], ["C", "A"]]

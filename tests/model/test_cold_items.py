@@ -12,7 +12,7 @@ import torch
 
 from shoprec import schema as S
 from shoprec.data.dataset import EventData
-from shoprec.models.inference import Recommender
+from shoprec.models.inference import BundleRecommender
 from shoprec.models.cold_items import ColdImputation, impute_cold_item_embeddings
 from shoprec.models.sasrec import SASRec
 from shoprec.training.fit import FitConfig, fit_and_evaluate, save_outcome
@@ -135,7 +135,7 @@ def test_a_new_item_with_a_known_items_content_is_recommended_where_that_item_is
     for impute in (True, False):
         outcome = fit(data, impute)
         path = save_outcome(outcome, tmp_path / str(impute), source="chain")
-        served = [r.item_id for r in Recommender.from_bundle(path).recommend(history, k=N_ITEMS + 1)]
+        served = [r.item_id for r in BundleRecommender.from_bundle(path).recommend(history, k=N_ITEMS + 1)]
         ranks[impute] = (served.index(b), served.index(NEW_B))
         if impute:
             assert outcome.cold_items == ColdImputation(by_title=1, by_category=0, left_as_trained=0)

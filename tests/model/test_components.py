@@ -22,7 +22,7 @@ def test_train_then_evaluate_components(planted, tmp_path: Path):
     metrics = dsl.Metrics(name="metrics", uri=str(tmp_path / "metrics"))
     card = dsl.Markdown(name="card", uri=str(tmp_path / "card.md"))
     train.python_func(
-        clean=clean, feature_store=store, feature_home="", use_feature_store=False,
+        clean=clean, feature_store=store, home="", use_feature_store=False,
         split="leave-one-out", cutoff="", max_epochs=30, budget_minutes=0.0, learning_rate=5e-3,
         hidden=32, max_len=20, dropout=0.1, model=model, metrics=metrics, model_card=card,
     )
@@ -45,7 +45,7 @@ def _gpu_pipeline(clean_uri: str = "") -> None:
     clean = dsl.importer(artifact_uri="gs://bucket/clean", artifact_class=dsl.Dataset)
     store = dsl.importer(artifact_uri="gs://bucket/store.json", artifact_class=dsl.Artifact)
     task = train(
-        clean=clean.output, feature_store=store.output, feature_home="", use_feature_store=True,
+        clean=clean.output, feature_store=store.output, home="", use_feature_store=True,
         split="temporal", cutoff="", max_epochs=200, budget_minutes=0.0, learning_rate=1e-3,
         hidden=64, max_len=200, dropout=0.2,
     )

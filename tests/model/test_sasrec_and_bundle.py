@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from shoprec.models.bundle import WEIGHTS_FILE, load_bundle
 from shoprec.errors import BundleIntegrityError
 from shoprec.evaluation.evaluate import rank_targets
-from shoprec.models.inference import Recommender
+from shoprec.models.inference import BundleRecommender
 from shoprec.models.sasrec import SASRec, ChunkedSoftmaxCrossEntropy, FastDropout
 from shoprec.training.fit import FitConfig, fit_and_evaluate, save_outcome
 from shoprec.training.loop import TrainConfig
@@ -203,7 +203,7 @@ def test_tampered_weights_are_refused(outcome, tmp_path):
 
 def test_serving_path_equals_the_evaluated_ranking(outcome, tmp_path):
     path = save_outcome(outcome, tmp_path / "bundle", source="planted")
-    recommender = Recommender.from_bundle(path)
+    recommender = BundleRecommender.from_bundle(path)
     test = outcome.split.test
     _, lists = rank_targets(recommender.bundle.model, test, exclude_seen=True, k=10)
     for row in range(5):

@@ -87,13 +87,13 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 @pytest.mark.skipif(shutil.which("chromium") is None,
                     reason="Debian's chromium is not installed (tests/services.sh start installs it)")
 def test_index_and_report_render_in_headless_chromium(home, shifted_file, tmp_path) -> None:
-    from shoprec.monitoring.index import index_path, list_reports
+    from shoprec.monitoring.index import list_reports
 
     CliRunner().invoke(cli, ["drift", "--current", str(shifted_file), "--home", str(home.root)])
     report = next(e for e in list_reports(home) if e.summary.kind == "item_features" and e.summary.verdict == "drift")
     shots = Path(__file__).resolve().parent / "screenshots"
     shots.mkdir(exist_ok=True)
-    for name, page, expected in (("index", index_path(home), "DRIFT"),
+    for name, page, expected in (("index", home.reports_index, "DRIFT"),
                                  ("report", report.html_path, "verdict: DRIFT")):
         with tempfile.TemporaryDirectory() as profile:
             base = ["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1400,1000"]

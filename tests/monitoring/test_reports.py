@@ -162,10 +162,10 @@ def test_report_html_needs_nothing_external_to_render(shifted_run) -> None:
 
 
 def test_index_lists_every_report(home, shifted_run, fresh_run) -> None:
-    from shoprec.monitoring.index import index_path, write_index
+    from shoprec.monitoring.index import write_index
 
     write_index(home)
-    page = index_path(home).read_text()
+    page = home.reports_index.read_text()
     entries = list_reports(home)
     on_disk = [p for p in (home.reports / "monitoring").glob("*/*.json")
                if p.name != "run.json" and p.parent.name != "reference"]

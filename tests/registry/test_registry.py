@@ -12,7 +12,7 @@ from shoprec.lifecycle import registry as registry_module
 from shoprec.models.bundle import WEIGHTS_FILE
 from shoprec.errors import BundleIntegrityError, RegistryError
 from shoprec.home import Home
-from shoprec.models.inference import Recommender
+from shoprec.models.inference import BundleRecommender
 from shoprec.lifecycle.registry import PRODUCTION, Registry
 
 
@@ -23,7 +23,7 @@ def flip_last_byte(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-def top_items(recommender: Recommender, history: list[str]) -> list[str]:
+def top_items(recommender: BundleRecommender, history: list[str]) -> list[str]:
     return [r.item_id for r in recommender.recommend(history, k=5)]
 
 
@@ -42,7 +42,7 @@ def test_register_copies_a_verified_bundle_as_an_immutable_version(registry, bun
     assert registry.versions() == [version] and registry.get(version.version) == version
     # The stored copy serves the same answers as the source bundle.
     assert top_items(registry.load(version.version), ["i4"]) == top_items(
-        Recommender.from_bundle(source), ["i4"])
+        BundleRecommender.from_bundle(source), ["i4"])
     assert registry.production() is None and registry.history() == []
 
 

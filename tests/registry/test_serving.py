@@ -11,7 +11,7 @@ import pytest
 
 from shoprec.models.bundle import WEIGHTS_FILE, save_bundle
 from shoprec.errors import InvalidRequest
-from shoprec.models.inference import Recommender
+from shoprec.models.inference import BundleRecommender
 from shoprec.kserve.infra_check import canned_instances, check_bundle, predict
 from shoprec.kserve.process import running_predictor
 from shoprec.models.baselines import MostPop
@@ -41,7 +41,7 @@ def test_parse_v1_names_what_is_wrong(payload, message):
 
 
 def test_answer_matches_recommend_for_each_query(bundle_factory):
-    recommender = Recommender.from_bundle(bundle_factory("markov1"))
+    recommender = BundleRecommender.from_bundle(bundle_factory("markov1"))
     queries = [Query(("i4",), 3), Query(("i1", "i2"), 5), Query((), 3)]
     got = answer(recommender, queries)
     for query, row in zip(queries, got):
@@ -56,7 +56,7 @@ def test_infra_check_passes_a_bundle_that_serves(bundle_factory):
     result = check_bundle(bundle_factory("markov1"))
 
     assert result.passed, result.failures
-    assert result.requests == 3 and "answered as Recommender.recommend does" in result.reason
+    assert result.requests == 3 and "answered as BundleRecommender.recommend does" in result.reason
     assert result.as_check().passed
 
 

@@ -23,7 +23,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoHome:
     import torch
 
     torch.set_num_threads(1)
-    return build_demo_home(tmp_path_factory.mktemp("serving-home"), users=40, recent_n=200, epochs=2)
+    return build_demo_home(tmp_path_factory.mktemp("serving-home"), users=40, max_len=200, epochs=2)
 
 
 @pytest.fixture(scope="session")

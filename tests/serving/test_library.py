@@ -12,7 +12,7 @@ from shoprec import schema as S
 from shoprec.serving.catalog import ItemCatalog, load_catalog
 from shoprec.serving.cold_start import FEATURES_UNAVAILABLE, fallback_items
 from shoprec.errors import DataSourceError, InvalidRequest
-from shoprec.models.inference import Recommender
+from shoprec.models.inference import BundleRecommender
 from shoprec.serving.reasons import reason_indices
 from shoprec.serving.predictor import Query, answer, filtered_topk, parse_v1
 from shoprec.serving.transformer import (
@@ -27,8 +27,8 @@ from tests.registry.conftest import make_bundle
 
 
 @pytest.fixture
-def markov(tmp_path) -> Recommender:
-    return Recommender.from_bundle(make_bundle(tmp_path / "markov", "markov1"))
+def markov(tmp_path) -> BundleRecommender:
+    return BundleRecommender.from_bundle(make_bundle(tmp_path / "markov", "markov1"))
 
 
 @pytest.fixture

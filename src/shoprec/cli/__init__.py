@@ -66,7 +66,7 @@ def run(dataset: str, items_path: str, limit_users: int, max_events_per_user_day
     from shoprec.pipelines.training import training_pipeline
 
     console = Console(file=sys.stdout)
-    layout = Home(resolve_home(home)).ensure()
+    home = Home.at(home).ensure()
     if dataset not in ("instacart", "ml-100k"):
         dataset = str(Path(dataset).expanduser().resolve())  # tasks run in other folders
         items_path = str(Path(items_path).expanduser().resolve()) if items_path else ""
@@ -77,8 +77,8 @@ def run(dataset: str, items_path: str, limit_users: int, max_events_per_user_day
         "window_start": window_start, "window_end": window_end,
         "features_as_of": features_as_of,
         "budget_minutes": train_minutes,
-        "feature_home": str(layout.root),
-        "registry_uri": str(layout.registry),
+        "home": str(home.root),
+        "registry_uri": str(home.registry),
     }
     steps = _step_order(training_pipeline)
     console.print(f"[bold]shoprec-training[/] on [cyan]{dataset}[/]: {' -> '.join(steps)}")
@@ -92,7 +92,7 @@ def run(dataset: str, items_path: str, limit_users: int, max_events_per_user_day
                       f"{time.perf_counter() - started:6.1f} s")
 
     with console.status("running the pipeline ...", spinner="dots"):
-        result = run_locally(training_pipeline, arguments, layout.runs, on_task_done,
+        result = run_locally(training_pipeline, arguments, home.runs, on_task_done,
                              echo=sys.stdout if verbose else None)
     log = result.root / "pipeline.log"
     report_json = result.output("validate", "report_json")
@@ -130,7 +130,7 @@ def validate(source: str, items_path: str | None, max_events_per_user_day: int, 
     console = Console(file=sys.stdout)
     config = ValidationConfig.from_strings(max_events_per_user_day, window_start, window_end)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    out = Home(resolve_home(home)).ensure().reports / f"validation-{stamp}"
+    out = Home.at(home).ensure().validation_report(stamp)
     report = ReportPaths(out / "validation_report.json", out / "validation_report.md")
     with console.status(f"validating {source} ..."):
         outcome = run_gate(load_dataset(source, items_path), config, out / "clean",
@@ -211,7 +211,7 @@ REGISTRY_OPTION = click.option(
 def _registry(registry_uri: str | None, home: Path | None) -> Any:
     from shoprec.lifecycle.registry import Registry
 
-    return Registry(registry_uri) if registry_uri else Registry.from_home(Home(resolve_home(home)))
+    return Registry(registry_uri) if registry_uri else Registry.from_home(Home.at(home))
 
 
 @cli.group()
@@ -293,16 +293,16 @@ def serve(port: int, predictor_port: int, model_dir: Path | None, items_path: Pa
 
     from shoprec.kserve.process import running_servers
 
-    root = resolve_home(home)
+    home = Home.at(home)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    with running_servers(root, registry=registry_uri or None, model_dir=model_dir, transformer_port=port,
+    with running_servers(home, registry=registry_uri or None, model_dir=model_dir, transformer_port=port,
                          predictor_port=predictor_port, items=items_path,
                          feature_timeout_ms=feature_timeout_ms) as urls:
         click.echo(f"transformer {urls.transformer}  (V1 /v1/models/shoprec:predict, V2 /v2/models/shoprec/infer)")
         click.echo(f"predictor   {urls.predictor}")
-        click.echo("prediction log: " + str(Home(root).logs / "predictions"))
+        click.echo(f"prediction log: {home.predictions}")
         stop.wait()
         click.echo("stopping ...")
     click.echo("stopped")
@@ -366,21 +366,21 @@ def _recommend_batch(batch_file: Path, out: Path, k: int, model_dir: Path | None
     from shoprec.serving.batch import read_users, recommend_users
     from shoprec.serving.catalog import load_catalog
     from shoprec.features.store import FeatureStoreSettings
-    from shoprec.models.inference import Recommender
+    from shoprec.models.inference import BundleRecommender
     from shoprec.serving.transformer import FeastSDKSource, TransformerCore
 
-    root = resolve_home(home)
+    home = Home.at(home)
     users = read_users(batch_file)
     if model_dir is not None:
-        recommender, version = Recommender.from_bundle(model_dir), model_dir.name
+        recommender, version = BundleRecommender.from_bundle(model_dir), model_dir.name
     else:
-        registry = _registry(registry_uri, root)
+        registry = _registry(registry_uri, home)
         version = registry._require_production()
         recommender = registry.load(version)
-    settings = FeatureStoreSettings.from_env(root)
-    features = settings.features_dir if (settings.features_dir / "item_stats.parquet").exists() else None
-    data_items = root / "data" / "items.parquet"
-    catalog = load_catalog(features, data_items if data_items.exists() else None)
+    settings = FeatureStoreSettings.from_env(home)
+    data_items = home.data / "items.parquet"
+    catalog = load_catalog(home.features if home.item_stats.exists() else None,
+                           data_items if data_items.exists() else None)
     core = TransformerCore(catalog, FeastSDKSource(settings), timeout_s=120.0)
     with Progress(console=Console(file=sys.stderr)) as progress:
         task = progress.add_task(f"scoring {len(users):,} users", total=len(users))
@@ -399,9 +399,9 @@ def reports(home: Path | None) -> None:
     """List every drift report (time, windows, verdict) and the index page's path."""
     from shoprec.monitoring.index import list_reports, write_index
 
-    layout = Home(resolve_home(home))
-    entries = list_reports(layout)
-    table = Table(title=f"Drift reports in {layout.reports}")
+    home = Home.at(home)
+    entries = list_reports(home)
+    table = Table(title=f"Drift reports in {home.reports}")
     for column in ("time (UTC)", "report", "reference window", "current window", "verdict", "drifted"):
         table.add_column(column)
     for e in entries:
@@ -410,7 +410,7 @@ def reports(home: Path | None) -> None:
         table.add_row(s.created_at[:19].replace("T", " "), s.report_id, s.reference_window, s.current_window,
                       f"[{colour}]{s.verdict}[/]", f"{s.drift_share:.0%} {', '.join(s.drifted_columns)}")
     Console(file=sys.stdout, width=200).print(table)
-    click.echo(f"{len(entries)} report(s); index: {write_index(layout)}")
+    click.echo(f"{len(entries)} report(s); index: {write_index(home)}")
 
 
 @cli.command()
@@ -426,15 +426,15 @@ def drift(current_path: str, window_days: float, drift_share: float, home: Path 
     """Run one drift check by hand against the training window's reference."""
     from shoprec.monitoring.run import MonitoringSettings, read_current, run_monitoring
 
-    layout = Home(resolve_home(home))
-    result = run_monitoring(layout, read_current(current_path),
+    home = Home.at(home)
+    result = run_monitoring(home, read_current(current_path),
                             settings=MonitoringSettings(window_days=window_days, drift_share=drift_share))
     for s in result.reports:
         click.echo(f"{s.kind:<14} {s.verdict:<12} {s.drift_share:5.0%}  drifted: "
                    f"{', '.join(s.drifted_columns) or '-'}  -> {result.folder / s.html}")
     for kind, why in result.skipped.items():
         click.echo(f"{kind:<14} skipped: {why}")
-    click.echo(f"verdict: {result.verdict}; index: {layout.reports / 'index.html'}")
+    click.echo(f"verdict: {result.verdict}; index: {home.reports_index}")
 
 
 def _step_order(pipeline: Any) -> list[str]:

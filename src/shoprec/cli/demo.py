@@ -27,10 +27,10 @@ class DemoHome:
     bundle_dir: Path
     version: str
     items_path: Path
-    recent_n: int
+    max_len: int
 
 
-def build_demo_home(root: str | Path, *, users: int = 40, recent_n: int = 200, epochs: int = 2,
+def build_demo_home(root: str | Path, *, users: int = 40, max_len: int = 200, epochs: int = 2,
                     model: str = "sasrec", seed: int = 0) -> DemoHome:
     """Build everything under `root` (a fresh folder); returns where things are.
 
@@ -44,21 +44,20 @@ def build_demo_home(root: str | Path, *, users: int = 40, recent_n: int = 200, e
     from shoprec.models.sasrec import SASRec
     from shoprec.training.loop import TrainConfig, train
 
-    home = Home(Path(root).resolve())
+    home = Home.at(Path(root).resolve())
     data = limit_to_users(load_movielens_100k(), users)
-    settings = FeatureStoreSettings(home=home.root)
-    tables = build_feature_tables(data.events, data.items, recent_n=recent_n)
+    settings = FeatureStoreSettings(home=home)
+    tables = build_feature_tables(data.events, data.items, max_len=max_len)
     tables.write(settings.features_dir)
     materialize(apply_definitions(settings), settings)
-    data_dir = home.root / "data"
-    data.write(data_dir)
+    data.write(home.data)
 
     vocab = build_vocab(data.events, data.items)
     sequences = build_sequences(data.events, vocab)
     exclude_seen = exclude_seen_policy(data.info)
     if model == "sasrec":
         torch.manual_seed(seed)
-        net = SASRec(vocab.n_items, max_len=recent_n, hidden=32, blocks=1, dropout=0.1)
+        net = SASRec(vocab.n_items, max_len=max_len, hidden=32, blocks=1, dropout=0.1)
         split = leave_one_out(sequences)
         train(net, split.train, split.valid,
               TrainConfig(max_epochs=epochs, batch_size=64, progress=False, device="cpu", seed=seed, amp="off"),
@@ -66,10 +65,10 @@ def build_demo_home(root: str | Path, *, users: int = 40, recent_n: int = 200, e
         net = net.eval()
     else:
         net = BASELINES[model](vocab.n_items).fit([np.asarray(s) for s in sequences.items])
-    bundle_dir = save_bundle(home.root / "bundles" / model, net, vocab, exclude_seen=exclude_seen,
+    bundle_dir = save_bundle(home.bundles / model, net, vocab, exclude_seen=exclude_seen,
                              metrics={"primary": model, "models": {}},
                              snapshot_id=str(data.info.get("snapshot_id") or "ml-100k-demo"))
     registry = Registry.from_home(home)
     version = registry.register(bundle_dir, note="serving demo").version
     registry.promote(version, reason="serving demo", actor="build_demo_home")
-    return DemoHome(home, data, vocab, sequences, bundle_dir, version, data_dir / "items.parquet", recent_n)
+    return DemoHome(home, data, vocab, sequences, bundle_dir, version, home.data / "items.parquet", max_len)

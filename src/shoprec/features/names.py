@@ -58,10 +58,6 @@ ITEM_STATS_FEATURES: Final[tuple[str, ...]] = ITEM_EVENT_FEATURES + (
 
 # --- user_recent_items ------------------------------------------------------------------------
 RECENT_ITEMS: Final = "recent_items"  # oldest first, most recent last: the model's input order
-# What serving reads and the pipeline's model window (its `max_len`), so the two agree. 200
-# reads better on Instacart (benchmarks/RESULTS.md: NDCG@10 0.30 -> 0.36, buy-again 0.37)
-# but the Feast training set then joins 200-item lists to every event (train step 11 -> 15
-# minutes, 7 GB): raise it once the training set leaves `recent_items` out.
-DEFAULT_RECENT_N: Final = 50
+# Its length is the sequence window, `max_len` (config.DEFAULT_MAX_LEN unless the pipeline says).
 
 UNKNOWN_CATEGORY: Final = "unknown"

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import pandas as pd
 
 from shoprec import schema as S
-from shoprec.config import resolve_home
+from shoprec.config import DEFAULT_MAX_LEN
 from shoprec.errors import (
     FeatureSourceMissing,
     FeatureStoreConfigError,
@@ -31,8 +31,7 @@ from shoprec.errors import (
     FeatureStoreUnavailable,
 )
 from shoprec.features import names as N
-from shoprec.features.tables import FEATURES_MANIFEST
-from shoprec.home import Home
+from shoprec.home import FEATURES_MANIFEST, Home
 
 if TYPE_CHECKING:  # Feast takes seconds to import: only the functions that need it import it.
     from feast import FeatureStore
@@ -68,8 +67,8 @@ class FeatureStoreSettings:
     """Where the feature store keeps things.
 
     Attributes:
-        home: the home folder; tables, the file registry and the SQLite store live in its
-            `features/` folder.
+        home: the home (a folder is taken as one); tables, the file registry and the SQLite
+            store live in its `features/` folder.
         online_store: "sqlite" (local default) or "redis".
         redis: Redis connection string ("host:port[,password=...]") when online_store is redis.
         registry: a registry path or URI: a file path (default `<home>/features/registry.db`),
@@ -79,7 +78,7 @@ class FeatureStoreSettings:
         repo: the Feast repo folder (default: $SHOPREC_FEATURE_REPO or the checkout's feature_repo).
     """
 
-    home: Path
+    home: Home
     online_store: str = "sqlite"
     redis: str = DEFAULT_REDIS
     registry: str | None = None
@@ -87,6 +86,8 @@ class FeatureStoreSettings:
     repo: Path | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.home, Home):  # a plain folder: the frozen field takes its Home
+            object.__setattr__(self, "home", Home.at(self.home))
         if self.online_store not in ONLINE_STORES:
             raise FeatureStoreError(
                 f"unknown online store '{self.online_store}' (${ONLINE_STORE_ENV}); use one of {ONLINE_STORES}"
@@ -97,7 +98,7 @@ class FeatureStoreSettings:
         """Settings from the environment, with local defaults; keyword arguments win."""
         env = os.environ
         values: dict[str, Any] = {
-            "home": resolve_home(home),
+            "home": Home.at(home),
             "online_store": env.get(ONLINE_STORE_ENV) or "sqlite",
             "redis": env.get(REDIS_ENV) or DEFAULT_REDIS,
             "registry": env.get(REGISTRY_ENV) or None,
@@ -109,7 +110,7 @@ class FeatureStoreSettings:
 
     @property
     def features_dir(self) -> Path:
-        return Home(self.home).features
+        return self.home.features
 
     @property
     def repo_dir(self) -> Path:
@@ -312,11 +313,11 @@ def _tables_as_of(settings: FeatureStoreSettings) -> datetime:
     return _utc(json.loads(manifest.read_text())["as_of"])
 
 
-def _tables_recent_n(settings: FeatureStoreSettings | None) -> int | None:
+def _tables_max_len(settings: FeatureStoreSettings | None) -> int | None:
     manifest = settings.features_dir / FEATURES_MANIFEST if settings else None
     if manifest is None or not manifest.is_file():
         return None
-    return int(json.loads(manifest.read_text()).get("recent_n") or 0) or None
+    return int(json.loads(manifest.read_text()).get("max_len") or 0) or None
 
 
 # --- online reads -----------------------------------------------------------------------------
@@ -400,10 +401,10 @@ def push_events(
     store: "FeatureStore",
     events: pd.DataFrame,
     settings: FeatureStoreSettings | None = None,
-    recent_n: int | None = None,
+    max_len: int | None = None,
 ) -> PushSummary:
     """Push new events to the online store at once: each user's `recent_items` becomes the
-    online list followed by the new items (by time), cut to the last N: `recent_n`, else the
+    online list followed by the new items (by time), cut to the last N: `max_len`, else the
     N the tables were built with (features.json in the settings' home), else the view's tag.
 
     Only the online store changes; the offline history gets these events at the next
@@ -431,8 +432,8 @@ def push_events(
         bad = int(new[S.TIMESTAMP].isna().sum())
         raise FeatureStoreError(f"{bad} pushed event(s) have no parseable timestamp; nothing pushed")
     new = new.sort_values([S.USER_ID, S.TIMESTAMP], kind="stable")
-    keep = recent_n or _tables_recent_n(settings) or int(
-        store.get_feature_view(N.USER_RECENT_ITEMS).tags.get("recent_n", N.DEFAULT_RECENT_N)
+    keep = max_len or _tables_max_len(settings) or int(
+        store.get_feature_view(N.USER_RECENT_ITEMS).tags.get("max_len", DEFAULT_MAX_LEN)
     )
     users = list(dict.fromkeys(new[S.USER_ID]))
     current = online_user_features(store, users, refs=[f"{N.USER_RECENT_ITEMS}:{N.RECENT_ITEMS}"], settings=settings)

@@ -17,11 +17,12 @@ import pandas as pd
 
 from shoprec import schema as S
 from shoprec.data.dataset import EventData
+from shoprec.config import DEFAULT_MAX_LEN
 from shoprec.errors import FeatureTableError
 from shoprec.features import names as N
+from shoprec.home import FEATURES_MANIFEST
 
 _DAY = pd.Timedelta(days=1)
-FEATURES_MANIFEST = "features.json"
 
 
 @dataclass
@@ -32,7 +33,7 @@ class FeatureTables:
     item_stats: pd.DataFrame
     user_recent_items: pd.DataFrame
     as_of: pd.Timestamp
-    recent_n: int = N.DEFAULT_RECENT_N
+    max_len: int = DEFAULT_MAX_LEN
     info: dict[str, object] = field(default_factory=dict)
 
     def frames(self) -> dict[str, pd.DataFrame]:
@@ -56,7 +57,7 @@ class FeatureTables:
             paths[name] = path
         manifest = {
             "as_of": self.as_of.isoformat(),
-            "recent_n": self.recent_n,
+            "max_len": self.max_len,
             "rows": {name: len(frame) for name, frame in self.frames().items()},
             **self.info,
         }
@@ -68,7 +69,7 @@ def build_feature_tables(
     events: pd.DataFrame,
     items: pd.DataFrame | None = None,
     as_of: pd.Timestamp | str | None = None,
-    recent_n: int = N.DEFAULT_RECENT_N,
+    max_len: int = DEFAULT_MAX_LEN,
 ) -> FeatureTables:
     """Build `user_stats`, `item_stats` and `user_recent_items` from clean events as of `as_of`.
 
@@ -77,7 +78,7 @@ def build_feature_tables(
         items: the item table; its `category` (and `price`) feed the category features.
         as_of: the build time: events after it are ignored and every entity gets a row at it.
             Default: the last event's time.
-        recent_n: how many recent item ids `user_recent_items` keeps.
+        max_len: how many recent item ids `user_recent_items` keeps.
 
     Raises:
         FeatureTableError: a required column is missing, or no event is at or before `as_of`.
@@ -85,8 +86,8 @@ def build_feature_tables(
     missing = [c for c in S.EVENT_REQUIRED if c not in events.columns]
     if missing:
         raise FeatureTableError(f"events table lacks column(s) {missing}; has {list(events.columns)}")
-    if recent_n < 1:
-        raise FeatureTableError(f"recent_n must be >= 1, got {recent_n}")
+    if max_len < 1:
+        raise FeatureTableError(f"max_len must be >= 1, got {max_len}")
     ev = _prepared(events, items)
     cutoff = _utc(as_of) if as_of is not None else ev[S.TIMESTAMP].max()
     ev = ev[ev[S.TIMESTAMP] <= cutoff].reset_index(drop=True)
@@ -95,9 +96,9 @@ def build_feature_tables(
     return FeatureTables(
         user_stats=user_stats_table(ev, cutoff),
         item_stats=item_stats_table(ev, items, cutoff),
-        user_recent_items=user_recent_items_table(ev, cutoff, recent_n),
+        user_recent_items=user_recent_items_table(ev, cutoff, max_len),
         as_of=cutoff,
-        recent_n=recent_n,
+        max_len=max_len,
         info={"events": len(ev)},
     )
 
@@ -106,11 +107,11 @@ def build_features(
     clean_dir: str | Path,
     features_dir: str | Path,
     as_of: pd.Timestamp | str | None = None,
-    recent_n: int = N.DEFAULT_RECENT_N,
+    max_len: int = DEFAULT_MAX_LEN,
 ) -> FeatureTables:
     """Pipeline step: read the clean dataset directory, build the tables, write them to `features_dir`."""
     data = EventData.read(clean_dir)
-    tables = build_feature_tables(data.events, data.items, as_of, recent_n)
+    tables = build_feature_tables(data.events, data.items, as_of, max_len)
     tables.info.update({"source": data.source, "snapshot_id": data.info.get("snapshot_id")})
     tables.write(features_dir)
     return tables
@@ -204,14 +205,14 @@ def item_stats_table(ev: pd.DataFrame, items: pd.DataFrame | None, as_of: pd.Tim
     return _typed(out)
 
 
-def user_recent_items_table(ev: pd.DataFrame, as_of: pd.Timestamp, recent_n: int) -> pd.DataFrame:
-    """One row per (user, distinct event time) and per user at `as_of`: the last `recent_n`
+def user_recent_items_table(ev: pd.DataFrame, as_of: pd.Timestamp, max_len: int) -> pd.DataFrame:
+    """One row per (user, distinct event time) and per user at `as_of`: the last `max_len`
     item ids with timestamp <= the row's, oldest first (events at one time keep file order)."""
     item_ids = ev[S.ITEM_ID].to_numpy(dtype=object)
     users = ev[S.USER_ID].to_numpy(dtype=object)
     ends = ev.drop_duplicates([S.USER_ID, S.TIMESTAMP], keep="last").index.to_numpy() + 1
     user_start = pd.Series(np.arange(len(ev))).groupby(ev[S.USER_ID].to_numpy()).transform("min").to_numpy()
-    starts = np.maximum(user_start[ends - 1], ends - recent_n)
+    starts = np.maximum(user_start[ends - 1], ends - max_len)
     recent = [item_ids[a:b].tolist() for a, b in zip(starts, ends)]
     out = pd.DataFrame(
         {

@@ -15,7 +15,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from shoprec.config import ClusterSettings, resolve_home, resolve_image
+from shoprec.config import ClusterSettings, resolve_image
+from shoprec.home import Home
 from shoprec.errors import TrainingJobError
 
 CONTAINER = "pytorch"  # the operator finds the training container by this name
@@ -84,7 +85,6 @@ def render_pytorch_job(
 
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-JOBS_DIR = "jobs"  # under the shared home: <home>/jobs/<job name>/{data,bundle}
 NO_BUDGET_TIMEOUT_S = 6 * 3600.0
 # Scheduling, image pull and rendezvous on top of the training budget itself.
 STARTUP_ALLOWANCE_S = 30 * 60.0
@@ -172,7 +172,7 @@ def train_with_pytorch_job(
     """
     name = name or f"shoprec-train-{uuid.uuid4().hex[:10]}"
     namespace = namespace or current_namespace()
-    work = resolve_home(home) / JOBS_DIR / name
+    work = Home.at(home).jobs / name
     data_dir, out_dir = work / "data", work / "bundle"
     shutil.copytree(clean_dir, data_dir)
     job = render_pytorch_job(name, str(data_dir), str(out_dir), workers=workers, namespace=namespace,

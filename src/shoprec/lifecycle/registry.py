@@ -34,7 +34,7 @@ from fsspec.implementations.local import LocalFileSystem
 from shoprec.models.bundle import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, load_bundle, sha256_of
 from shoprec.errors import BundleIntegrityError, RegistryError
 from shoprec.home import Home
-from shoprec.models.inference import Recommender
+from shoprec.models.inference import BundleRecommender
 
 PRODUCTION = "production"
 VERSION_FILE = "version.json"
@@ -241,7 +241,7 @@ class Registry:
         self._check_copy(target / WEIGHTS_FILE, record)
         return target
 
-    def load(self, version: str | None = None) -> Recommender:
+    def load(self, version: str | None = None) -> BundleRecommender:
         """The recommender of `version` (default: production), its weights checked against the
         sha256 recorded at registration (and the bundle's own record) before anything is used."""
         version = version or self._require_production()
@@ -251,7 +251,7 @@ class Registry:
         if config.get("weights_sha256") != record.weights_sha256:
             raise BundleIntegrityError(directory / WEIGHTS_FILE, record.weights_sha256,
                                        str(config.get("weights_sha256")))
-        return Recommender.from_bundle(directory)
+        return BundleRecommender.from_bundle(directory)
 
     def verify(self, version: str) -> ModelVersion:
         """Check a version's weights against the sha256 recorded at registration."""

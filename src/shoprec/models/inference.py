@@ -21,14 +21,14 @@ class Recommendation:
     score: float
 
 
-class Recommender:
+class BundleRecommender:
     """Top-k recommendations from a verified model bundle."""
 
     def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
 
     @classmethod
-    def from_bundle(cls, path: str | Path) -> "Recommender":
+    def from_bundle(cls, path: str | Path) -> "BundleRecommender":
         """Load (and integrity-check) the bundle at `path`."""
         return cls(load_bundle(path))
 

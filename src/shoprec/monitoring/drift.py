@@ -25,6 +25,7 @@ from shoprec.errors import EmptyWindowError, MonitoringError, SchemaMismatchErro
 USER_FEATURES = "user_features"
 ITEM_FEATURES = "item_features"
 PREDICTIONS = "predictions"
+RUN_FILE = "run.json"  # a monitoring run folder's summary (the reports beside it are *.json too)
 QUALITY = "quality"
 REPORT_KINDS = (USER_FEATURES, ITEM_FEATURES, PREDICTIONS, QUALITY)
 DEFAULT_MAX_ROWS = 250_000

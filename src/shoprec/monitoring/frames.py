@@ -165,7 +165,7 @@ def model_reference(
     """The model's recommendations on the validation users of `events` (each user's last item
     is the target, everything before it the history): (prediction rows, quality rows, fallback rate).
     At most `max_users` users (a fixed-seed sample) keep this quick."""
-    from shoprec.models.inference import Recommender
+    from shoprec.models.inference import BundleRecommender
 
     ordered = events.sort_values([S.USER_ID, S.TIMESTAMP], kind="stable")
     sequences = ordered.groupby(S.USER_ID, sort=True)[S.ITEM_ID].agg(lambda s: [str(i) for i in s])
@@ -174,7 +174,7 @@ def model_reference(
         sequences = sequences.sample(n=max_users, random_state=0)
     if sequences.empty:
         raise EmptyWindowError("validation users", "(no user with two or more events)")
-    recommender = Recommender.from_bundle(bundle_dir)
+    recommender = BundleRecommender.from_bundle(bundle_dir)
     answers = recommender.recommend_batch([seq[:-1] for seq in sequences], k=k)
     category = _category_map(items)
     rec_items = [[r.item_id for r in answer] for answer in answers]

@@ -11,9 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shoprec.home import Home
-from shoprec.monitoring.drift import NO_DRIFT, ReportSummary
-
-INDEX_FILE = "index.html"
+from shoprec.monitoring.drift import NO_DRIFT, RUN_FILE, ReportSummary
 
 
 @dataclass
@@ -25,13 +23,11 @@ class IndexEntry:
 
 def list_reports(home: Home) -> list[IndexEntry]:
     """Every report under `<home>/reports/monitoring/<run>/`, newest first."""
-    from shoprec.monitoring.run import REFERENCE_DIR, RUN_FILE, monitoring_dir
-
-    root = monitoring_dir(home)
+    root = home.monitoring
     entries: list[IndexEntry] = []
     if not root.is_dir():
         return entries
-    for run in sorted(p for p in root.iterdir() if p.is_dir() and p.name != REFERENCE_DIR):
+    for run in sorted(p for p in root.iterdir() if p.is_dir() and p != home.monitoring_reference):
         for path in sorted(run.glob("*.json")):
             if path.name == RUN_FILE:
                 continue
@@ -44,14 +40,10 @@ def list_reports(home: Home) -> list[IndexEntry]:
     return entries
 
 
-def index_path(home: Home) -> Path:
-    return home.reports / INDEX_FILE
-
-
 def write_index(home: Home) -> Path:
     """(Re)write `<home>/reports/index.html`; returns its path."""
     entries = list_reports(home)
-    out = index_path(home)
+    out = home.reports_index
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     for e in entries:

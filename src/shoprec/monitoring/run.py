@@ -21,13 +21,11 @@ import pandas as pd
 from shoprec import schema as S
 from shoprec.data.dataset import EventData
 from shoprec.errors import EmptyWindowError, MonitoringError
-from shoprec.home import Home
+from shoprec.home import FEATURES_MANIFEST, Home
 from shoprec.monitoring import drift as D
+from shoprec.monitoring.drift import RUN_FILE
 from shoprec.monitoring import frames as F
 
-MONITORING_DIR = "monitoring"
-REFERENCE_DIR = "reference"
-RUN_FILE = "run.json"
 REFERENCE_FILE = "reference.json"
 DEFAULT_WINDOW_DAYS = 7.0
 QUALITY_METRICS = ("NDCG", "HitRate", "MRR", "RecallTopK", "PrecisionTopK")
@@ -79,10 +77,6 @@ class MonitoringRun:
                              [D.ReportSummary.from_dict(r) for r in data["reports"]], data.get("skipped", {}))
 
 
-def monitoring_dir(home: Home) -> Path:
-    return home.reports / MONITORING_DIR
-
-
 def new_run_id(prefix: str = "drift") -> str:
     return f"{prefix}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S-%f')}"
 
@@ -111,7 +105,7 @@ def save_reference(
     if training.empty:
         raise EmptyWindowError("reference (training) events", D.window_label(None, end))
     kept = F.window_events(training, end - pd.Timedelta(days=keep_days), end)
-    out = monitoring_dir(home) / REFERENCE_DIR
+    out = home.monitoring_reference
     out.mkdir(parents=True, exist_ok=True)
     kept.to_parquet(out / S.EVENTS_FILE, index=False)
     if data.items is not None:
@@ -152,7 +146,7 @@ class Reference:
 
 def load_reference(home: Home) -> Reference:
     """The saved reference; MonitoringError when the training pipeline has not saved one."""
-    folder = monitoring_dir(home) / REFERENCE_DIR
+    folder = home.monitoring_reference
     if not (folder / REFERENCE_FILE).exists():
         raise MonitoringError(
             f"no monitoring reference in {folder}: run the training pipeline (its `monitor` step "
@@ -190,7 +184,7 @@ def run_monitoring(
     settings = settings or MonitoringSettings()
     reference = load_reference(home)
     run_id = run_id or new_run_id()
-    folder = monitoring_dir(home) / run_id
+    folder = home.monitoring_run(run_id)
     reports: list[D.ReportSummary] = []
     skipped: dict[str, str] = {}
     window = pd.Timedelta(days=settings.window_days)
@@ -206,7 +200,7 @@ def run_monitoring(
         cur_start = cur_end - window
         skipped[D.USER_FEATURES] = skipped[D.ITEM_FEATURES] = "no current events given (--current)"
 
-    log_dir = predictions_dir or home.logs / "predictions"
+    log_dir = predictions_dir or home.predictions
     log = read_predictions(log_dir, cur_start, cur_end) if log_dir.exists() else pd.DataFrame()
     if reference.predictions is None:
         skipped[D.PREDICTIONS] = skipped[D.QUALITY] = "the reference has no model predictions"
@@ -360,7 +354,7 @@ def _reference_label(reference: Reference) -> str:
 
 def first_report(
     clean_dir: str | Path,
-    home_root: str | Path,
+    home: Home | str | Path | None,
     features_dir: str | Path | None = None,
     bundle_dir: str | Path | None = None,
     settings: MonitoringSettings | None = None,
@@ -375,14 +369,15 @@ def first_report(
     the clean events, because the tables are as of one time and both windows need their own.
     """
     settings = settings or MonitoringSettings()
-    home = Home(Path(home_root))
+    home = Home.at(home)
     data = EventData.read(clean_dir)
     hold_start, hold_end = F.last_window(data.events, settings.window_days)
     lineage: dict[str, Any] = {"clean": str(clean_dir)}
-    if features_dir and (Path(features_dir) / "features.json").exists():
-        lineage["features"] = json.loads((Path(features_dir) / "features.json").read_text())
+    manifest = Path(features_dir) / FEATURES_MANIFEST if features_dir else None
+    if manifest is not None and manifest.exists():
+        lineage["features"] = json.loads(manifest.read_text())
     run_id = new_run_id("training")
-    folder = monitoring_dir(home) / run_id
+    folder = home.monitoring_run(run_id)
     reports = feature_reports(
         data.events, data.events, data.items,
         (hold_start - pd.Timedelta(days=settings.window_days), hold_start), (hold_start, hold_end),

@@ -14,7 +14,6 @@ import json
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Iterator, Protocol
 
 import pandas as pd
@@ -22,7 +21,6 @@ import pandas as pd
 from shoprec.home import Home
 from shoprec.monitoring import drift as D
 
-STATE_FILE = "trigger_state.json"
 LINEAGE_FILE = "lineage.json"
 TRIGGER_PARAMETER = "triggered_by"  # a training pipeline parameter that carries the report id
 
@@ -132,7 +130,7 @@ def fire(
 
 
 def read_state(home: Home) -> dict[str, Any]:
-    path = _state_path(home)
+    path = home.trigger_state
     return json.loads(path.read_text()) if path.exists() and path.stat().st_size else {}
 
 
@@ -141,15 +139,9 @@ def _cooldown_until(state: dict[str, Any], policy: TriggerPolicy) -> pd.Timestam
     return pd.Timestamp(last) + pd.Timedelta(hours=policy.cooldown_hours) if last else None
 
 
-def _state_path(home: Home) -> Path:
-    from shoprec.monitoring.run import monitoring_dir
-
-    return monitoring_dir(home) / STATE_FILE
-
-
 @contextmanager
 def _locked_state(home: Home) -> Iterator[tuple[dict[str, Any], Callable[[dict[str, Any]], None]]]:
-    path = _state_path(home)
+    path = home.trigger_state
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

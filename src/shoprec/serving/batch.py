@@ -12,7 +12,7 @@ import pandas as pd
 
 from shoprec import schema as S
 from shoprec.errors import DataSourceError
-from shoprec.models.inference import Recommender
+from shoprec.models.inference import BundleRecommender
 from shoprec.serving.predictor import MAX_INSTANCES, answer, lineage, parse_v1
 from shoprec.serving.transformer import TransformerCore, UserQuery
 
@@ -34,7 +34,7 @@ def read_users(path: str | Path) -> list[str]:
     return list(dict.fromkeys(users))
 
 
-def recommend_users(users: Sequence[str], recommender: Recommender, version: str, core: TransformerCore,
+def recommend_users(users: Sequence[str], recommender: BundleRecommender, version: str, core: TransformerCore,
                     k: int = 10, chunk: int = MAX_INSTANCES,
                     on_progress: Callable[[int], None] | None = None) -> pd.DataFrame:
     """One row per (user, rank): the same answers the endpoint gives, without HTTP."""

@@ -5,7 +5,7 @@ V1 request parsing with size bounds, answers through `shoprec.models.inference.R
 An instance may also carry `exclude` (item ids never to return), `category` (only items of it;
 needs an item catalogue) and `reasons` (true: each item also gets the history item that
 contributed most, and the answer says how many history items the model knew). A plain
-instance is answered by `Recommender.recommend_batch`, exactly as the evaluator ranks.
+instance is answered by `BundleRecommender.recommend_batch`, exactly as the evaluator ranks.
 
 Following an alias: a background thread reads the alias pointer every `poll_seconds`; when it
 names another version, the new bundle is loaded and verified completely, then one reference
@@ -28,7 +28,7 @@ import torch
 
 from shoprec.serving.catalog import ItemCatalog
 from shoprec.errors import InvalidRequest, RegistryError
-from shoprec.models.inference import MAX_HISTORY, MAX_K, Recommender
+from shoprec.models.inference import MAX_HISTORY, MAX_K, BundleRecommender
 from shoprec.models.base import mask_seen
 from shoprec.serving.reasons import reason_indices
 from shoprec.lifecycle.registry import PRODUCTION, Registry
@@ -53,7 +53,7 @@ class Query:
 
     @property
     def plain(self) -> bool:
-        """No filter: answered by `Recommender.recommend_batch` itself."""
+        """No filter: answered by `BundleRecommender.recommend_batch` itself."""
         return not self.exclude and self.category is None
 
 
@@ -137,7 +137,7 @@ def optional_category(value: Any, where: str) -> str | None:
     return value
 
 
-def answer(recommender: Recommender, queries: Sequence[Query],
+def answer(recommender: BundleRecommender, queries: Sequence[Query],
            catalog: ItemCatalog | None = None) -> list[dict[str, Any]]:
     """One {"items": [...], "scores": [...]} per query, best first (one batch per distinct k).
 
@@ -159,13 +159,13 @@ def answer(recommender: Recommender, queries: Sequence[Query],
     return out  # type: ignore[return-value]
 
 
-def _indexed(recommender: Recommender, history: Sequence[str]) -> np.ndarray:
+def _indexed(recommender: BundleRecommender, history: Sequence[str]) -> np.ndarray:
     """History item ids -> known item indices (as `recommend_batch` builds them)."""
     index = recommender.bundle.vocab.index(list(history)[-MAX_HISTORY:])
     return index[index > 0].astype(np.int64)
 
 
-def filtered_topk(recommender: Recommender, query: Query, catalog: ItemCatalog | None) -> dict[str, Any]:
+def filtered_topk(recommender: BundleRecommender, query: Query, catalog: ItemCatalog | None) -> dict[str, Any]:
     """Top-k of the bundle's model with the seen-items policy, never an excluded item and, with
     a category, only items of it (ties broken as `Model.topk` does: stable, by index)."""
     bundle = recommender.bundle
@@ -195,7 +195,7 @@ def filtered_topk(recommender: Recommender, query: Query, catalog: ItemCatalog |
     return {"items": items, "scores": values}
 
 
-def add_reasons(recommender: Recommender, queries: Sequence[Query], answers: Sequence[dict[str, Any]]) -> None:
+def add_reasons(recommender: BundleRecommender, queries: Sequence[Query], answers: Sequence[dict[str, Any]]) -> None:
     """Add "reasons" and "history_used" to each answer in place (one scoring batch for all)."""
     vocab = recommender.bundle.vocab
     histories = [_indexed(recommender, q.history) for q in queries]
@@ -206,7 +206,7 @@ def add_reasons(recommender: Recommender, queries: Sequence[Query], answers: Seq
         answer_["history_used"] = int(len(history))
 
 
-def lineage(recommender: Recommender, version: str) -> dict[str, Any]:
+def lineage(recommender: BundleRecommender, version: str) -> dict[str, Any]:
     """Model version, feature service and training-data snapshot of the served bundle."""
     config = recommender.bundle.config
     return {"model_version": version, "feature_service": config.get("feature_service"),
@@ -224,14 +224,14 @@ class LiveModel:
         self.bundle_dir = Path(bundle_dir) if bundle_dir is not None else None
         self.registry, self.alias, self.poll_seconds = registry, alias, poll_seconds
         self.catalog = catalog
-        self._current: tuple[str, Recommender] | None = None
+        self._current: tuple[str, BundleRecommender] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def load(self) -> str:
         """Load the bundle (or the alias's version) now; returns the version served."""
         if self.bundle_dir is not None:
-            self._current = (self.bundle_dir.name, Recommender.from_bundle(self.bundle_dir))
+            self._current = (self.bundle_dir.name, BundleRecommender.from_bundle(self.bundle_dir))
         else:
             self.refresh()
             if self._current is None:
