@@ -45,7 +45,7 @@ COPY serving/ serving/
 RUN pip install . \
     # recbole ships MovieLens-100K; its own pins conflict with the stack, so without deps.
     && pip install --no-deps recbole==1.2.1 \
-    && python -c "import shoprec, kfp, feast, kserve, torch, serving.predictor, serving.transformer"
+    && python -c "import shoprec, kfp, feast, kserve, torch, shoprec.kserve.predictor, shoprec.kserve.transformer, shoprec.pipelines.training"
 
 # The Feast definitions, read by the library and by `feast apply` inside the cluster.
 COPY feature_repo/ /app/feature_repo/

@@ -21,13 +21,9 @@ from rich.console import Console
 from rich.table import Table
 
 from shoprec.data.loaders import load_dataset
-from shoprec.features.store import (
-    FeatureStoreSettings,
-    apply_definitions,
-    materialize,
-    online_user_features,
-    user_feature_refs,
-)
+from shoprec.features.online import online_user_features, user_feature_refs
+from shoprec.features.settings import FeatureStoreSettings
+from shoprec.features.store import apply_definitions, materialize
 from shoprec.features.tables import build_feature_tables
 
 SERVICES_ENV = Path(__file__).resolve().parents[1] / "tests" / ".services.env"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-# Before torch loads: spinning OpenMP threads slow shared cores 3-15x (NOTES.md).
+# Before torch loads: spinning OpenMP threads slowed a run on shared cores 3-15x.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
@@ -34,6 +34,7 @@ from rich.table import Table  # noqa: E402
 from shoprec import schema as S  # noqa: E402
 from shoprec.data.dataset import EventData  # noqa: E402
 from shoprec.training.device import configure_cpu_threads  # noqa: E402
+from shoprec.evaluation.splits import SplitSpec  # noqa: E402
 from shoprec.training.fit import FitConfig, fit_and_evaluate  # noqa: E402
 from shoprec.training.loop import TrainConfig  # noqa: E402
 
@@ -147,7 +148,7 @@ def main() -> None:
             train=TrainConfig(**preset["train"], max_epochs=args.max_epochs, budget_minutes=args.budget_minutes,
                               device=args.device, amp=args.amp),
             content=not args.no_content,
-            validation_users=preset["validation_users"],
+            split=SplitSpec("leave-one-out", validation_users=preset["validation_users"]),
             bootstrap=200,
         )
         started = time.perf_counter()

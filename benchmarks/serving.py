@@ -17,16 +17,12 @@ import http.client
 import json
 import os
 import statistics
-import sys
 import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
@@ -92,7 +88,8 @@ def floor_ms(home: Path, histories: list[list[str]], reasons: bool, repeats: int
     import torch
 
     from shoprec.lifecycle.registry import Registry
-    from shoprec.serving.predictor import Query, answer
+    from shoprec.serving.predictor import answer
+    from shoprec.serving.requests import Query
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -20,7 +20,8 @@ def materialize(
     """
     import json
 
-    from shoprec.features.store import FeatureStoreSettings, publish_and_materialize
+    from shoprec.features.settings import FeatureStoreSettings
+    from shoprec.features.store import publish_and_materialize
 
     settings = FeatureStoreSettings.from_env(home or None)
     summary = publish_and_materialize(features.path, settings)

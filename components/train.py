@@ -45,6 +45,7 @@ def train(
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     from shoprec.data.dataset import EventData
+    from shoprec.evaluation.splits import SplitSpec
     from shoprec.training.fit import FitConfig, fit_and_evaluate, save_outcome
     from shoprec.training.loop import TrainConfig
 
@@ -70,7 +71,8 @@ def train(
     data = EventData.read(clean.path)
     training_set = None
     if use_feature_store:
-        from shoprec.features.store import FeatureStoreSettings, open_store
+        from shoprec.features.settings import FeatureStoreSettings
+        from shoprec.features.store import open_store
         from shoprec.features.training_set import build_training_set, next_item_examples
 
         store = open_store(FeatureStoreSettings.from_env(home or None))
@@ -79,8 +81,7 @@ def train(
         model={"hidden": hidden, "max_len": max_len, "dropout": dropout},
         train=TrainConfig(max_epochs=max_epochs, learning_rate=learning_rate,
                           budget_minutes=budget_minutes or None),
-        split=split,
-        cutoff=cutoff or None,
+        split=SplitSpec(split, cutoff),
     )
     outcome = fit_and_evaluate(data, config, training_set=training_set)
     snapshot = data.info.get("snapshot_id")

@@ -10,7 +10,9 @@ reads two users online and joins a few training rows point-in-time.
 import sys
 
 from shoprec.data.loaders import load_movielens_100k
-from shoprec.features.store import FeatureStoreSettings, apply_definitions, materialize, online_user_features
+from shoprec.features.online import online_user_features
+from shoprec.features.settings import FeatureStoreSettings
+from shoprec.features.store import apply_definitions, materialize
 from shoprec.features.tables import build_feature_tables
 from shoprec.features.training_set import build_training_set, next_item_examples
 

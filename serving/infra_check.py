@@ -78,7 +78,8 @@ def check_bundle(bundle_dir: str | Path, *, timeout_s: float = 60.0,
                  instances: list[dict[str, Any]] | None = None) -> InfraCheckResult:
     """Serve `bundle_dir` with the real predictor and check its answers (see the module doc)."""
     from shoprec.models.inference import BundleRecommender
-    from shoprec.serving.predictor import answer, parse_v1
+    from shoprec.serving.predictor import answer
+    from shoprec.serving.requests import parse_v1
 
     bundle_dir = Path(bundle_dir)
     try:

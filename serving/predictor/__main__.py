@@ -12,6 +12,7 @@ from kserve import ModelServer, model_server
 
 from shoprec.kserve.predictor.model import MODEL_NAME, ShoprecPredictor
 from shoprec.kserve.http import install_error_handlers, serve
+from shoprec.features.tables import features_max_len
 from shoprec.serving.catalog import load_catalog
 from shoprec.lifecycle.registry import PRODUCTION, Registry
 from shoprec.serving.predictor import LiveModel
@@ -27,7 +28,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="How often to check the alias for a new version.")
     parser.add_argument("--catalog", default=None,
                         help="A features folder holding item_stats.parquet: item categories for "
-                             "the `category` filter (without it, a category filter is a 400).")
+                             "the `category` filter (without it, a category filter is a 400). Its "
+                             "features.json window (max_len) is checked: a model reading a longer "
+                             "one is refused at load.")
     parser.add_argument("--items", default=None, help="An items table (item_id, category, ...) "
                                                        "for the catalogue, with or instead of --catalog.")
     parser.add_argument("--torch_threads", type=int, default=int(os.environ.get("SHOPREC_TORCH_THREADS", "1")),
@@ -48,11 +51,13 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(max(1, args.torch_threads))
     catalog = load_catalog(args.catalog, args.items) if (args.catalog or args.items) else None
+    # The window of the users' recent items: a model reading a longer one is refused at load.
+    window = features_max_len(args.catalog) if args.catalog else None
     if args.model_dir:
-        live = LiveModel(bundle_dir=args.model_dir, catalog=catalog)
+        live = LiveModel(bundle_dir=args.model_dir, catalog=catalog, features_max_len=window)
     else:
         live = LiveModel(registry=Registry(args.registry), alias=args.alias,
-                         poll_seconds=args.poll_seconds, catalog=catalog)
+                         poll_seconds=args.poll_seconds, catalog=catalog, features_max_len=window)
     predictor = ShoprecPredictor(live, name=args.model_name)
     predictor.load()
     install_error_handlers()

@@ -14,10 +14,11 @@ from kserve.predictor_config import PredictorConfig
 from shoprec.kserve.http import install_error_handlers, serve
 from shoprec.kserve.transformer.model import MODEL_NAME, ShoprecTransformer
 from shoprec.serving.catalog import load_catalog
-from shoprec.features.store import FeatureStoreSettings
+from shoprec.features.settings import FeatureStoreSettings
 from shoprec.home import Home
 from shoprec.serving.prediction_log import PredictionLog
-from shoprec.serving.transformer import DEFAULT_FEATURE_TIMEOUT_S, FeastHTTPSource, FeastSDKSource, TransformerCore
+from shoprec.serving.feature_sources import FeastHTTPSource, FeastSDKSource
+from shoprec.serving.transformer import DEFAULT_FEATURE_TIMEOUT_S, TransformerCore
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -11,14 +11,8 @@ from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput, ModelNotReady
 
 from shoprec.errors import InvalidRequest
-from shoprec.serving.transformer import (
-    Pending,
-    TensorInput,
-    TransformerCore,
-    parse_request_v1,
-    parse_request_v2,
-    v2_outputs,
-)
+from shoprec.serving.requests import TensorInput, parse_request_v1, parse_request_v2
+from shoprec.serving.transformer import Pending, TransformerCore, v2_outputs
 
 from shoprec.config import MODEL_NAME
 # preprocess and postprocess run in the same task: the request's plan travels in its context.

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shoprec.config import resolve_home
-from shoprec.features import names as N
+from shoprec import schema as S
 
 FEATURES_MANIFEST = "features.json"
 MONITORING_DIR = "monitoring"
@@ -82,13 +82,13 @@ class Home:
         return self.features / FEATURES_MANIFEST
 
     def feature_table(self, view: str) -> Path:
-        """The Parquet table of a feature view (`names.USER_STATS`, `ITEM_STATS`, ...)."""
-        return self.features / N.TABLE_FILES[view]
+        """The Parquet table of a feature view (`schema.USER_STATS`, `ITEM_STATS`, ...)."""
+        return self.features / S.TABLE_FILES[view]
 
     @property
     def item_stats(self) -> Path:
         """The item table the serving catalogue reads (categories, popularity, prices)."""
-        return self.feature_table(N.ITEM_STATS)
+        return self.feature_table(S.ITEM_STATS)
 
     @property
     def monitoring(self) -> Path:

@@ -44,3 +44,14 @@ ITEMS_FILE: Final = "items.parquet"
 USERS_FILE: Final = "users.parquet"
 QUARANTINE_FILE: Final = "quarantine.parquet"
 DATASET_MANIFEST: Final = "dataset.json"
+
+# Feature tables: one Parquet file per feature view under the home's features folder
+# (`Home.feature_table`); shoprec.features.names re-exports them beside the feature names.
+USER_STATS: Final = "user_stats"
+ITEM_STATS: Final = "item_stats"
+USER_RECENT_ITEMS: Final = "user_recent_items"
+TABLE_FILES: Final[dict[str, str]] = {
+    USER_STATS: "user_stats.parquet",
+    ITEM_STATS: "item_stats.parquet",
+    USER_RECENT_ITEMS: "user_recent_items.parquet",
+}

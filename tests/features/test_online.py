@@ -11,15 +11,9 @@ from shoprec import schema as S
 from shoprec.data.loaders import limit_to_users, load_movielens_100k
 from shoprec.errors import FeatureStoreUnavailable
 from shoprec.features import names as N
-from shoprec.features.store import (
-    MISSING_FLAG,
-    USER_DEFAULTS,
-    FeatureStoreSettings,
-    apply_definitions,
-    materialize,
-    online_user_features,
-    push_events,
-)
+from shoprec.features.online import MISSING_FLAG, USER_DEFAULTS, online_user_features, push_events
+from shoprec.features.settings import FeatureStoreSettings
+from shoprec.features.store import apply_definitions, materialize
 from shoprec.features.tables import build_feature_tables
 
 pytestmark = pytest.mark.integration
@@ -111,7 +105,7 @@ def test_a_redis_that_never_answers_times_out_instead_of_holding_the_reader(tmp_
     import socket
     import time
 
-    from shoprec.features.store import redis_connection_string
+    from shoprec.features.settings import redis_connection_string
 
     assert redis_connection_string("h:1,socket_timeout=5") == "h:1,socket_timeout=5,socket_connect_timeout=1,retry=null"
     listener = socket.socket()

@@ -14,7 +14,8 @@ import pytest
 from shoprec import schema as S
 from shoprec.data.loaders import limit_to_users, load_movielens_100k
 from shoprec.features import names as N
-from shoprec.features.store import FeatureStoreSettings, apply_definitions
+from shoprec.features.settings import FeatureStoreSettings
+from shoprec.features.store import apply_definitions
 from shoprec.features.tables import build_feature_tables
 from shoprec.features.training_set import build_training_set, next_item_examples
 

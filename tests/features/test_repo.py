@@ -13,15 +13,9 @@ import pytest
 
 from shoprec.errors import FeatureSourceMissing, FeatureStoreConfigError
 from shoprec.features import names as N
-from shoprec.features.store import (
-    FeatureStoreSettings,
-    apply_definitions,
-    default_repo_dir,
-    materialize,
-    online_user_features,
-    open_store,
-    repo_config,
-)
+from shoprec.features.online import online_user_features
+from shoprec.features.settings import FeatureStoreSettings, default_repo_dir, repo_config
+from shoprec.features.store import apply_definitions, materialize, open_store
 from shoprec.features.tables import build_feature_tables
 
 from .conftest import AS_OF

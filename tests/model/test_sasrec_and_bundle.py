@@ -10,12 +10,14 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from shoprec.models.bundle import WEIGHTS_FILE, load_bundle
+from shoprec.models.baselines import MostPop
+from shoprec.models.bundle import CONFIG_FILE, WEIGHTS_FILE, load_bundle, save_bundle
 from shoprec.errors import BundleIntegrityError
 from shoprec.evaluation.evaluate import rank_targets
 from shoprec.models.inference import BundleRecommender
 from shoprec.models.sasrec import SASRec, ChunkedSoftmaxCrossEntropy, FastDropout
 from shoprec.training.fit import FitConfig, fit_and_evaluate, save_outcome
+from shoprec.sequences import ItemVocab
 from shoprec.training.loop import TrainConfig
 
 SMALL = {"hidden": 32, "max_len": 20, "blocks": 2, "dropout": 0.1}
@@ -293,3 +295,20 @@ def test_repeat_bonus_is_tuned_on_validation_and_travels_with_the_bundle(tmp_pat
         any("repeat-purchase bonus weight" in p.read_text() for p in bundle.glob("*.md"))
     history = [outcome.split.test.histories[0]]
     assert torch.equal(loaded.model.score_all(history), outcome.models["sasrec"].score_all(history))
+
+
+def test_the_bundle_records_the_model_window_and_reads_it_back(tmp_path):
+    vocab = ItemVocab(tuple(f"i{n}" for n in range(1, 6)))
+    bundle = save_bundle(tmp_path / "sasrec", SASRec(vocab.n_items, max_len=20, hidden=8, blocks=1),
+                         vocab, exclude_seen=True, metrics={})
+    config = json.loads((bundle / CONFIG_FILE).read_text())
+    assert config["max_len"] == 20 and load_bundle(bundle).max_len == 20
+
+    del config["max_len"]  # a bundle saved before the window was recorded at the top level
+    (bundle / CONFIG_FILE).write_text(json.dumps(config))
+    assert load_bundle(bundle).max_len == 20  # read from model_config
+
+    baseline = save_bundle(tmp_path / "mostpop", MostPop(vocab.n_items).fit([np.array([1, 2])]),
+                           vocab, exclude_seen=True, metrics={})
+    assert "max_len" not in json.loads((baseline / CONFIG_FILE).read_text())
+    assert load_bundle(baseline).max_len is None  # no window: nothing to check against the features

@@ -16,7 +16,8 @@ from shoprec.errors import EmptyWindowError, SchemaMismatchError
 from shoprec.home import Home
 from shoprec.monitoring import drift as D
 from shoprec.monitoring.index import list_reports
-from shoprec.monitoring.run import MonitoringSettings, first_report, run_monitoring, save_reference
+from shoprec.monitoring.reference import save_reference
+from shoprec.monitoring.run import first_report, run_monitoring
 from shoprec.serving.prediction_log import PredictionLog, PredictionRecord, hash_user
 
 from .conftest import START, current_window

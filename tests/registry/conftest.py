@@ -11,8 +11,10 @@ import pytest
 
 from shoprec import schema as S
 
+from shoprec.features.tables import build_feature_tables
 from shoprec.models.bundle import save_bundle
 from shoprec.models.baselines import BASELINES
+from shoprec.models.sasrec import SASRec
 from shoprec.lifecycle.registry import Registry
 from shoprec.sequences import ItemVocab
 
@@ -30,6 +32,18 @@ def make_bundle(directory: Path, kind: str = "mostpop", sequences: list[np.ndarr
     default = {"primary": kind, "models": {kind: {"metrics": {"NDCG@10": 0.1, "coverage": 0.5}}}}
     return save_bundle(directory, model, vocab, exclude_seen=True,
                        metrics=metrics if metrics is not None else default)
+
+
+def make_window_bundle(directory: Path, max_len: int, vocab: ItemVocab = VOCAB) -> Path:
+    """A tiny untrained SASRec bundle reading the newest `max_len` items (its window)."""
+    model = SASRec(vocab.n_items, max_len=max_len, hidden=8, blocks=1, dropout=0.0)
+    return save_bundle(directory, model, vocab, exclude_seen=True, metrics={})
+
+
+def make_features(directory: Path, max_len: int) -> Path:
+    """Real feature tables (and their features.json) built with window `max_len`."""
+    build_feature_tables(sequences_frame(), max_len=max_len).write(directory)
+    return directory
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from shoprec.errors import GateError
+from shoprec.evaluation.splits import SplitSpec
 from shoprec.lifecycle.gate import Policy, decide_promotion, gate_bundle, paired_bootstrap
 from shoprec.lifecycle.window import GateScores, GateWindow, newest_window
 
@@ -144,7 +145,7 @@ def test_gate_scores_real_bundles_on_the_same_window(tmp_path):
     from shoprec.sequences import build_vocab
 
     events = sequences_frame()
-    window = newest_window(events, None, "leave-one-out")
+    window = newest_window(events, None, SplitSpec())
     assert len(window) == 12 and window.targets[0] == "i6" and window.histories[0][-1] == "i5"
     vocab = build_vocab(events)
     train = [vocab.index(list(s)) for s in window.train]
@@ -168,7 +169,7 @@ def test_first_run_on_repeat_purchase_data_must_also_beat_buy_again():
     from shoprec.lifecycle.window import baseline_scores
     from tests.registry.conftest import sequences_frame
 
-    window = newest_window(sequences_frame(), None, "leave-one-out")
+    window = newest_window(sequences_frame(), None, SplitSpec())
     assert set(baseline_scores(window, exclude_seen=True)) == {"mostpop", "markov1"}
     repeat = baseline_scores(window, exclude_seen=False)
     assert set(repeat) == {"mostpop", "markov1", "buyagain"}

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 from shoprec.models.bundle import WEIGHTS_FILE, save_bundle
-from shoprec.errors import InvalidRequest
+from shoprec.errors import InfraCheckError, InvalidRequest
 from shoprec.models.inference import BundleRecommender
 from shoprec.kserve.infra_check import canned_instances, check_bundle, predict
 from shoprec.kserve.process import running_predictor
 from shoprec.models.baselines import MostPop
-from shoprec.serving.predictor import MAX_INSTANCES, Query, answer, parse_v1
-from tests.registry.conftest import VOCAB
+from shoprec.serving.predictor import answer
+from shoprec.serving.requests import MAX_INSTANCES, Query, parse_v1
+from tests.registry.conftest import VOCAB, make_features, make_window_bundle
 
 
 def test_parse_v1_reads_instances_and_defaults_k():
@@ -84,6 +85,20 @@ def test_infra_check_rejects_a_bundle_that_loads_but_cannot_answer(tmp_path):
     assert not result.passed
     assert "answered HTTP 500" in result.reason
     assert result.failures[0].startswith("batch request answered HTTP 500")
+
+
+@pytest.mark.integration
+def test_the_predictor_refuses_a_model_reading_a_longer_window_than_its_features(tmp_path):
+    bundle = make_window_bundle(tmp_path / "sasrec-20", max_len=20)
+    features = make_features(tmp_path / "features", max_len=10)
+
+    with pytest.raises(InfraCheckError) as refused:
+        with running_predictor(["--model_dir", str(bundle), "--catalog", str(features)]):
+            pass
+
+    message = str(refused.value)
+    assert "exited" in message and "BundleError" in message
+    assert "max_len=20" in message and "max_len=10" in message and "rebuild the features" in message
 
 
 def wait_for(condition, timeout: float = 20.0) -> None:

@@ -1,4 +1,4 @@
-"""`shoprec serve` and `shoprec recommend` (single user, cart, batch) end to end."""
+"""`shoprec serve`, `shoprec recommend` (single user, cart, batch) and `shoprec demo` end to end."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ import pytest
 from click.testing import CliRunner
 
 from shoprec.cli import cli
+from shoprec.features import names as N
+from shoprec.home import Home
 from shoprec.kserve.process import free_port
 from shoprec.kserve.process import stop, wait_ready
+from shoprec.lifecycle.registry import Registry
 from tests.serving.conftest import predict
 
 pytestmark = pytest.mark.integration
@@ -70,3 +73,19 @@ def test_serve_starts_both_servers_and_stops_on_sigterm(demo):
         output = log.read()
     assert code == 0, output[-2000:]
     assert "stopped" in output
+
+
+def test_demo_builds_a_home_to_serve_and_says_what_next(tmp_path):
+    home = Home.at(tmp_path / "demo-home")
+
+    result = CliRunner().invoke(cli, ["demo", "--home", str(home.root), "--users", "6", "--epochs", "1"])
+
+    assert result.exit_code == 0, result.output
+    production = Registry.from_home(home).production()
+    assert production is not None and f"model {production} in production" in result.output
+    assert home.features_manifest.exists() and home.item_stats.exists()
+    assert home.feature_table(N.USER_STATS).exists() and home.feature_table(N.USER_RECENT_ITEMS).exists()
+    assert f"shoprec serve --home {home.root}" in result.output and "curl" in result.output
+
+    again = CliRunner().invoke(cli, ["demo", "--home", str(home.root)])
+    assert again.exit_code != 0 and "not empty" in str(again.exception)

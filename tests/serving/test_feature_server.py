@@ -10,14 +10,17 @@ import time
 
 import httpx
 
-from shoprec.features.store import FeatureStoreSettings, online_user_rows, open_store
+from shoprec.features.online import online_user_rows
+from shoprec.features.settings import FeatureStoreSettings
+from shoprec.features.store import open_store
 from shoprec.kserve.process import free_port
-from shoprec.serving.transformer import USER_FEATURE_REFS, FeastHTTPSource
+from shoprec.serving.feature_sources import USER_FEATURE_REFS, FeastHTTPSource
 
 SERVE = """
 import sys
 from feast.feature_server import start_server
-from shoprec.features.store import FeatureStoreSettings, open_store
+from shoprec.features.settings import FeatureStoreSettings
+from shoprec.features.store import open_store
 store = open_store(FeatureStoreSettings.from_env(sys.argv[1]))
 start_server(store, "127.0.0.1", int(sys.argv[2]), True, 1, 1000, 0, 0, 5, 60, "", "", False)
 """

@@ -11,19 +11,22 @@ import pytest
 from shoprec import schema as S
 from shoprec.serving.catalog import ItemCatalog, load_catalog
 from shoprec.serving.cold_start import FEATURES_UNAVAILABLE, fallback_items
-from shoprec.errors import DataSourceError, InvalidRequest
+from shoprec.errors import BundleError, DataSourceError, InvalidRequest
+from shoprec.features.tables import features_max_len
+from shoprec.lifecycle.registry import Registry
 from shoprec.models.inference import BundleRecommender
 from shoprec.serving.reasons import reason_indices
-from shoprec.serving.predictor import Query, answer, filtered_topk, parse_v1
-from shoprec.serving.transformer import (
+from shoprec.serving.predictor import LiveModel, answer, filtered_topk
+from shoprec.serving.requests import (
+    Query,
     TensorInput,
-    TransformerCore,
     UserQuery,
     parse_request_v1,
     parse_request_v2,
-    v2_outputs,
+    parse_v1,
 )
-from tests.registry.conftest import make_bundle
+from shoprec.serving.transformer import TransformerCore, v2_outputs
+from tests.registry.conftest import make_bundle, make_features, make_window_bundle
 
 
 @pytest.fixture
@@ -156,3 +159,49 @@ def test_catalog_from_feature_tables_and_items(tmp_path):
     assert catalog.trending() == ["b", "a"] and catalog.items_in("x") == ["a"]
     with pytest.raises(DataSourceError, match="item_stats.parquet not found"):
         load_catalog(tmp_path / "nowhere")
+
+
+def test_a_model_reading_a_longer_window_than_the_features_is_refused_at_load(tmp_path):
+    bundle = make_window_bundle(tmp_path / "sasrec-20", max_len=20)
+    window = features_max_len(make_features(tmp_path / "features", max_len=10))
+    assert window == 10
+
+    with pytest.raises(BundleError) as refused:
+        LiveModel(bundle_dir=bundle, features_max_len=window).load()
+
+    message = str(refused.value)
+    assert "max_len=20" in message and "max_len=10" in message
+    assert "rebuild the features with max_len=20" in message and "train the model with max_len=10" in message
+
+
+@pytest.mark.parametrize("model_len, features_len", [(10, 10), (5, 10), (20, None)],
+                         ids=["equal", "shorter", "no-features-window"])
+def test_a_model_whose_window_fits_the_features_loads(tmp_path, model_len, features_len):
+    live = LiveModel(bundle_dir=make_window_bundle(tmp_path / "sasrec", model_len), features_max_len=features_len)
+    assert live.load() == "sasrec"
+    assert live.predict_v1({"instances": [{"items": ["i1", "i2"], "k": 3}]})["predictions"][0]["items"]
+
+
+def test_a_model_without_a_window_loads_whatever_the_features_window(tmp_path):
+    assert LiveModel(bundle_dir=make_bundle(tmp_path / "markov", "markov1"), features_max_len=1).load() == "markov"
+
+
+def test_features_window_is_none_without_a_manifest(tmp_path):
+    assert features_max_len(tmp_path) is None
+
+
+def test_an_alias_switch_to_a_too_long_window_keeps_serving_the_old_version(tmp_path):
+    registry = Registry(tmp_path / "registry")
+    fits = registry.register(make_window_bundle(tmp_path / "b10", 10), metrics={}).version
+    too_long = registry.register(make_window_bundle(tmp_path / "b20", 20), metrics={}).version
+    registry.promote(too_long, reason="test")
+    with pytest.raises(BundleError, match="max_len=20"):  # nothing to fall back on: refused at start
+        LiveModel(registry=registry, features_max_len=10).load()
+
+    registry.promote(fits, reason="test")
+    live = LiveModel(registry=registry, features_max_len=10)
+    assert live.load() == fits
+    registry.promote(too_long, reason="test")
+    with pytest.raises(BundleError, match="max_len=10"):  # the poll loop logs this and goes on
+        live.refresh()
+    assert live.version == fits

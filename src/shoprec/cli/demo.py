@@ -10,7 +10,8 @@ from pathlib import Path
 
 from shoprec.models.bundle import save_bundle
 from shoprec.data.dataset import EventData
-from shoprec.features.store import FeatureStoreSettings, apply_definitions, materialize
+from shoprec.features.settings import FeatureStoreSettings
+from shoprec.features.store import apply_definitions, materialize
 from shoprec.features.tables import build_feature_tables
 from shoprec.home import Home
 from shoprec.lifecycle.registry import Registry

@@ -8,9 +8,6 @@ from pathlib import Path
 
 from shoprec.data.validation import ValidationReport
 
-REPORT_JSON = "validation_report.json"
-REPORT_MARKDOWN = "validation_report.md"
-
 
 @dataclass(frozen=True)
 class ReportPaths:
@@ -18,24 +15,13 @@ class ReportPaths:
     markdown: Path
 
 
-def write_report(report: ValidationReport, directory: str | Path) -> ReportPaths:
-    """Write `validation_report.json` and `validation_report.md` into `directory`."""
-    out = Path(directory)
-    return write_report_files(report, ReportPaths(out / REPORT_JSON, out / REPORT_MARKDOWN))
-
-
 def write_report_files(report: ValidationReport, paths: ReportPaths) -> ReportPaths:
-    """Write the report's JSON and Markdown to the given paths (pipeline artifacts name their own)."""
+    """Write the report's JSON and Markdown to the given paths (each caller names its own)."""
     for path in (paths.json, paths.markdown):
         path.parent.mkdir(parents=True, exist_ok=True)
     paths.json.write_text(json.dumps(report.to_dict(), indent=2, default=str))
     paths.markdown.write_text(render_markdown(report))
     return paths
-
-
-def read_report_json(path: str | Path) -> dict:
-    """The JSON report as a dict (for summaries after a run)."""
-    return json.loads(Path(path).read_text())
 
 
 def render_markdown(report: ValidationReport) -> str:

@@ -1,17 +1,96 @@
 """Splits as pure functions of per-user sequences: leave-one-out for benchmarks, a global
 temporal cut for the production pipeline. Every split yields training sequences and two
-evaluation sets (validation for early stopping, test for the reported figures)."""
+evaluation sets (validation for early stopping, test for the reported figures).
+
+A `SplitSpec` says which split to make (`make_split`); the `Split` made records the spec
+resolved (a temporal cut's default cutoff filled in), which bundles keep so that evaluation
+and the promotion gate reproduce exactly the split a model was trained on."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from shoprec import schema as S
+from shoprec.data.dataset import EventData
 from shoprec.errors import DataSourceError
 from shoprec.sequences import ItemVocab, Sequences, build_sequences
+
+SplitKind = Literal["leave-one-out", "temporal"]
+SPLIT_KINDS: tuple[str, ...] = ("leave-one-out", "temporal")
+# Without a given cutoff, a temporal split tests on the newest 10% of the events.
+TEMPORAL_TEST_SHARE = 0.1
+
+
+def _utc(stamp: Any) -> pd.Timestamp:
+    """A timestamp in UTC (a naive one is taken to be UTC already)."""
+    stamp = pd.Timestamp(stamp)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """Which split to make.
+
+    kind: "leave-one-out" (benchmarks) or "temporal" (the pipeline: a global time cut).
+    cutoff: temporal only: the cut, a UTC timestamp (strings and naive times are taken as UTC);
+    None = the time before which 90% of the events happened, resolved when the split is made
+    (the `Split` then records the resolved spec). validation_users / seed: leave-one-out only:
+    validate a fixed random sample (drawn with `seed`) of this many users and train on everyone
+    else's second-last item too; None = validate every user with 3+ items (`leave_one_out`)."""
+
+    kind: SplitKind = "leave-one-out"
+    cutoff: pd.Timestamp | None = None
+    validation_users: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in SPLIT_KINDS:
+            raise DataSourceError(f"unknown split {self.kind!r}: use 'leave-one-out' or 'temporal'")
+        given = self.cutoff
+        cutoff = None if given is None or (isinstance(given, str) and not given.strip()) else _utc(given)
+        if cutoff is not None and self.kind != "temporal":
+            raise DataSourceError(f"a cutoff ({given}) only applies to a temporal split, not {self.kind}")
+        object.__setattr__(self, "cutoff", cutoff)  # '' (a pipeline parameter's "none") is None
+        if self.validation_users is not None and self.kind != "leave-one-out":
+            raise DataSourceError(f"validation_users only applies to a leave-one-out split, not {self.kind}")
+
+    @property
+    def label(self) -> str:
+        """The short name reports and the gate window show: "leave-one-out", "temporal@<iso cutoff>"
+        (the form bundles recorded before the spec), or "temporal" while the cutoff is unresolved."""
+        if self.kind == "temporal" and self.cutoff is not None:
+            return f"temporal@{self.cutoff.isoformat()}"
+        return self.kind
+
+    def describe(self) -> str:
+        """One line for reports and model cards."""
+        if self.kind == "temporal":
+            cut = self.cutoff.isoformat() if self.cutoff is not None else \
+                f"the {1 - TEMPORAL_TEST_SHARE:.0%} time quantile of the events"
+            return f"temporal, cut at {cut}"
+        if self.validation_users is None:
+            return "leave-one-out (every user with 3+ items validated)"
+        return f"leave-one-out ({self.validation_users} sampled users validated, seed {self.seed})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: {"kind", "cutoff" (ISO 8601 or None), "validation_users", "seed"}."""
+        return {"kind": self.kind, "cutoff": None if self.cutoff is None else self.cutoff.isoformat(),
+                "validation_users": self.validation_users, "seed": self.seed}
+
+    @staticmethod
+    def from_dict(value: Mapping[str, Any] | str | None) -> "SplitSpec":
+        """The inverse of `to_dict`; also the string forms bundles recorded before the spec
+        ("leave-one-out", "temporal@<iso cutoff>") and nothing recorded (None or '': leave-one-out)."""
+        if value is None or isinstance(value, str):
+            kind, _, cutoff = (value or "leave-one-out").partition("@")
+            return SplitSpec(kind, cutoff or None)  # type: ignore[arg-type]
+        return SplitSpec(value.get("kind", "leave-one-out"), value.get("cutoff"),
+                         value.get("validation_users"), int(value.get("seed", 0)))
 
 
 @dataclass
@@ -34,7 +113,13 @@ class Split:
     train: list[np.ndarray]
     valid: EvalSet
     test: EvalSet
-    kind: str
+    spec: SplitSpec  # the split as made: a temporal cutoff is always resolved here
+
+    @property
+    def kind(self) -> str:
+        """The spec's label ("leave-one-out" or "temporal@<iso cutoff>"), as reports and the
+        gate window show it."""
+        return self.spec.label
 
 
 def _eval_set(users: list, histories: list[np.ndarray], targets: list[int]) -> EvalSet:
@@ -71,7 +156,8 @@ def leave_one_out(sequences: Sequences, validation_users: int | None = None, see
             train.append(seq[:1])
         if n >= 2:
             tu.append(user), th.append(seq[:-1]), tt.append(int(seq[-1]))
-    return Split(train, _eval_set(vu, vh, vt), _eval_set(tu, th, tt), "leave-one-out")
+    return Split(train, _eval_set(vu, vh, vt), _eval_set(tu, th, tt),
+                 SplitSpec("leave-one-out", validation_users=validation_users, seed=seed))
 
 
 def temporal_split(events: pd.DataFrame, vocab: ItemVocab, cutoff: pd.Timestamp) -> Split:
@@ -80,8 +166,8 @@ def temporal_split(events: pd.DataFrame, vocab: ItemVocab, cutoff: pd.Timestamp)
     training sequences are everything before the cut minus that validation item."""
     if S.TIMESTAMP not in events:
         raise DataSourceError(f"a temporal split needs a '{S.TIMESTAMP}' column")
-    stamp = pd.Timestamp(cutoff)
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
+    spec = SplitSpec("temporal", cutoff)
+    stamp = spec.cutoff
     before = build_sequences(events[events[S.TIMESTAMP] < stamp], vocab)
     after = build_sequences(events[events[S.TIMESTAMP] >= stamp], vocab)
     if len(before) == 0:
@@ -97,4 +183,30 @@ def temporal_split(events: pd.DataFrame, vocab: ItemVocab, cutoff: pd.Timestamp)
     for user, seq in zip(after.users, after.items):
         tu.append(user), th.append(history_of.get(user, np.zeros(0, dtype=np.int64)))
         tt.append(int(seq[0]))
-    return Split(train, _eval_set(vu, vh, vt), _eval_set(tu, th, tt), f"temporal@{stamp.isoformat()}")
+    return Split(train, _eval_set(vu, vh, vt), _eval_set(tu, th, tt), spec)
+
+
+def temporal_cutoff(events: pd.DataFrame, test_share: float = TEMPORAL_TEST_SHARE) -> pd.Timestamp:
+    """The default temporal cut: the time before which 1 - `test_share` of the events happened."""
+    return pd.to_datetime(events[S.TIMESTAMP], utc=True).quantile(1.0 - test_share)
+
+
+def make_split(events: pd.DataFrame, vocab: ItemVocab, spec: SplitSpec) -> Split:
+    """The split `spec` asks for; the `Split` records the spec resolved (a temporal split
+    without a cutoff gets `temporal_cutoff` of these events)."""
+    if spec.kind == "leave-one-out":
+        return leave_one_out(build_sequences(events, vocab), spec.validation_users, spec.seed)
+    if S.TIMESTAMP not in events:
+        raise DataSourceError(f"a temporal split needs a '{S.TIMESTAMP}' column")
+    cutoff = spec.cutoff if spec.cutoff is not None else temporal_cutoff(events)
+    return replace(temporal_split(events, vocab, cutoff), spec=replace(spec, cutoff=cutoff))
+
+
+def events_for_training(data: EventData, training_set: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The events to learn from: the point-in-time training set from Feast when given (it
+    must carry user_id, item_id and timestamp, like the canonical events), else the events."""
+    frame = data.events if training_set is None else training_set
+    missing = [c for c in (S.USER_ID, S.ITEM_ID, S.TIMESTAMP) if c not in frame]
+    if missing:
+        raise DataSourceError(f"training frame lacks column(s) {missing}; has {list(frame.columns)}")
+    return frame

@@ -20,15 +20,8 @@ FEATURE_TIMESTAMP: Final = "event_timestamp"
 FEATURES_DIR_ENV: Final = "SHOPREC_FEATURES_DIR"
 FEATURE_REPO_ENV: Final = "SHOPREC_FEATURE_REPO"
 
-# --- tables (file names under Home.features) --------------------------------------------------
-USER_STATS: Final = "user_stats"
-ITEM_STATS: Final = "item_stats"
-USER_RECENT_ITEMS: Final = "user_recent_items"
-TABLE_FILES: Final[dict[str, str]] = {
-    USER_STATS: "user_stats.parquet",
-    ITEM_STATS: "item_stats.parquet",
-    USER_RECENT_ITEMS: "user_recent_items.parquet",
-}
+# --- tables (file names under Home.features): defined in schema, below Home and this room ------
+from shoprec.schema import ITEM_STATS, TABLE_FILES, USER_RECENT_ITEMS, USER_STATS  # noqa: E402, F401
 PUSH_SOURCE: Final = "user_recent_items_push"
 FEATURE_SERVICE: Final = "recommender_v1"
 

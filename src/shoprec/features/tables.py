@@ -117,6 +117,20 @@ def build_features(
     return tables
 
 
+def features_max_len(features_dir: str | Path) -> int | None:
+    """The window (`max_len`) the feature tables in `features_dir` were built with, from their
+    features.json: how many recent item ids `user_recent_items` keeps per user. None when the
+    folder has no manifest or the manifest records no window."""
+    manifest = Path(features_dir) / FEATURES_MANIFEST
+    if not manifest.is_file():
+        return None
+    try:
+        value = json.loads(manifest.read_text()).get("max_len")
+    except (ValueError, AttributeError) as exc:
+        raise FeatureTableError(f"feature manifest {manifest} is not a JSON object: {exc}") from exc
+    return None if value is None else int(value)
+
+
 # --- the tables -----------------------------------------------------------------------------
 
 

@@ -185,6 +185,8 @@ def train_with_pytorch_job(
 
 def bundle_summary(bundle: str | Path) -> tuple[dict[str, float], dict[str, Any]]:
     """(metrics to log, model metadata) from a bundle folder, as the in-pod train step logs them."""
+    from shoprec.evaluation.splits import SplitSpec
+
     root = Path(bundle)
     config = json.loads((root / "config.json").read_text())
     report = json.loads((root / "metrics.json").read_text())
@@ -201,7 +203,8 @@ def bundle_summary(bundle: str | Path) -> tuple[dict[str, float], dict[str, Any]
     metadata = {
         "framework": "pytorch", "kind": config["kind"], "weights_sha256": config["weights_sha256"],
         "snapshot_id": config.get("snapshot_id"), "feature_service": config.get("feature_service"),
-        "device": train.get("device", ""), "split": config.get("training", {}).get("split", ""),
+        "device": train.get("device", ""),
+        "split": SplitSpec.from_dict(config.get("training", {}).get("split")).label,
         "training_rows": 0,
     }
     return logged, metadata

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shoprec.evaluation.splits import SplitSpec
 from shoprec.lifecycle.gate import Check, Policy, PromotionDecision, gate_bundle
 from shoprec.lifecycle.window import newest_window
 from shoprec.models.bundle import load_bundle
@@ -39,7 +40,7 @@ def run_promotion(candidate_dir: str | Path, data_dir: str | Path, registry: Any
     candidate_dir = Path(candidate_dir)
     config = load_bundle(candidate_dir).config  # refuses a bundle whose weights fail their sha256
     data = EventData.read(data_dir)
-    window = newest_window(data.events, data.items, str(config.get("training", {}).get("split", "")))
+    window = newest_window(data.events, data.items, SplitSpec.from_dict(config.get("training", {}).get("split")))
     champion = registry.production()
     champion_dir = registry.bundle_dir(champion) if champion else None
     decision = gate_bundle(candidate_dir, window, champion_dir, policy,

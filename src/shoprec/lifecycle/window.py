@@ -16,11 +16,11 @@ import pandas as pd
 from shoprec.errors import GateError
 from shoprec.evaluation import metrics as M
 from shoprec.evaluation.evaluate import rank_targets
-from shoprec.evaluation.splits import EvalSet, Split, leave_one_out, temporal_split
+from shoprec.evaluation.splits import EvalSet, Split, SplitSpec, make_split
 from shoprec.models.base import Recommender as Model
 from shoprec.models.baselines import BuyAgain, Markov1, MostPop
 from shoprec.models.bundle import load_bundle
-from shoprec.sequences import ItemVocab, build_sequences, build_vocab
+from shoprec.sequences import ItemVocab, build_vocab
 
 
 # --- the evaluation window ---------------------------------------------------------------
@@ -74,15 +74,12 @@ class GateWindow:
         )
 
 
-def newest_window(events: pd.DataFrame, items: pd.DataFrame | None, split_kind: str) -> GateWindow:
-    """The evaluation window matching how the candidate was trained: for a temporal split
-    ("temporal@<cutoff>", as bundles record it) every user's first item at or after the cutoff;
-    otherwise the leave-one-out test set (each user's newest item)."""
+def newest_window(events: pd.DataFrame, items: pd.DataFrame | None, spec: SplitSpec) -> GateWindow:
+    """The evaluation window matching how the candidate was trained (the spec its bundle records,
+    `SplitSpec.from_dict`): for a temporal split every user's first item at or after the cutoff;
+    for leave-one-out the test set (each user's newest item)."""
     vocab = build_vocab(events, items)
-    if split_kind.startswith("temporal@"):
-        split = temporal_split(events, vocab, pd.Timestamp(split_kind.split("@", 1)[1]))
-    else:
-        split = leave_one_out(build_sequences(events, vocab))
+    split = make_split(events, vocab, spec)
     if len(split.test) == 0:
         raise GateError(f"the evaluation window ({split.kind}) holds no users")
     return GateWindow.from_split(split, vocab)

@@ -2,8 +2,10 @@
 
     model.safetensors   the weights (safetensors only: no pickle is ever loaded)
     weights.sha256      "<sha256>  model.safetensors" (also in config.json); checked on load
-    config.json         model kind and constructor arguments, seen-items policy, Feast
-                        feature service, training-data snapshot id, training facts
+    config.json         model kind and constructor arguments, the model's window (max_len,
+                        when it has one), seen-items policy, Feast feature service,
+                        training-data snapshot id, training facts (among them "split":
+                        the SplitSpec dict that evaluation and the gate reproduce)
     items.json          the item vocabulary (index i+1 <-> item id)
     metrics.json        test metrics of the model and of every baseline, with intervals
     MODEL_CARD.md       data, metrics against the baselines, segments, intended use
@@ -60,6 +62,13 @@ class Bundle:
     def exclude_seen(self) -> bool:
         return bool(self.config["exclude_seen"])
 
+    @property
+    def max_len(self) -> int | None:
+        """The model's window: how many newest history items it reads (None: no window, as
+        for the baselines). Recorded in config.json; older bundles have it in model_config."""
+        value = self.config.get("max_len", self.config.get("model_config", {}).get("max_len"))
+        return None if value is None else int(value)
+
 
 def save_bundle(
     directory: str | Path,
@@ -80,9 +89,10 @@ def save_bundle(
     save_file(state, str(out / WEIGHTS_FILE), metadata={"kind": model.kind})
     digest = sha256_of(out / WEIGHTS_FILE)
     (out / SHA_FILE).write_text(f"{digest}  {WEIGHTS_FILE}\n")
+    model_config = model.config()
     config = {
         "kind": model.kind,
-        "model_config": model.config(),
+        "model_config": model_config,
         "exclude_seen": exclude_seen,
         "feature_service": feature_service,
         "snapshot_id": snapshot_id,
@@ -91,6 +101,8 @@ def save_bundle(
         "shoprec_version": __version__,
         "training": training or {},
     }
+    if model_config.get("max_len") is not None:
+        config["max_len"] = int(model_config["max_len"])  # the window serving checks features against
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
     vocab.write(out / VOCAB_FILE)
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=str))

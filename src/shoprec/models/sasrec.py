@@ -3,10 +3,10 @@ cross-entropy over all items (Klenitskiy & Vasilev 2023: "Turning Dross Into Gol
 BERT4Rec really better than SASRec?"), with optional item-side features fused into the item
 embedding so that items with few or no interactions still get a useful vector.
 
-CPU speed choices, measured on the 2-core machine (see ../shared/NOTES.md beside the checkout): the output
-layer is scored only at real (non-padding) positions and in row chunks, in a custom autograd
-function that never holds the float32 score matrix and keeps the bf16 softmax for the
-backward pass where it fits, attention is
+CPU speed choices, measured on the 2-core machine (figures in benchmarks/RESULTS.md, "What
+made an epoch faster"): the output layer is scored only at real (non-padding) positions and
+in row chunks, in a custom autograd function that never holds the float32 score matrix and
+keeps the bf16 softmax for the backward pass where it fits, attention is
 `scaled_dot_product_attention` at inference and three batched products in training (see
 `attend`), dropout masks come from NumPy bytes (`FastDropout`), and the caller may run the
 whole model under bf16 autocast.

@@ -2,10 +2,13 @@
 
     <home>/reports/monitoring/
         reference/            the training window, saved once by the training pipeline's
-                              `monitor` step (events, items, popularity, model predictions)
+                              `monitor` step (see reference.py)
         <run id>/             one folder per run: <kind>.html + <kind>.json per report, run.json
         trigger_state.json    the trigger's cool-down memory (see trigger.py)
     <home>/reports/index.html the index of every report (see index.py)
+
+The quality report is quality.py's; MonitoringSettings lives in settings.py and is importable
+from here too (the CLI and the KFP components take it from this module).
 """
 
 from __future__ import annotations
@@ -25,28 +28,9 @@ from shoprec.home import FEATURES_MANIFEST, Home
 from shoprec.monitoring import drift as D
 from shoprec.monitoring.drift import RUN_FILE
 from shoprec.monitoring import frames as F
-
-REFERENCE_FILE = "reference.json"
-DEFAULT_WINDOW_DAYS = 7.0
-QUALITY_METRICS = ("NDCG", "HitRate", "MRR", "RecallTopK", "PrecisionTopK")
-
-
-@dataclass
-class MonitoringSettings:
-    """What one check compares and how.
-
-    window_days: length of the current window (the reference window has the same length).
-    drift_share: share of drifted columns at which a report's verdict is dataset drift.
-    k: cut-off of the prediction and quality reports.
-    quality_drop: relative NDCG@k drop (reference -> current) that a quality report calls a drop.
-    max_rows: rows compared per side (see `drift.drift_report`).
-    """
-
-    window_days: float = DEFAULT_WINDOW_DAYS
-    drift_share: float = 0.5
-    k: int = 10
-    quality_drop: float = 0.2
-    max_rows: int | None = D.DEFAULT_MAX_ROWS
+from shoprec.monitoring.quality import quality_report
+from shoprec.monitoring.reference import Reference, load_reference, save_reference
+from shoprec.monitoring.settings import MonitoringSettings
 
 
 @dataclass
@@ -79,83 +63,6 @@ class MonitoringRun:
 
 def new_run_id(prefix: str = "drift") -> str:
     return f"{prefix}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S-%f')}"
-
-
-# --- the reference: the training window ------------------------------------------------------
-
-
-def save_reference(
-    home: Home,
-    data: EventData,
-    *,
-    end: pd.Timestamp | None = None,
-    bundle_dir: str | Path | None = None,
-    settings: MonitoringSettings | None = None,
-    keep_days: float = 90.0,
-    lineage: dict[str, Any] | None = None,
-) -> Path:
-    """Save the training window (events before `end`, default all) as the reference of later
-    checks: its last `keep_days` of events, the items, item popularity, and, given a model
-    bundle, the model's recommendations on the validation users with their targets."""
-    settings = settings or MonitoringSettings()
-    events = data.events
-    times = pd.to_datetime(events[S.TIMESTAMP], utc=True)
-    end = F.utc(end) if end is not None else times.max() + pd.Timedelta(seconds=1)
-    training = events[times < end]
-    if training.empty:
-        raise EmptyWindowError("reference (training) events", D.window_label(None, end))
-    kept = F.window_events(training, end - pd.Timedelta(days=keep_days), end)
-    out = home.monitoring_reference
-    out.mkdir(parents=True, exist_ok=True)
-    kept.to_parquet(out / S.EVENTS_FILE, index=False)
-    if data.items is not None:
-        data.items.to_parquet(out / S.ITEMS_FILE, index=False)
-    popularity = F.popularity_table(training)
-    popularity.to_parquet(out / "popularity.parquet", index=False)
-    facts: dict[str, Any] = {
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "start": pd.to_datetime(training[S.TIMESTAMP], utc=True).min().isoformat(),
-        "end": end.isoformat(), "events": int(len(training)), "kept_events": int(len(kept)),
-        "source": data.source, "snapshot_id": data.info.get("snapshot_id"), "k": settings.k,
-        "model": None, **(lineage or {}),
-    }
-    for stale in ("predictions.parquet", "quality.parquet"):
-        (out / stale).unlink(missing_ok=True)
-    if bundle_dir:
-        predictions, quality, fallback = F.model_reference(bundle_dir, training, data.items, popularity, settings.k)
-        predictions.to_parquet(out / "predictions.parquet", index=False)
-        quality.to_parquet(out / "quality.parquet", index=False)
-        facts.update({"model": str(bundle_dir), "fallback_rate": fallback})
-    (out / REFERENCE_FILE).write_text(json.dumps(facts, indent=2, default=str))
-    return out
-
-
-@dataclass
-class Reference:
-    events: pd.DataFrame
-    items: pd.DataFrame | None
-    popularity: pd.DataFrame
-    predictions: pd.DataFrame | None
-    quality: pd.DataFrame | None
-    facts: dict[str, Any]
-
-    @property
-    def end(self) -> pd.Timestamp:
-        return F.utc(self.facts["end"])
-
-
-def load_reference(home: Home) -> Reference:
-    """The saved reference; MonitoringError when the training pipeline has not saved one."""
-    folder = home.monitoring_reference
-    if not (folder / REFERENCE_FILE).exists():
-        raise MonitoringError(
-            f"no monitoring reference in {folder}: run the training pipeline (its `monitor` step "
-            f"saves the training window) or `shoprec drift --reference PATH`"
-        )
-    read = lambda name: pd.read_parquet(folder / name) if (folder / name).exists() else None  # noqa: E731
-    return Reference(read(S.EVENTS_FILE), read(S.ITEMS_FILE), read("popularity.parquet"),
-                     read("predictions.parquet"), read("quality.parquet"),
-                     json.loads((folder / REFERENCE_FILE).read_text()))
 
 
 # --- one check ---------------------------------------------------------------------------------
@@ -273,76 +180,6 @@ def check_event_schema(reference: pd.DataFrame, current: pd.DataFrame) -> None:
     extra = [c for c in current.columns if c not in reference.columns]
     if missing or extra:
         raise SchemaMismatchError("current events", missing, extra)
-
-
-def quality_report(
-    reference: pd.DataFrame, current: pd.DataFrame, *, run_id: str, out_dir: Path,
-    reference_window: str, current_window: str, settings: MonitoringSettings,
-) -> D.ReportSummary:
-    """Evidently's recsys metrics at k on both sides; verdict 'quality drop' when NDCG@k
-    fell by more than `settings.quality_drop` (relative)."""
-    ref_values, metrics = recsys_at_k(reference, settings.k), None
-    cur_values = recsys_at_k(current, settings.k)
-    quality = {
-        name: {"reference": ref_values[name], "current": cur_values[name],
-               "drop": _drop(ref_values[name], cur_values[name])}
-        for name in ref_values
-    }
-    metrics = _recsys_metrics(settings.k)
-    summary = D.drift_report(
-        reference, current, kind=D.QUALITY, report_id=f"{run_id}/{D.QUALITY}", out_dir=out_dir,
-        numerical=[], categorical=[], reference_window=reference_window, current_window=current_window,
-        metrics={"k": settings.k, "quality": quality, "users_current": int(current[F.QUALITY_USER].nunique())},
-        extra_metrics=metrics, data_definition_extra=_recsys_definition(),
-        summary_columns=[F.QUALITY_PREDICTION, F.QUALITY_TARGET], max_rows=None,
-    )
-    ndcg = quality[f"NDCG@{settings.k}"]["drop"]
-    if ndcg is not None and ndcg > settings.quality_drop:
-        summary.verdict = D.QUALITY_DROP
-        D.add_verdict_banner(out_dir / summary.html, summary)
-        summary.write(out_dir / f"{D.QUALITY}.json")
-    return summary
-
-
-def recsys_at_k(frame: pd.DataFrame, k: int) -> dict[str, float]:
-    """Evidently's NDCG, HitRate, MRR, Recall and Precision at k of one recsys frame."""
-    from evidently import Dataset, Report
-
-    definition = _recsys_definition_object()
-    result = Report(_recsys_metrics(k)).run(
-        current_data=Dataset.from_pandas(frame, data_definition=definition), reference_data=None).dict()
-    values: dict[str, float] = {}
-    for metric, name in zip(result["metrics"], QUALITY_METRICS):
-        # Each value is a curve over ranks 1..; the k-th point (position k-1) is the figure at k.
-        curve = list(metric["value"]["value"].values())
-        values[f"{name}@{k}"] = float(curve[min(k, len(curve)) - 1]) if curve else float("nan")
-    return values
-
-
-def _recsys_metrics(k: int) -> list[Any]:
-    from evidently.metrics import MRR, NDCG, HitRate, PrecisionTopK, RecallTopK
-
-    return [NDCG(k=k), HitRate(k=k), MRR(k=k), RecallTopK(k=k), PrecisionTopK(k=k)]
-
-
-def _recsys_definition() -> dict[str, Any]:
-    from evidently import Recsys
-
-    return {"ranking": [Recsys(user_id=F.QUALITY_USER, item_id=F.QUALITY_ITEM, target=F.QUALITY_TARGET,
-                               prediction=F.QUALITY_PREDICTION, recommendations_type="rank")]}
-
-
-def _recsys_definition_object() -> Any:
-    from evidently import DataDefinition
-
-    return DataDefinition(numerical_columns=[F.QUALITY_PREDICTION, F.QUALITY_TARGET],
-                          categorical_columns=[F.QUALITY_USER, F.QUALITY_ITEM], **_recsys_definition())
-
-
-def _drop(reference: float, current: float) -> float | None:
-    if not reference or reference != reference:
-        return None
-    return round((reference - current) / reference, 4)
 
 
 def _reference_label(reference: Reference) -> str:

@@ -13,8 +13,9 @@ import pandas as pd
 from shoprec import schema as S
 from shoprec.errors import DataSourceError
 from shoprec.models.inference import BundleRecommender
-from shoprec.serving.predictor import MAX_INSTANCES, answer, lineage, parse_v1
-from shoprec.serving.transformer import TransformerCore, UserQuery
+from shoprec.serving.predictor import answer, lineage
+from shoprec.serving.requests import MAX_INSTANCES, UserQuery, parse_v1
+from shoprec.serving.transformer import TransformerCore
 
 COLUMNS = [S.USER_ID, "rank", S.ITEM_ID, "score", "reason", "fallback", "model_version"]
 

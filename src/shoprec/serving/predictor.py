@@ -1,6 +1,7 @@
 """The library half of the predictor server (serving/predictor/ only adapts it to KServe):
-V1 request parsing with size bounds, answers through `shoprec.models.inference.Recommender`, and a
-`LiveModel` that serves a fixed bundle or follows a registry alias.
+answers to V1 requests (parsed and bounded by `shoprec.serving.requests`) through
+`shoprec.models.inference.BundleRecommender`, and a `LiveModel` that serves a fixed bundle or
+follows a registry alias.
 
 An instance may also carry `exclude` (item ids never to return), `category` (only items of it;
 needs an item catalogue) and `reasons` (true: each item also gets the history item that
@@ -12,6 +13,12 @@ names another version, the new bundle is loaded and verified completely, then on
 (version, recommender) is swapped. Requests always read that one reference, so each is answered
 wholly by the old model or wholly by the new one, none waits for a load, and a version that
 fails to load is logged and never served (the old one keeps answering).
+
+The window check: given the window of the feature tables the histories come from
+(`features_max_len`, from their features.json), a bundle whose model reads a longer window is
+refused at load (BundleError): the online store would only ever hand it the newest
+`features_max_len` items, so it would silently answer from shorter histories than it was
+trained on.
 """
 
 from __future__ import annotations
@@ -19,7 +26,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,114 +33,14 @@ import numpy as np
 import torch
 
 from shoprec.serving.catalog import ItemCatalog
-from shoprec.errors import InvalidRequest, RegistryError
-from shoprec.models.inference import MAX_HISTORY, MAX_K, BundleRecommender
+from shoprec.errors import BundleError, InvalidRequest, RegistryError
+from shoprec.models.inference import MAX_HISTORY, BundleRecommender
 from shoprec.models.base import mask_seen
 from shoprec.serving.reasons import reason_indices
+from shoprec.serving.requests import Query, parse_v1
 from shoprec.lifecycle.registry import PRODUCTION, Registry
 
 logger = logging.getLogger(__name__)
-
-MAX_INSTANCES = 256  # users per request: bounds memory and latency of one call
-MAX_ITEM_ID_CHARS = 256
-MAX_EXCLUDE = 1_000
-INSTANCE_FIELDS = ("items", "k", "exclude", "category", "reasons")
-
-
-@dataclass(frozen=True)
-class Query:
-    """One V1 instance: a user's item ids (oldest first) and how many items to return."""
-
-    history: tuple[str, ...]
-    k: int = 10
-    exclude: tuple[str, ...] = ()
-    category: str | None = None
-    reasons: bool = False
-
-    @property
-    def plain(self) -> bool:
-        """No filter: answered by `BundleRecommender.recommend_batch` itself."""
-        return not self.exclude and self.category is None
-
-
-def v1_instances(payload: Any, example: str, fields: Sequence[str],
-                 strict_top_level: bool = False) -> list[tuple[str, dict[str, Any]]]:
-    """The checked `instances` of a V1 body as (where, instance) pairs.
-
-    Checks what every V1 endpoint shares: a JSON object, a non-empty `instances` list of at
-    most MAX_INSTANCES objects holding only `fields`. `example` is one instance as the error
-    messages show it; InvalidRequest names the fault."""
-    if isinstance(payload, (bytes, str)):
-        raise InvalidRequest("the body was not read as JSON: send it with Content-Type: application/json")
-    if not isinstance(payload, dict) or "instances" not in payload:
-        raise InvalidRequest(f'expected a JSON object with "instances": [{example}]')
-    unknown = sorted(set(payload) - {"instances"})
-    if strict_top_level and unknown:
-        raise InvalidRequest(f"unknown top-level field(s) {unknown}; allowed: instances")
-    instances = payload["instances"]
-    if not isinstance(instances, list) or not instances:
-        raise InvalidRequest('"instances" must be a non-empty list')
-    if len(instances) > MAX_INSTANCES:
-        raise InvalidRequest(f'"instances" holds {len(instances)} entries; at most {MAX_INSTANCES} per request')
-    checked = []
-    for n, instance in enumerate(instances):
-        where = f"instances[{n}]"
-        if not isinstance(instance, dict):
-            raise InvalidRequest(f"{where} must be an object like {example}")
-        unknown = sorted(set(instance) - set(fields))
-        if unknown:
-            raise InvalidRequest(f"{where} has unknown field(s) {unknown}; allowed: {', '.join(fields)}")
-        checked.append((where, instance))
-    return checked
-
-
-def parse_v1(payload: Any) -> list[Query]:
-    """`{"instances": [{"items": [...], "k": 10}, ...]}` -> queries; InvalidRequest names the fault."""
-    queries = []
-    for where, instance in v1_instances(payload, '{"items": ["i1", "i2"], "k": 10}', INSTANCE_FIELDS):
-        items = instance.get("items")
-        if not isinstance(items, list):
-            raise InvalidRequest(f'{where}.items must be a list of item ids')
-        if len(items) > MAX_HISTORY:
-            raise InvalidRequest(f"{where}.items holds {len(items)} ids; at most {MAX_HISTORY}")
-        for m, item in enumerate(items):
-            if isinstance(item, bool) or not isinstance(item, (str, int)):
-                raise InvalidRequest(f"{where}.items[{m}] must be a string or integer item id, "
-                                     f"got {type(item).__name__}")
-            if len(str(item)) > MAX_ITEM_ID_CHARS:
-                raise InvalidRequest(f"{where}.items[{m}] is longer than {MAX_ITEM_ID_CHARS} characters")
-        k = instance.get("k", 10)
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-            raise InvalidRequest(f"{where}.k must be an integer between 1 and {MAX_K}, got {k!r}")
-        exclude = item_id_list(instance.get("exclude", []), f"{where}.exclude", MAX_EXCLUDE)
-        category = optional_category(instance.get("category"), f"{where}.category")
-        reasons = instance.get("reasons", False)
-        if not isinstance(reasons, bool):
-            raise InvalidRequest(f"{where}.reasons must be true or false, got {reasons!r}")
-        queries.append(Query(tuple(str(i) for i in items), k, exclude, category, reasons))
-    return queries
-
-
-def item_id_list(value: Any, where: str, limit: int) -> tuple[str, ...]:
-    """A list of item ids (strings or integers) of at most `limit` entries, as text."""
-    if not isinstance(value, list):
-        raise InvalidRequest(f"{where} must be a list of item ids")
-    if len(value) > limit:
-        raise InvalidRequest(f"{where} holds {len(value)} ids; at most {limit}")
-    for m, item in enumerate(value):
-        if isinstance(item, bool) or not isinstance(item, (str, int)):
-            raise InvalidRequest(f"{where}[{m}] must be a string or integer item id, got {type(item).__name__}")
-        if len(str(item)) > MAX_ITEM_ID_CHARS:
-            raise InvalidRequest(f"{where}[{m}] is longer than {MAX_ITEM_ID_CHARS} characters")
-    return tuple(str(i) for i in value)
-
-
-def optional_category(value: Any, where: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value or len(value) > MAX_ITEM_ID_CHARS:
-        raise InvalidRequest(f"{where} must be a non-empty string of at most {MAX_ITEM_ID_CHARS} characters")
-    return value
 
 
 def answer(recommender: BundleRecommender, queries: Sequence[Query],
@@ -218,12 +124,15 @@ class LiveModel:
 
     def __init__(self, *, bundle_dir: str | Path | None = None, registry: Registry | None = None,
                  alias: str = PRODUCTION, poll_seconds: float = 1.0,
-                 catalog: ItemCatalog | None = None) -> None:
+                 catalog: ItemCatalog | None = None, features_max_len: int | None = None) -> None:
+        """features_max_len: the window of the feature tables the users' histories come from
+        (`shoprec.features.tables.features_max_len`); a bundle reading a longer one is refused."""
         if (bundle_dir is None) == (registry is None):
             raise ValueError("give exactly one of bundle_dir (a fixed bundle) or registry (follow an alias)")
         self.bundle_dir = Path(bundle_dir) if bundle_dir is not None else None
         self.registry, self.alias, self.poll_seconds = registry, alias, poll_seconds
         self.catalog = catalog
+        self.features_max_len = features_max_len
         self._current: tuple[str, BundleRecommender] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -231,7 +140,8 @@ class LiveModel:
     def load(self) -> str:
         """Load the bundle (or the alias's version) now; returns the version served."""
         if self.bundle_dir is not None:
-            self._current = (self.bundle_dir.name, BundleRecommender.from_bundle(self.bundle_dir))
+            recommender = self.check_window(BundleRecommender.from_bundle(self.bundle_dir), str(self.bundle_dir))
+            self._current = (self.bundle_dir.name, recommender)
         else:
             self.refresh()
             if self._current is None:
@@ -251,9 +161,22 @@ class LiveModel:
         if pointer is None or (self._current is not None and pointer.version == self._current[0]):
             return False
         recommender = self.registry.load(pointer.version)  # fully loaded and verified first
+        self.check_window(recommender, f"{self.alias} version {pointer.version}")
         self._current = (pointer.version, recommender)  # one reference swap: atomic for readers
         logger.info("now serving %s version %s", self.alias, pointer.version)
         return True
+
+    def check_window(self, recommender: BundleRecommender, what: str) -> BundleRecommender:
+        """The recommender, unless its model reads a longer window than the feature tables keep:
+        then BundleError saying both windows and what to do."""
+        model_len, features_len = recommender.bundle.max_len, self.features_max_len
+        if model_len is not None and features_len is not None and model_len > features_len:
+            raise BundleError(
+                f"model bundle {what} reads the newest max_len={model_len} history items, but the "
+                f"feature tables keep only max_len={features_len} recent items per user: rebuild the "
+                f"features with max_len={model_len}, or train the model with max_len={features_len}; "
+                f"refusing to serve it")
+        return recommender
 
     def start_polling(self) -> None:
         """Follow the alias in a daemon thread (no-op for a fixed bundle)."""

@@ -1,9 +1,10 @@
 """The library half of the transformer (serving/transformer only adapts it to KServe).
 
-Per request: parse (V1 dicts or V2 tensors) -> read the users' online features from Feast with
-a timeout -> plan each instance (model, or which cold-start fallback) -> the predictor payload
--> merge the predictor's answer with fallbacks, item metadata, reasons and lineage -> append
-the prediction log. A Feast that is slow or down never fails a request: after `timeout_s` the
+Per request: parse (V1 dicts or V2 tensors: `shoprec.serving.requests`) -> read the users'
+online features from Feast with a timeout (`shoprec.serving.feature_sources`) -> plan each
+instance (model, or which cold-start fallback) -> the predictor payload -> merge the
+predictor's answer with fallbacks, item metadata, reasons and lineage -> append the
+prediction log. A Feast that is slow or down never fails a request: after `timeout_s` the
 users get fallback answers with `fallback: "features_unavailable"`.
 
 Instance fields (V1): exactly one of `user_id` (a shopper: history from Feast) or `items` (a
@@ -13,223 +14,26 @@ cart or an anonymous session: "bought together"); optional `k` (1..1000, default
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from shoprec import schema as S
 from shoprec.serving.catalog import TITLE, ItemCatalog
 from shoprec.serving.cold_start import EMPTY_HISTORY, FEATURES_UNAVAILABLE, UNKNOWN_USER, fallback_items
-from shoprec.errors import FeatureStoreError, InvalidRequest
 from shoprec.features import names as N
-from shoprec.features.store import MISSING_FLAG, FeatureStoreSettings
-from shoprec.models.inference import MAX_HISTORY, MAX_K
+from shoprec.features.online import MISSING_FLAG
+from shoprec.models.inference import MAX_HISTORY
+from shoprec.serving.feature_sources import FeatureSource, read_features
 from shoprec.serving.prediction_log import PredictionLog, PredictionRecord, hash_user
-from shoprec.serving.predictor import (MAX_EXCLUDE, MAX_INSTANCES, MAX_ITEM_ID_CHARS, item_id_list,
-                             optional_category, v1_instances)
+from shoprec.serving.requests import UserQuery
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_FEATURE_TIMEOUT_S = 0.050
-REQUEST_FIELDS = ("user_id", "items", "k", "exclude", "category")
-# The user features of `recommender_v1` that serving reads (the item view is keyed by item).
-USER_FEATURE_REFS: tuple[str, ...] = tuple(
-    [f"{N.USER_STATS}:{name}" for name in N.USER_STATS_FEATURES]
-    + [f"{N.USER_RECENT_ITEMS}:{N.RECENT_ITEMS}"]
-)
 HEADER_PREFIX = "x-shoprec-"
-
-
-@dataclass(frozen=True)
-class UserQuery:
-    """One request instance: a user (history from Feast) or a list of items (a cart)."""
-
-    user_id: str | None
-    items: tuple[str, ...] | None
-    k: int = 10
-    exclude: tuple[str, ...] = ()
-    category: str | None = None
-
-    @property
-    def kind(self) -> str:
-        return "user" if self.user_id is not None else "items"
-
-
-# --- parsing ----------------------------------------------------------------------------------
-
-
-def _user_id(value: Any, where: str) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value) == "":
-        raise InvalidRequest(f"{where} must be a non-empty string or integer user id, got {value!r}")
-    if len(str(value)) > MAX_ITEM_ID_CHARS:
-        raise InvalidRequest(f"{where} is longer than {MAX_ITEM_ID_CHARS} characters")
-    return str(value)
-
-
-def _k(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_K:
-        raise InvalidRequest(f"{where} must be an integer between 1 and {MAX_K}, got {value!r}")
-    return value
-
-
-def parse_request_v1(payload: Any) -> list[UserQuery]:
-    """`{"instances": [{"user_id": "u1", "k": 10}, {"items": ["i1"], "exclude": [...]}]}`."""
-    queries = []
-    for where, instance in v1_instances(payload, '{"user_id": "u1", "k": 10}', REQUEST_FIELDS,
-                                        strict_top_level=True):
-        if ("user_id" in instance) == ("items" in instance):
-            raise InvalidRequest(f"{where} needs exactly one of user_id (a shopper) or items (a cart)")
-        user = _user_id(instance["user_id"], f"{where}.user_id") if "user_id" in instance else None
-        items = item_id_list(instance["items"], f"{where}.items", MAX_HISTORY) if "items" in instance else None
-        queries.append(UserQuery(
-            user, items, _k(instance.get("k", 10), f"{where}.k"),
-            item_id_list(instance.get("exclude", []), f"{where}.exclude", MAX_EXCLUDE),
-            optional_category(instance.get("category"), f"{where}.category"),
-        ))
-    return queries
-
-
-@dataclass(frozen=True)
-class TensorInput:
-    """A V2 input as plain values (the adapter converts KServe's InferInput)."""
-
-    name: str
-    datatype: str
-    shape: list[int]
-    data: list[Any]
-
-
-def parse_request_v2(inputs: Sequence[TensorInput]) -> list[UserQuery]:
-    """Open Inference Protocol inputs `user_id` (BYTES, [n]) and optional `k` (INT32, [1] or [n])."""
-    by_name: dict[str, TensorInput] = {}
-    for tensor in inputs:
-        if tensor.name not in ("user_id", "k"):
-            raise InvalidRequest(f"unknown input '{tensor.name}'; inputs are user_id (BYTES) and k (INT32)")
-        by_name[tensor.name] = tensor
-    if "user_id" not in by_name:
-        raise InvalidRequest("input 'user_id' (BYTES, shape [n]) is required")
-    users_in = by_name["user_id"]
-    if users_in.datatype != "BYTES":
-        raise InvalidRequest(f"input 'user_id' must have datatype BYTES, got {users_in.datatype}")
-    users = [u.decode() if isinstance(u, bytes) else u for u in _flat(users_in.data)]
-    if not users:
-        raise InvalidRequest("input 'user_id' holds no user ids")
-    if len(users) > MAX_INSTANCES:
-        raise InvalidRequest(f"input 'user_id' holds {len(users)} ids; at most {MAX_INSTANCES} per request")
-    ks: list[Any] = [10] * len(users)
-    if "k" in by_name:
-        k_in = by_name["k"]
-        if k_in.datatype not in ("INT32", "INT64"):
-            raise InvalidRequest(f"input 'k' must have datatype INT32, got {k_in.datatype}")
-        values = _flat(k_in.data)
-        if len(values) == 1:
-            ks = values * len(users)
-        elif len(values) == len(users):
-            ks = values
-        else:
-            raise InvalidRequest(f"input 'k' must hold 1 value or one per user ({len(users)}), got {len(values)}")
-    return [UserQuery(_user_id(u, f"user_id[{n}]"), None, _k(int(k) if isinstance(k, float) and k.is_integer() else k, f"k[{n}]"))
-            for n, (u, k) in enumerate(zip(users, ks))]
-
-
-def _flat(data: Any) -> list[Any]:
-    if hasattr(data, "tolist"):
-        data = data.tolist()
-    out: list[Any] = []
-    for value in data if isinstance(data, list) else [data]:
-        out.extend(_flat(value) if isinstance(value, list) else [value])
-    return out
-
-
-# --- features ---------------------------------------------------------------------------------
-
-
-class FeatureSource(Protocol):
-    """Online user features: one dict per user id (in order), with the `missing` flag."""
-
-    async def read(self, user_ids: list[str]) -> list[dict[str, Any]]: ...
-
-
-class FeastSDKSource:
-    """The Feast SDK over the local (or the settings') online store; reads run in a worker
-    thread so a slow store never blocks the event loop."""
-
-    def __init__(self, settings: FeatureStoreSettings) -> None:
-        from shoprec.features.store import open_store
-
-        self.settings = settings
-        self.store = open_store(settings)
-
-    def warm_up(self, timeout_s: float = 10.0) -> bool:
-        """One read at start-up, so the first request does not pay for loading the registry.
-        A store that is down or hangs is not fatal: requests get the fallback until it answers."""
-        import concurrent.futures
-
-        from shoprec.features.store import online_user_rows
-
-        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="shoprec-feast-warm-up")
-        future = pool.submit(online_user_rows, self.store, ["__shoprec_warm_up__"],
-                             list(USER_FEATURE_REFS), self.settings)
-        pool.shutdown(wait=False)
-        try:
-            future.result(timeout=timeout_s)
-            return True
-        except Exception as exc:
-            logger.warning("feature store warm-up failed (%s); answering from the fallback until it answers",
-                           f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
-            return False
-
-    async def read(self, user_ids: list[str]) -> list[dict[str, Any]]:
-        from shoprec.features.store import online_user_rows
-
-        return await asyncio.to_thread(online_user_rows, self.store, user_ids,
-                                       list(USER_FEATURE_REFS), self.settings)
-
-
-class FeastHTTPSource:
-    """A Feast feature server (`feast serve`) over HTTP, with an async client."""
-
-    def __init__(self, url: str) -> None:
-        import httpx
-
-        self.url = url.rstrip("/") + "/get-online-features"
-        self.client = httpx.AsyncClient()
-
-    async def read(self, user_ids: list[str]) -> list[dict[str, Any]]:
-        from shoprec.features.store import user_rows
-
-        response = await self.client.post(self.url, json={
-            "features": list(USER_FEATURE_REFS), "entities": {S.USER_ID: user_ids}})
-        response.raise_for_status()
-        body = response.json()
-        names = [n.split(":", 1)[-1].split("__", 1)[-1] for n in body["metadata"]["feature_names"]]
-        columns = {name: result["values"] for name, result in zip(names, body["results"])}
-        return user_rows(user_ids, [ref.split(":", 1)[1] for ref in USER_FEATURE_REFS], columns)
-
-    async def close(self) -> None:
-        await self.client.aclose()
-
-
-async def read_features(source: FeatureSource | None, user_ids: list[str],
-                        timeout_s: float) -> tuple[list[dict[str, Any]] | None, str | None]:
-    """(features, None) or (None, why) when the store is slow, down or not configured."""
-    if source is None:
-        return None, "no feature store configured"
-    try:
-        return await asyncio.wait_for(source.read(user_ids), timeout_s), None
-    except asyncio.TimeoutError:
-        return None, f"no answer within {timeout_s * 1000:.0f} ms"
-    except (FeatureStoreError, OSError) as exc:
-        return None, f"{type(exc).__name__}: {exc}"
-    except Exception as exc:  # any store failure is a fallback, never a 500
-        return None, f"{type(exc).__name__}: {exc}"
-
-
-# --- planning and answers ---------------------------------------------------------------------
 
 
 @dataclass

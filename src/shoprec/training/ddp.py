@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: shared cores (NOTES.md)
+# Before torch loads: spinning OpenMP threads slowed a run on shared cores 3-15x.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -20,6 +21,7 @@ import torch.distributed as dist  # noqa: E402
 
 from shoprec.data.dataset import EventData  # noqa: E402
 from shoprec.training.device import configure_cpu_threads  # noqa: E402
+from shoprec.evaluation.splits import SplitSpec  # noqa: E402
 from shoprec.training.fit import FitConfig, fit_and_evaluate, save_outcome  # noqa: E402
 from shoprec.training.loop import TrainConfig  # noqa: E402
 
@@ -60,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             train=TrainConfig(max_epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                               patience=args.patience, seed=args.seed, amp=args.amp,
                               budget_minutes=args.budget_minutes, progress=True),
-            split=args.split,
-            cutoff=args.cutoff or None,
+            split=SplitSpec(args.split, args.cutoff),
             content=not args.no_content,
             bootstrap=200,
         )

@@ -53,7 +53,7 @@ def configure_cpu_threads(threads: int | None = None) -> int:
     """Use `threads` (default: $SHOPREC_THREADS, else all cores) intra-op threads.
 
     OMP_WAIT_POLICY=PASSIVE must be in the environment before torch starts: with spinning
-    OpenMP threads, one run on shared cores slowed 3-15x (NOTES.md). Entry points set it."""
+    OpenMP threads, one run on the shared 2-core machine slowed 3-15x. Entry points set it."""
     chosen = threads or int(os.environ.get("SHOPREC_THREADS", "0")) or (os.cpu_count() or 1)
     torch.set_num_threads(chosen)
     return chosen

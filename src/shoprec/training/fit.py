@@ -13,19 +13,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shoprec import schema as S
 from shoprec.models.bundle import DEFAULT_FEATURE_SERVICE, save_bundle
 from shoprec.data.dataset import EventData
 from shoprec.errors import DataSourceError
 from shoprec.evaluation import metrics as M
 from shoprec.evaluation.evaluate import EvalResult, evaluate, rank_targets
-from shoprec.evaluation.splits import EvalSet, Split, leave_one_out, temporal_split
+from shoprec.evaluation.report import comparison_markdown
+from shoprec.evaluation.splits import EvalSet, Split, SplitSpec, events_for_training, make_split
 from shoprec.models.base import Recommender
 from shoprec.models.baselines import BuyAgain, ItemKNN, Markov1, MostPop
 from shoprec.models.cold_items import ColdImputation, impute_cold_item_embeddings
 from shoprec.models.content import ItemFeatures, item_features
 from shoprec.models.sasrec import SASRec
-from shoprec.sequences import ItemVocab, build_sequences, build_vocab
+from shoprec.sequences import ItemVocab, build_vocab
 from shoprec.training.device import seed_everything
 from shoprec.training.loop import TrainConfig, TrainResult, distributed_context, train
 
@@ -38,18 +38,15 @@ def exclude_seen_policy(info: dict[str, Any]) -> bool:
 
 @dataclass
 class FitConfig:
-    """model: SASRec keyword arguments; train: the loop's settings; split: "leave-one-out"
-    or "temporal" (with `cutoff`); content: fuse category / title features when present;
+    """model: SASRec keyword arguments; train: the loop's settings; split: which split to make
+    (`SplitSpec`: leave-one-out with an optional validation sample, or a temporal cut; the bundle
+    records it resolved); content: fuse category / title features when present;
     impute_cold_items: with content, give items without training events id embeddings
     borrowed from their content look-alikes (off only to measure what it is worth)."""
 
     model: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
-    split: str = "leave-one-out"
-    cutoff: str | None = None
-    # Leave-one-out only: validate a fixed random sample of this many users and train on
-    # everyone else's second-last item too (see evaluation.splits.leave_one_out); None: all.
-    validation_users: int | None = None
+    split: SplitSpec = SplitSpec()
     content: bool = True
     impute_cold_items: bool = True
     # Repeat-purchase data only: the SASRec repeat bonus weights tried on validation (0 = off).
@@ -99,33 +96,6 @@ class FitOutcome:
         return rows
 
 
-def events_for_training(data: EventData, training_set: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The events to learn from: the point-in-time training set from Feast when given (it
-    must carry user_id, item_id and timestamp, like the canonical events), else the events."""
-    frame = data.events if training_set is None else training_set
-    missing = [c for c in (S.USER_ID, S.ITEM_ID, S.TIMESTAMP) if c not in frame]
-    if missing:
-        raise DataSourceError(f"training frame lacks column(s) {missing}; has {list(frame.columns)}")
-    return frame
-
-
-def make_split(events: pd.DataFrame, vocab: ItemVocab, config: FitConfig) -> Split:
-    if config.split == "leave-one-out":
-        return leave_one_out(build_sequences(events, vocab), config.validation_users, config.train.seed)
-    if config.split == "temporal":
-        return temporal_split(events, vocab, temporal_cutoff(events, config.cutoff))
-    raise DataSourceError(f"unknown split {config.split!r}: use 'leave-one-out' or 'temporal'")
-
-
-def temporal_cutoff(events: pd.DataFrame, cutoff: str | None, test_share: float = 0.1) -> pd.Timestamp:
-    """The given cutoff, or by default the time before which 90% of the events happened."""
-    if cutoff:
-        stamp = pd.Timestamp(cutoff)
-        return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
-    times = pd.to_datetime(events[S.TIMESTAMP], utc=True)
-    return times.quantile(1.0 - test_share)
-
-
 def build_sasrec(vocab: ItemVocab, features: ItemFeatures, model_kwargs: dict[str, Any]) -> SASRec:
     model = SASRec(
         vocab.n_items,
@@ -145,7 +115,7 @@ def fit_and_evaluate(
     all of them on its test set with the data set's seen-items policy."""
     events = events_for_training(data, training_set)
     vocab = build_vocab(events, data.items)
-    split = make_split(events, vocab, config)
+    split = make_split(events, vocab, config.split)
     if not split.train or len(split.test) == 0:
         raise DataSourceError(f"nothing to train or test on after the {split.kind} split")
     exclude = exclude_seen_policy(data.info)
@@ -207,30 +177,6 @@ def tune_repeat_weight(model: SASRec, valid: EvalSet, weights: tuple[float, ...]
     return found
 
 
-def comparison_markdown(rows: list[dict[str, Any]], k: int = 10) -> str:
-    """The models side by side (Markdown): metrics with 95% intervals, then segments."""
-    lines = [f"| model | HR@{k} | NDCG@{k} | NDCG@{k} 95% CI | MRR@{k} | coverage | popularity bias | diversity@{k} |",
-             "|---|---|---|---|---|---|---|---|"]
-    for row in rows:
-        m, (low, high) = row["metrics"], row["intervals"][f"NDCG@{k}"]
-        diversity = m.get(f"diversity@{k}")
-        lines.append(
-            f"| {row['model']} | {m[f'HR@{k}']:.4f} | {m[f'NDCG@{k}']:.4f} | {low:.4f}-{high:.4f} | "
-            f"{m[f'MRR@{k}']:.4f} | {m['coverage']:.3f} | {m['popularity_bias']:.3f} | "
-            f"{'' if diversity is None else f'{diversity:.3f}'} |"
-        )
-    segment_names = sorted({name for row in rows for name in row.get("segments", {})})
-    if segment_names:
-        lines += ["", f"| model | segment | users | HR@{k} | NDCG@{k} |", "|---|---|---|---|---|"]
-        for row in rows:
-            for name in segment_names:
-                seg = row["segments"].get(name)
-                if seg:
-                    lines.append(f"| {row['model']} | {name} | {seg['users']} | "
-                                 f"{seg[f'HR@{k}']:.4f} | {seg[f'NDCG@{k}']:.4f} |")
-    return "\n".join(lines)
-
-
 def cold_items_line(cold: ColdImputation | None) -> str:
     """The model card's sentence on items that had no training events."""
     if cold is None:
@@ -259,7 +205,7 @@ def model_card(outcome: FitOutcome, source: str, snapshot_id: str | None, featur
 
 ## Data
 - source: {source}; training-data snapshot: {snapshot_id or 'unknown'}; Feast feature service: {feature_service}
-- {outcome.n_items} items; {len(outcome.split.train)} training sequences; split: {outcome.split.kind}
+- {outcome.n_items} items; {len(outcome.split.train)} training sequences; split: {outcome.split.spec.describe()}
   ({len(outcome.split.valid)} validation users, {len(outcome.split.test)} test users)
 - item features: {len(outcome.features.categories)} categories; title embeddings: {'MiniLM (all-MiniLM-L6-v2)' if outcome.features.text is not None else 'none'}
 - {cold_items_line(outcome.cold_items)}
@@ -304,7 +250,7 @@ def save_outcome(
         directory, outcome.models[model_name], outcome.vocab,
         exclude_seen=outcome.exclude_seen, metrics=metrics, feature_service=feature_service,
         snapshot_id=snapshot_id,
-        training={"train_config": outcome.config.train.to_dict(), "split": outcome.split.kind,
+        training={"train_config": outcome.config.train.to_dict(), "split": outcome.split.spec.to_dict(),
                   "content": outcome.config.content, "source": source},
         model_card=model_card(outcome, source, snapshot_id, feature_service),
     )

@@ -1,0 +1,41 @@
+"""Options shared by several `shoprec` commands, and the registry they name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from shoprec.home import Home
+
+HOME_OPTION = click.option(
+    "--home", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Home folder for runs, reports, features and the registry "
+         "[default: $SHOPREC_HOME or ./shoprec-home].",
+)
+
+REGISTRY_OPTION = click.option(
+    "--registry", "registry_uri", envvar="SHOPREC_REGISTRY", default=None,
+    help="Registry folder or object-store URL (s3://...) [default: $SHOPREC_REGISTRY or the "
+         "home's registry/].",
+)
+
+
+def validation_options(command: Any) -> Any:
+    """The gate's soft-check settings, shared by `run` and `validate`."""
+    command = click.option("--window-end", default="", show_default="open",
+                           help="Quarantine events after this date-time (UTC).")(command)
+    command = click.option("--window-start", default="1995-01-01", show_default=True,
+                           help="Quarantine events before this date-time (UTC); '' for open.")(command)
+    command = click.option("--max-events-per-user-day", type=click.IntRange(min=1), default=1000,
+                           show_default=True,
+                           help="Bot ceiling: a user above it on any one day is quarantined.")(command)
+    return command
+
+
+def open_registry(registry_uri: str | None, home: Path | None) -> Any:
+    """The registry of --registry when given, else the home's (--home, $SHOPREC_HOME, ./shoprec-home)."""
+    from shoprec.lifecycle.registry import Registry
+
+    return Registry(registry_uri) if registry_uri else Registry.from_home(Home.at(home))

@@ -1,0 +1,156 @@
+"""Pipeline commands: `run` (kfp.local), `validate` (the gate alone), `compile` and `submit` (a cluster)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from shoprec.cli.options import HOME_OPTION, validation_options
+from shoprec.cli.summary import print_model_summary, print_validation_summary, read_json
+from shoprec.config import ValidationConfig
+from shoprec.errors import DataValidationError, ShoprecError
+from shoprec.home import Home
+
+
+@click.command()
+@click.option("--dataset", default="instacart", show_default=True,
+              help="instacart, ml-100k, or the path of your events file (CSV or Parquet).")
+@click.option("--items", "items_path", default="", help="Items file for your own events (optional).")
+@click.option("--limit-users", type=click.IntRange(min=0), default=0,
+              help="Use only the first N users (a quick real slice); 0 = all.")
+@validation_options
+@click.option("--features-as-of", default="", show_default="the last clean event",
+              help="Build the feature tables as of this date-time (UTC).")
+@click.option("--train-minutes", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Training budget of the transformer (0 = until early stopping).")
+@HOME_OPTION
+@click.option("--verbose", is_flag=True, help="Stream every step's log, not only progress.")
+def run(dataset: str, items_path: str, limit_users: int, max_events_per_user_day: int,
+        window_start: str, window_end: str, features_as_of: str, train_minutes: float,
+        home: Path | None, verbose: bool) -> None:
+    """Run the training pipeline locally through kfp.local."""
+    from shoprec.kfp.local import run_locally
+    from shoprec.kfp.spec import step_order
+    from shoprec.pipelines.training import training_pipeline
+
+    console = Console(file=sys.stdout)
+    home = Home.at(home).ensure()
+    if dataset not in ("instacart", "ml-100k"):
+        dataset = str(Path(dataset).expanduser().resolve())  # tasks run in other folders
+        items_path = str(Path(items_path).expanduser().resolve()) if items_path else ""
+    ValidationConfig.from_strings(max_events_per_user_day, window_start, window_end)  # fail early
+    arguments = {
+        "dataset": dataset, "items_path": items_path, "limit_users": limit_users,
+        "max_events_per_user_day": max_events_per_user_day,
+        "window_start": window_start, "window_end": window_end,
+        "features_as_of": features_as_of,
+        "budget_minutes": train_minutes,
+        "home": str(home.root),
+        "registry_uri": str(home.registry),
+    }
+    steps = step_order(training_pipeline)
+    console.print(f"[bold]shoprec-training[/] on [cyan]{dataset}[/]: {' -> '.join(steps)}")
+    started = time.perf_counter()
+    done: list[str] = []
+
+    def on_task_done(task: str, status: str) -> None:
+        done.append(task)
+        mark = "[green]ok[/]" if status == "SUCCESS" else f"[red]{status}[/]"
+        console.print(f"  [{len(done)}/{len(steps)}] {task:<16} {mark}  "
+                      f"{time.perf_counter() - started:6.1f} s")
+
+    with console.status("running the pipeline ...", spinner="dots"):
+        result = run_locally(training_pipeline, arguments, home.runs, on_task_done,
+                             echo=sys.stdout if verbose else None)
+    log = result.root / "pipeline.log"
+    report_json = result.output("validate", "report_json")
+    if not result.succeeded:
+        if report_json.exists() and not read_json(report_json)["passed"]:
+            failed = read_json(report_json)["failed_hard_checks"]
+            raise DataValidationError(failed, result.output("validate", "report"))
+        raise ShoprecError(f"pipeline failed: {result.error}; log: {log}")
+    print_validation_summary(console, read_json(report_json), {
+        "clean data": result.output("validate", "clean"),
+        "model bundle": result.output("train", "model"),
+        "evaluation": result.output("evaluate", "report"),
+        "promotion decision": result.output("promote", "decision_report"),
+        "quarantine": result.output("validate", "quarantine") / "quarantine.parquet",
+        "validation report": result.output("validate", "report"),
+        "run folder": result.root,
+        "log": log,
+    })
+    print_model_summary(console, result.output("train", "model") / "metrics.json",
+                        result.output("promote", "decision"))
+
+
+@click.command()
+@click.argument("source")
+@click.option("--items", "items_path", default=None, help="Items file for your own events.")
+@validation_options
+@HOME_OPTION
+def validate(source: str, items_path: str | None, max_events_per_user_day: int, window_start: str,
+             window_end: str, home: Path | None) -> None:
+    """Run the validation gate alone on SOURCE (a file path, instacart or ml-100k)."""
+    from shoprec.data.gate import run_gate
+    from shoprec.data.loaders import load_dataset
+    from shoprec.data.report import ReportPaths
+
+    console = Console(file=sys.stdout)
+    config = ValidationConfig.from_strings(max_events_per_user_day, window_start, window_end)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    out = Home.at(home).ensure().validation_report(stamp)
+    report = ReportPaths(out / "validation_report.json", out / "validation_report.md")
+    with console.status(f"validating {source} ..."):
+        outcome = run_gate(load_dataset(source, items_path), config, out / "clean",
+                           out / "quarantine", report)
+    print_validation_summary(console, outcome.report.to_dict(), {
+        "clean data": out / "clean",
+        "quarantine": out / "quarantine" / "quarantine.parquet",
+        "validation report": report.markdown,
+    })
+
+
+@click.command(name="compile")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to write the YAML [default: pipelines/compiled].")
+@click.option("--image", default=None,
+              help="Image the steps run on [default: $SHOPREC_IMAGE, else the built-in default].")
+def compile_command(output_dir: Path | None, image: str | None) -> None:
+    """Compile the pipelines to KFP YAML for a cluster."""
+    from shoprec.pipelines.compile import COMPILED_DIR, compile_all
+
+    for path in compile_all(output_dir or COMPILED_DIR, image):
+        click.echo(f"wrote {path}")
+
+
+@click.command()
+@click.option("--host", envvar="KF_PIPELINES_ENDPOINT", required=True,
+              help="Kubeflow Pipelines API URL [env: KF_PIPELINES_ENDPOINT]; token from $KF_PIPELINES_TOKEN "
+                   "or the kube config.")
+@click.option("--experiment", default="shoprec", show_default=True)
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="A pipeline parameter (repeatable), typed by the compiled pipeline.")
+@click.option("--wait", is_flag=True, help="Block until the run ends; exit 2 unless it succeeded.")
+@click.option("--schedule", default=None, metavar="CRON",
+              help="Create a recurring run of the monitoring pipeline on this cron schedule instead.")
+@click.option("--service-account", default=None, help="Kubernetes service account of the run's pods.")
+def submit(host: str, experiment: str, params: tuple[str, ...], wait: bool, schedule: str | None,
+           service_account: str | None) -> None:
+    """Submit the compiled training pipeline (or schedule the monitoring one) to a KFP cluster."""
+    from shoprec.pipelines.compile import COMPILED_DIR
+    from shoprec.kfp.submit import parse_params, schedule_run, submit_run
+
+    package = COMPILED_DIR / ("monitoring_pipeline.yaml" if schedule else "training_pipeline.yaml")
+    arguments = parse_params(params, package)
+    if schedule:
+        done = schedule_run(host, package, arguments, schedule, experiment=experiment,
+                            service_account=service_account)
+    else:
+        done = submit_run(host, package, arguments, experiment=experiment, wait=wait,
+                          service_account=service_account)
+    click.echo(f"{done.kind} {done.id}{f' {done.state}' if done.state else ''}: {done.url}")
