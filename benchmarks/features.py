@@ -6,12 +6,22 @@ Targets on the 2-core development machine: one user's read p99 under 2 ms on SQL
 `bash tests/services.sh start` first); without one the Redis rows are left out, said so.
 
     .venv/bin/python benchmarks/features.py [--dataset ml-100k|instacart] [--reads 1000]
+
+Scale mode (`--clean DIR`, a clean events folder such as `python -m shoprec.data.synthetic DIR
+--events 1M` writes): the pipeline's two feature steps, `build_features` and
+`publish_and_materialize` (SQLite, or Redis with --online redis), each in a fresh child process,
+with its wall time and peak RSS (ru_maxrss of the child: imports included).
+
+    .venv/bin/python benchmarks/features.py --clean /tmp/shop-1m [--max-len 50] [--online sqlite] [--memory-limit 512MB]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import multiprocessing
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -48,13 +58,76 @@ def latencies_ms(read, batches: list[list[str]]) -> np.ndarray:
     return out
 
 
+def _step(name: str, args: dict, answer) -> None:
+    """One measured step, run in a child process: (seconds, peak RSS in MiB, facts with CPU seconds)."""
+    began = time.perf_counter()
+    if name == "build_features":
+        from shoprec.features.tables import build_features
+
+        extra = {"memory_limit": args["memory_limit"]} if args["memory_limit"] else {}
+        build_features(args["clean"], args["out"], None, args["max_len"], **extra)
+        facts = {"rows": json.loads((Path(args["out"]) / "features.json").read_text())["rows"]}
+    else:
+        from shoprec.features.store import publish_and_materialize
+
+        settings = FeatureStoreSettings(home=args["home"], online_store=args["online"], redis=args["redis"] or "")
+        extra = {"memory_limit": args["memory_limit"]} if args["memory_limit"] else {}
+        summary = publish_and_materialize(args["out"], settings, **extra)
+        facts = {"views": summary.views}
+    seconds = time.perf_counter() - began
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    facts["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 1)  # the machine may be shared: wall time is not all
+    answer.send((seconds, usage.ru_maxrss / 1024, facts))
+
+
+def measured(name: str, args: dict) -> tuple[float, float, dict]:
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_step, args=(name, args, send))
+    child.start()
+    result = receive.recv()
+    child.join()
+    return result
+
+
+def scale(args: argparse.Namespace, console: Console) -> None:
+    """Time and peak memory of build_features and publish_and_materialize on a clean events folder."""
+    if args.online == "redis" and not redis_address(args.redis):
+        raise SystemExit("--online redis needs a Redis (--redis or `bash tests/services.sh start`)")
+    result = Table(title=f"Feature steps on {args.clean} (max_len {args.max_len}, online {args.online})")
+    for column in ("step", "seconds", "peak RSS MiB", "facts"):
+        result.add_column(column, justify="right")
+    with tempfile.TemporaryDirectory(dir=args.tmp) as work:
+        step_args = {"clean": str(args.clean), "out": f"{work}/tables", "home": f"{work}/home",
+                     "max_len": args.max_len, "online": args.online, "redis": redis_address(args.redis),
+                     "memory_limit": args.memory_limit}
+        if args.online == "redis":
+            import redis
+
+            host, port = step_args["redis"].split(":")
+            redis.Redis(host=host, port=int(port)).flushall()
+        for name in ("build_features", "publish_and_materialize"):
+            seconds, peak, facts = measured(name, step_args)
+            result.add_row(name, f"{seconds:.1f}", f"{peak:,.0f}", json.dumps(facts))
+            print(f"{name}: {seconds:.1f} s, peak RSS {peak:,.0f} MiB, {json.dumps(facts)}", flush=True)
+    console.print(result)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--reads", type=int, default=1000, help="reads per measurement")
     parser.add_argument("--redis", default=None, help="host:port of a Redis to use")
+    parser.add_argument("--clean", type=Path, default=None, help="scale mode: a clean events folder")
+    parser.add_argument("--max-len", type=int, default=50, help="scale mode: the window [50]")
+    parser.add_argument("--online", choices=("sqlite", "redis"), default="sqlite", help="scale mode [sqlite]")
+    parser.add_argument("--memory-limit", default=None, help="scale mode: DuckDB's memory limit [the library's]")
+    parser.add_argument("--tmp", default=None, help="scale mode: where the work folder goes [system temp]")
     args = parser.parse_args()
     console = Console()
+    if args.clean is not None:
+        scale(args, console)
+        return
 
     data = load_dataset(args.dataset)
     began = time.perf_counter()

@@ -18,12 +18,14 @@ def build_features(
     `as_of` ('' = the last event's time) is the build time: later events are left out and every
     entity gets a row at it. `max_len` is the length of each user's recent-items sequence.
     """
+    from shoprec.components._runtime import log_peak_memory
     from shoprec.features.tables import build_features as build
 
     tables = build(clean.path, features.path, as_of or None, max_len)
-    for name, frame in tables.frames().items():
-        metrics.log_metric(f"rows_{name}", len(frame))
+    for name, rows in tables.rows().items():  # counted while writing: the tables are not read back
+        metrics.log_metric(f"rows_{name}", rows)
     features.metadata.update(
         {"as_of": tables.as_of.isoformat(), "max_len": max_len,
          "snapshot_id": tables.info.get("snapshot_id"), "source": tables.info.get("source")}
     )
+    log_peak_memory(metrics)

@@ -1,7 +1,7 @@
 """Pipeline step `deploy` (runs under `dsl.If` on the promote decision): locally it moves the
 registry's production alias; for a cluster it also renders the InferenceService manifest."""
 
-from kfp.dsl import Artifact, Input, Output
+from kfp.dsl import Artifact, Input, Metrics, Output
 
 from shoprec.components._base import shoprec_component
 
@@ -14,6 +14,7 @@ def deploy(
     namespace: str,
     canary_traffic_percent: int,
     deployment: Output[Artifact],
+    metrics: Output[Metrics],
 ) -> str:
     """Deploy the registry version named in the promote step's `decision`; returns the version
     now in production.
@@ -28,6 +29,7 @@ def deploy(
     import json
     import os
 
+    from shoprec.components._runtime import log_peak_memory
     from shoprec.kserve.manifests import render_inference_service
     from shoprec.lifecycle.deployment import deploy_cluster, deploy_local
     from shoprec.lifecycle.registry import Registry
@@ -53,4 +55,5 @@ def deploy(
     else:
         raise ValueError(f"target must be 'local' or 'cluster', not {target!r}")
     deployment.metadata.update({"version": version, "target": target, "event": event.id})
+    log_peak_memory(metrics)
     return registry.production() or ""

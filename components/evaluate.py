@@ -15,6 +15,7 @@ def evaluate(
     """Load the bundle (refused if its weights fail the sha256 check), rank the full catalogue
     for every test user under the bundle's seen-items policy, and emit the scalars plus a
     Markdown comparison table with 95% bootstrap intervals and segment metrics."""
+    from shoprec.components._runtime import log_peak_memory
     from shoprec.data.dataset import EventData
     from shoprec.evaluation.report import evaluate_bundle
 
@@ -24,3 +25,4 @@ def evaluate(
     with open(report.path, "w", encoding="utf-8") as out:
         out.write(outcome.markdown)
     report.metadata.update({"models": [row["model"] for row in outcome.rows]})
+    log_peak_memory(metrics)

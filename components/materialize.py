@@ -20,6 +20,7 @@ def materialize(
     """
     import json
 
+    from shoprec.components._runtime import log_peak_memory
     from shoprec.features.settings import FeatureStoreSettings
     from shoprec.features.store import publish_and_materialize
 
@@ -34,3 +35,4 @@ def materialize(
     with open(feature_store.path, "w", encoding="utf-8") as out:
         json.dump(record, out, indent=2)
     feature_store.metadata.update(record)
+    log_peak_memory(metrics)

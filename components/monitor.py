@@ -22,6 +22,7 @@ def monitor(
     validation users to the reference. `report` is a copy of the user-feature report."""
     import shutil
 
+    from shoprec.components._runtime import log_peak_memory
     from shoprec.monitoring.run import MonitoringSettings, first_report
 
     result = first_report(clean.path, home, features_dir=features.path,
@@ -32,3 +33,4 @@ def monitor(
         metrics.log_metric(f"{summary.kind}_drift_share", summary.drift_share)
     report.metadata.update({"run_id": result.run_id, "verdict": result.verdict,
                             "folder": str(result.folder)})
+    log_peak_memory(metrics)

@@ -27,6 +27,7 @@ def promote(
     """
     import json
 
+    from shoprec.components._runtime import log_peak_memory
     from shoprec.kserve.infra_check import check_bundle
     from shoprec.lifecycle.gate import Policy
     from shoprec.lifecycle.promotion import run_promotion
@@ -44,4 +45,5 @@ def promote(
         if isinstance(value, (int, float)):
             metrics.log_metric(name.replace(" ", "_").replace("@", "_at_"), float(value))
     decision.metadata.update({"promote": outcome.decision.promote, "version": outcome.version})
+    log_peak_memory(metrics)
     return outcome.decision.promote

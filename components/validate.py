@@ -24,14 +24,15 @@ def validate(
     """
     from pathlib import Path
 
+    from shoprec.components._runtime import log_peak_memory
     from shoprec.config import ValidationConfig
-    from shoprec.data.dataset import EventData
     from shoprec.data.gate import run_gate
     from shoprec.data.report import ReportPaths
 
     config = ValidationConfig.from_strings(max_events_per_user_day, window_start, window_end)
+    # The directory, not its tables in memory: the gate streams the events in batches.
     outcome = run_gate(
-        EventData.read(raw.path),
+        raw.path,
         config,
         clean_dir=clean.path,
         quarantine_dir=quarantine.path,
@@ -44,3 +45,4 @@ def validate(
         metrics.log_metric(f"quarantined_{reason}", count)
     clean.metadata.update({"events": summary.rows_clean, "source": summary.source})
     quarantine.metadata.update({"rows": sum(summary.quarantined.values())})
+    log_peak_memory(metrics)

@@ -3,6 +3,9 @@
 `feast apply` imports this file (and the library loads it the same way). The Parquet tables it
 points at are written by `shoprec.features.tables`; their folder comes from $SHOPREC_FEATURES_DIR,
 by default the features folder of the checkout's default home (`make run` writes there).
+The sources are FileSource (DuckDB offline store), or SparkSource over the same Parquet files when
+$SHOPREC_FEAST_OFFLINE_STORE=spark (Feast's Spark offline store accepts only SparkSource); the
+library sets that variable from the store's config, a `feast apply` user sets it with the yaml.
 """
 
 import os
@@ -19,6 +22,18 @@ from shoprec.features import names as N
 FEATURES_DIR = os.environ.get(N.FEATURES_DIR_ENV) or str(
     Path(__file__).resolve().parent.parent / "shoprec-home" / "features"
 )
+OFFLINE_STORE = os.environ.get(N.OFFLINE_STORE_ENV) or "duckdb"
+
+
+def parquet_source(name: str, table: str):
+    """One feature table's Parquet file as a batch source of the configured offline store."""
+    path = f"{FEATURES_DIR}/{N.TABLE_FILES[table]}"
+    if OFFLINE_STORE == "spark":
+        from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+        return SparkSource(name=name, path=path, file_format="parquet", timestamp_field=N.FEATURE_TIMESTAMP)
+    return FileSource(name=name, path=path, timestamp_field=N.FEATURE_TIMESTAMP)
+
 
 # --- entities ----------------------------------------------------------------------------------
 
@@ -33,25 +48,13 @@ item = Entity(name="item", join_keys=[S.ITEM_ID], value_type=ValueType.STRING,
 # --- sources -----------------------------------------------------------------------------------
 
 # User activity history: one row per user per change (tables.user_stats_table).
-user_stats_source = FileSource(
-    name="user_stats_source",
-    path=f"{FEATURES_DIR}/{N.TABLE_FILES[N.USER_STATS]}",
-    timestamp_field=N.FEATURE_TIMESTAMP,
-)
+user_stats_source = parquet_source("user_stats_source", N.USER_STATS)
 
 # Item popularity history: one row per item per change (tables.item_stats_table).
-item_stats_source = FileSource(
-    name="item_stats_source",
-    path=f"{FEATURES_DIR}/{N.TABLE_FILES[N.ITEM_STATS]}",
-    timestamp_field=N.FEATURE_TIMESTAMP,
-)
+item_stats_source = parquet_source("item_stats_source", N.ITEM_STATS)
 
 # Each user's recent item ids over time: the batch history behind the push source below.
-user_recent_items_source = FileSource(
-    name="user_recent_items_source",
-    path=f"{FEATURES_DIR}/{N.TABLE_FILES[N.USER_RECENT_ITEMS]}",
-    timestamp_field=N.FEATURE_TIMESTAMP,
-)
+user_recent_items_source = parquet_source("user_recent_items_source", N.USER_RECENT_ITEMS)
 
 # Live events reach the online store through this push source at once, without re-materializing.
 user_recent_items_push = PushSource(name=N.PUSH_SOURCE, batch_source=user_recent_items_source)

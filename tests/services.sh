@@ -2,7 +2,8 @@
 # Test services: a real redis-server on 127.0.0.1 for the online-store tests.
 #
 #   bash tests/services.sh start   install redis-server if missing (Debian), start it on a free
-#                                  port, write tests/.services.env (SHOPREC_TEST_REDIS=host:port)
+#                                  port, write tests/.services.env (SHOPREC_TEST_REDIS=host:port);
+#                                  install chromium and a Java runtime if missing (Debian)
 #   bash tests/services.sh stop    stop the server this script started, remove the env file
 #
 # tests/conftest.py reads tests/.services.env, so pytest finds the server without any export.
@@ -39,10 +40,24 @@ install_chromium() {
         || echo "[services] WARNING: could not install chromium; browser tests will skip" >&2
 }
 
+# The Spark offline-store test runs Spark (pyspark, the dev extra) in local mode: it needs a JRE.
+install_java() {
+    { [ -n "${JAVA_HOME:-}" ] && [ -x "$JAVA_HOME/bin/java" ]; } && return 0
+    command -v java >/dev/null 2>&1 && return 0
+    echo "[services] java missing: installing Debian's openjdk-17-jre-headless"
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo="sudo -n"
+    $sudo apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq openjdk-17-jre-headless >/dev/null 2>&1
+    command -v java >/dev/null 2>&1 \
+        || echo "[services] WARNING: could not install a Java runtime; the Spark offline-store test will skip" >&2
+}
+
 start() {
     stop >/dev/null 2>&1
     mkdir -p "$STATE_DIR"
     install_chromium
+    install_java
     if ! install_redis; then
         echo "[services] WARNING: could not install redis-server; Redis tests will skip" >&2
         rm -f "$ENV_FILE"

@@ -17,7 +17,12 @@ from shoprec.features import names as N
 from shoprec.features.settings import FeatureStoreSettings
 from shoprec.features.store import apply_definitions
 from shoprec.features.tables import build_feature_tables
-from shoprec.features.training_set import build_training_set, next_item_examples
+from shoprec.errors import FeatureStoreError
+from shoprec.evaluation.splits import SplitSpec, make_split
+from shoprec.features.training_set import (
+    TRAINING_FEATURES, build_training_set, next_item_examples, training_features,
+)
+from shoprec.sequences import build_vocab
 
 from .conftest import AS_OF, T1, T2, T3, T5, T_U2, ts
 
@@ -87,3 +92,80 @@ def test_real_data_sequences_never_hold_the_target_or_later(tmp_path):
         earlier = [item for when, item in history[row.user_id] if when < row.timestamp]
         assert row.recent_items == earlier[-20:], (row.user_id, row.timestamp)
         assert (0 if math.isnan(row.views_all) else row.views_all) == len(earlier)
+
+
+def test_a_feature_list_joins_only_those_features_point_in_time(timeline_store, timeline):
+    events, _ = timeline
+    examples = next_item_examples(events[events[S.TIMESTAMP] < AS_OF])
+    whole = build_training_set(timeline_store, examples)
+    stats = training_features(timeline_store)
+    assert stats and all(not ref.endswith(f":{N.RECENT_ITEMS}") for ref in stats)
+    assert {ref.split(":")[0] for ref in stats} == {N.USER_STATS, N.ITEM_STATS}
+    got = build_training_set(timeline_store, examples, features=stats)
+
+    assert N.RECENT_ITEMS not in got
+    assert list(got.columns) == [c for c in whole.columns if c != N.RECENT_ITEMS]
+    # The same values as the whole service's join: strictly before each example, row for row.
+    pd.testing.assert_frame_equal(got, whole.drop(columns=[N.RECENT_ITEMS]))
+    one = build_training_set(timeline_store, examples, features=[f"{N.USER_STATS}:views_all"])
+    assert list(one.columns) == [S.USER_ID, S.ITEM_ID, S.TIMESTAMP, "views_all"]
+    pd.testing.assert_series_equal(one["views_all"], whole["views_all"])
+    assert math.isnan(one["views_all"][0]) and one["views_all"][1] == 1  # t1: nothing before; t2: A
+    with pytest.raises(FeatureStoreError, match="not in the feature service"):
+        build_training_set(timeline_store, examples, features=["user_stats:no_such_feature"])
+
+
+def test_the_train_steps_training_set_has_the_rows_without_recent_items(tmp_path):
+    data = limit_to_users(load_movielens_100k(), 12)
+    settings = FeatureStoreSettings(home=tmp_path)
+    build_feature_tables(data.events, data.items, max_len=20).write(settings.features_dir)
+    store = apply_definitions(settings)
+    examples = next_item_examples(data.events)
+    before = build_training_set(store, examples)  # what the train step joined: the whole service
+
+    got = build_training_set(store, examples, features=TRAINING_FEATURES)  # what it joins now
+    assert N.RECENT_ITEMS not in got and N.RECENT_ITEMS in before
+    keys = [S.USER_ID, S.ITEM_ID, S.TIMESTAMP]
+    assert list(got.columns) == keys  # nothing the models do not read
+    pd.testing.assert_frame_equal(got[keys], before[keys])  # the same rows, in the same order
+    # and training on either gives the same split
+    vocab = build_vocab(before)
+    for spec in (SplitSpec("temporal"), SplitSpec()):
+        a, b = make_split(before, vocab, spec), make_split(got, vocab, spec)
+        assert [s.tolist() for s in a.train] == [s.tolist() for s in b.train]
+        assert a.test.targets.tolist() == b.test.targets.tolist() and a.spec == b.spec
+
+
+def test_the_train_step_trains_on_the_rows_without_recent_items(tmp_path, monkeypatch):
+    from kfp import dsl
+
+    import shoprec.training.fit as fit
+    from shoprec.components.train import train
+
+    data = limit_to_users(load_movielens_100k(), 12)
+    settings = FeatureStoreSettings(home=tmp_path / "home")
+    build_feature_tables(data.events, data.items, max_len=20).write(settings.features_dir)
+    whole = build_training_set(apply_definitions(settings), next_item_examples(data.events))
+    seen = []
+
+    def spy(data, config, training_set=None):
+        seen.append(training_set)
+        return real(data, config, training_set=training_set)
+
+    real = fit.fit_and_evaluate
+    monkeypatch.setattr(fit, "fit_and_evaluate", spy)
+    store = dsl.Artifact(name="feature_store", uri=str(tmp_path / "store.json"))
+    (tmp_path / "store.json").write_text('{"feature_service": "recommender_v1"}')
+    model = dsl.Model(name="model", uri=str(tmp_path / "model"))
+    train.python_func(
+        clean=dsl.Dataset(name="clean", uri=str(data.write(tmp_path / "clean"))), feature_store=store,
+        home=str(settings.home.root), use_feature_store=True, split="temporal", cutoff="", max_epochs=1,
+        budget_minutes=0.0, learning_rate=5e-3, hidden=16, max_len=20, dropout=0.1, model=model,
+        metrics=dsl.Metrics(name="metrics", uri=str(tmp_path / "metrics")),
+        model_card=dsl.Markdown(name="card", uri=str(tmp_path / "card.md")),
+    )
+    (got,) = seen
+    assert N.RECENT_ITEMS not in got and N.RECENT_ITEMS in whole
+    keys = [S.USER_ID, S.ITEM_ID, S.TIMESTAMP]
+    pd.testing.assert_frame_equal(got[keys], whole[keys])  # the rows the whole service gave
+    assert model.metadata["training_rows"] == len(whole)

@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 
 from shoprec.cli.options import HOME_OPTION, validation_options
-from shoprec.cli.summary import print_model_summary, print_validation_summary, read_json
+from shoprec.cli.summary import print_model_summary, print_steps_summary, print_validation_summary, read_json
 from shoprec.config import ValidationConfig
 from shoprec.errors import DataValidationError, ShoprecError
 from shoprec.home import Home
@@ -55,14 +55,16 @@ def run(dataset: str, items_path: str, limit_users: int, max_events_per_user_day
     }
     steps = step_order(training_pipeline)
     console.print(f"[bold]shoprec-training[/] on [cyan]{dataset}[/]: {' -> '.join(steps)}")
+    console.print(f"the transformer trains for up to {train_minutes:g} minutes (--train-minutes); "
+                  f"the other steps take a few minutes more")
     started = time.perf_counter()
-    done: list[str] = []
+    done: list[tuple[str, str, float]] = []  # (task, status, seconds since the start)
 
     def on_task_done(task: str, status: str) -> None:
-        done.append(task)
+        elapsed = time.perf_counter() - started
+        done.append((task, status, elapsed))
         mark = "[green]ok[/]" if status == "SUCCESS" else f"[red]{status}[/]"
-        console.print(f"  [{len(done)}/{len(steps)}] {task:<16} {mark}  "
-                      f"{time.perf_counter() - started:6.1f} s")
+        console.print(f"  [{len(done)}/{len(steps)}] {task:<16} {mark}  {elapsed:6.1f} s")
 
     with console.status("running the pipeline ...", spinner="dots"):
         result = run_locally(training_pipeline, arguments, home.runs, on_task_done,
@@ -86,6 +88,8 @@ def run(dataset: str, items_path: str, limit_users: int, max_events_per_user_day
     })
     print_model_summary(console, result.output("train", "model") / "metrics.json",
                         result.output("promote", "decision"))
+    print_steps_summary(console, [(task, status, seconds, result.step_metrics(task).get("peak_rss_mb"))
+                                  for task, status, seconds in _durations(done)])
 
 
 @click.command()
@@ -154,3 +158,13 @@ def submit(host: str, experiment: str, params: tuple[str, ...], wait: bool, sche
         done = submit_run(host, package, arguments, experiment=experiment, wait=wait,
                           service_account=service_account)
     click.echo(f"{done.kind} {done.id}{f' {done.state}' if done.state else ''}: {done.url}")
+
+
+def _durations(done: list[tuple[str, str, float]]) -> list[tuple[str, str, float]]:
+    """(task, status, seconds) with each task's time since the previous one ended: kfp.local runs
+    the steps one after another, so that is the step's own time (pipeline overhead included)."""
+    out, previous = [], 0.0
+    for task, status, elapsed in done:
+        out.append((task, status, elapsed - previous))
+        previous = elapsed
+    return out

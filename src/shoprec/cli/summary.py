@@ -58,6 +58,17 @@ def print_model_summary(console: Console, metrics_path: Path, decision_path: Pat
             console.print(f"  - {reason}")
 
 
+def print_steps_summary(console: Console, steps: list[tuple[str, str, float | None, float | None]]) -> None:
+    """One row per step: (name, status, seconds, peak resident memory of its process in MB)."""
+    table = Table(title="Steps")
+    for column in ("step", "status", "seconds", "peak memory"):
+        table.add_column(column, justify="left" if column in ("step", "status") else "right")
+    for name, status, seconds, peak_mb in steps:
+        table.add_row(name, status, "-" if seconds is None else f"{seconds:.1f}",
+                      "-" if peak_mb is None else f"{peak_mb / 1024:.2f} GB")
+    console.print(table)
+
+
 def short_path(path: Path) -> str:
     """A path relative to the current folder when it lies inside it (tables stay readable)."""
     try:

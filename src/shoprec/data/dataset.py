@@ -37,41 +37,74 @@ class EventData:
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         self.events.to_parquet(out / S.EVENTS_FILE, index=False)
-        # The snapshot id names this exact events file in the lineage of everything built on it.
-        snapshot = hashlib.sha256((out / S.EVENTS_FILE).read_bytes()).hexdigest()[:16]
-        for table, name in ((self.items, S.ITEMS_FILE), (self.users, S.USERS_FILE)):
-            if table is not None:
-                table.to_parquet(out / name, index=False)
-            elif (out / name).exists():
-                (out / name).unlink()
-        manifest = {
-            "source": self.source,
-            "snapshot_id": snapshot,
-            "events": len(self.events),
-            "items": None if self.items is None else len(self.items),
-            "users": None if self.users is None else len(self.users),
-            "info": self.info,
-        }
-        (out / S.DATASET_MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
-        return out
+        return finish_dataset(out, len(self.events), self.items, self.users, self.source, self.info)
 
     @staticmethod
     def read(directory: str | Path) -> "EventData":
         """Read a directory written by `write`."""
-        root = Path(directory)
-        events_path = root / S.EVENTS_FILE
-        if not events_path.exists():
-            raise DataSourceError(f"no {S.EVENTS_FILE} in dataset directory {root}")
-        manifest_path = root / S.DATASET_MANIFEST
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-        optional = {
-            name: pd.read_parquet(root / name) if (root / name).exists() else None
-            for name in (S.ITEMS_FILE, S.USERS_FILE)
-        }
-        return EventData(
-            events=pd.read_parquet(events_path),
-            items=optional[S.ITEMS_FILE],
-            users=optional[S.USERS_FILE],
-            source=manifest.get("source", str(root)),
-            info={**manifest.get("info", {}), "snapshot_id": manifest.get("snapshot_id")},
-        )
+        events_path = events_file(directory)
+        items, users, source, info = read_companions(directory)
+        return EventData(events=pd.read_parquet(events_path), items=items, users=users,
+                         source=source, info=info)
+
+
+def events_file(directory: str | Path) -> Path:
+    """The events Parquet file of a dataset directory (its biggest table: read it in batches)."""
+    path = Path(directory) / S.EVENTS_FILE
+    if not path.exists():
+        raise DataSourceError(f"no {S.EVENTS_FILE} in dataset directory {Path(directory)}")
+    return path
+
+
+def read_companions(
+    directory: str | Path,
+) -> tuple[pd.DataFrame | None, pd.DataFrame | None, str, dict[str, Any]]:
+    """A dataset directory's items and users tables (None when absent), source and info (with
+    the events file's snapshot id), everything `read` returns but the events."""
+    root = Path(directory)
+    manifest_path = root / S.DATASET_MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    optional = {
+        name: pd.read_parquet(root / name) if (root / name).exists() else None
+        for name in (S.ITEMS_FILE, S.USERS_FILE)
+    }
+    info = {**manifest.get("info", {}), "snapshot_id": manifest.get("snapshot_id")}
+    return optional[S.ITEMS_FILE], optional[S.USERS_FILE], manifest.get("source", str(root)), info
+
+
+def finish_dataset(
+    directory: str | Path,
+    events: int,
+    items: pd.DataFrame | None,
+    users: pd.DataFrame | None,
+    source: str,
+    info: dict[str, Any],
+) -> Path:
+    """Complete a dataset directory whose events file (`events` rows) is already written: the
+    items and users tables and the manifest. Returns the directory."""
+    out = Path(directory)
+    # The snapshot id names this exact events file in the lineage of everything built on it.
+    snapshot = _sha256(out / S.EVENTS_FILE)[:16]
+    for table, name in ((items, S.ITEMS_FILE), (users, S.USERS_FILE)):
+        if table is not None:
+            table.to_parquet(out / name, index=False)
+        elif (out / name).exists():
+            (out / name).unlink()
+    manifest = {
+        "source": source,
+        "snapshot_id": snapshot,
+        "events": int(events),
+        "items": None if items is None else len(items),
+        "users": None if users is None else len(users),
+        "info": info,
+    }
+    (out / S.DATASET_MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+    return out
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

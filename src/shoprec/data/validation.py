@@ -3,26 +3,34 @@
 Hard checks stop the run (`DataValidationError`); soft checks move rows to the quarantine and
 the run goes on. Every input row ends in the clean output or in the quarantine, with its reason.
 
-GX checks the events coerced to canonical types (ids and event types as categoricals, which
-keeps GX's pandas engine fast on a million rows) plus two derived columns: whether the item is
-in the items table, and each user's busiest-day event count. A check whose columns are missing
-is reported as skipped beside the failed "column present" check that explains why.
+The gate reads the events in batches (`check_events`), so its memory follows the batch size,
+not the log's: what spans batches (exact duplicates, a user's busiest day) is found first over
+the whole log with DuckDB (`shoprec.data.facts`); then GX checks each batch of events coerced
+to canonical types (ids and event types as categoricals, which keeps GX's pandas engine fast
+on a million rows) plus two derived columns: whether the item is in the items table, and each
+user's busiest-day event count. A check whose columns are missing is reported as skipped
+beside the failed "column present" check that explains why. An in-memory frame (`validate`)
+goes through the same code, cut into batches.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+import tempfile
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Iterator, Literal, Protocol
 
 import numpy as np
 import pandas as pd
 
 from shoprec import schema as S
 from shoprec.config import ValidationConfig
+from shoprec.data.batches import DEFAULT_BATCH_ROWS, FrameEvents, FrameSink
 from shoprec.data.dataset import EventData
+from shoprec.data.facts import GlobalFacts
 
 Severity = Literal["hard", "soft"]
 
@@ -35,6 +43,12 @@ QUARANTINE_REASONS = (OUTSIDE_WINDOW, DUPLICATE, BOT_ACTIVITY)
 # Derived columns exist only in the frame GX checks, never in an output.
 ITEM_KNOWN = "_item_known"
 BUSIEST_DAY_EVENTS = "_busiest_day_events"
+
+# Columns a sample row of an events check shows, and how many samples a check keeps.
+_ROW_COLUMNS = (S.USER_ID, S.ITEM_ID, S.EVENT_TYPE, S.TIMESTAMP)
+GX_SAMPLES = 5
+# The first pass (keys into DuckDB) reads at most this many rows at a time.
+FIRST_PASS_BATCH_ROWS = 250_000
 
 NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "float32", "float64", "Int64Dtype",
                  "Float64Dtype"]
@@ -118,56 +132,151 @@ class _Check:
     requires: tuple[str, ...] = ()  # columns that must exist for the check to run
 
 
-def validate(data: EventData, config: ValidationConfig | None = None) -> ValidationOutcome:
-    """Run the gate over a data set; pure: reads nothing, writes nothing, raises nothing on bad data.
+def validate(
+    data: EventData, config: ValidationConfig | None = None, *, batch_rows: int = DEFAULT_BATCH_ROWS
+) -> ValidationOutcome:
+    """Run the gate over an in-memory data set; reads and writes nothing (but scratch files it
+    removes), raises nothing on bad data.
 
+    The same batched gate `check_events` runs for `run_gate` on a dataset directory; here the
+    frame is cut into batches of `batch_rows` and the outputs are collected in memory.
     Returns the outcome whatever the verdict; `outcome.report.passed` is False on a hard failure,
     and then `clean` and `quarantine` are empty (no row was judged).
     """
     config = config or ValidationConfig()
-    now = config.now or pd.Timestamp.now(tz="UTC")
-    events = data.events
-    normal = normalize_events(events)
-    judged = all(c in normal for c in S.EVENT_REQUIRED) and len(normal) > 0
-    if judged:
-        reasons, detail = _quarantine_reasons(normal, config)
-        checked = _with_derived_columns(normal, data.items, reasons)
-    else:  # a table without its required columns is only checked, never split
-        reasons = detail = pd.Series(np.full(len(normal), None, dtype=object))
-        checked = normal
+    sink = FrameSink()
+    report = check_events(FrameEvents(data.events), data.items, data.users, data.source, config,
+                          sink, batch_rows=batch_rows)
+    if report.passed:
+        clean_events, quarantine = sink.frames()
+    else:
+        clean_events = quarantine = data.events.iloc[:0]
+    clean = EventData(clean_events, data.items, data.users, data.source, data.info)
+    return ValidationOutcome(clean=clean, quarantine=quarantine, report=report)
 
+
+class EventSource(Protocol):
+    """Where the events come from, a batch at a time (`shoprec.data.batches`)."""
+
+    num_rows: int
+    columns: list[str]
+
+    def batches(self, rows: int) -> Iterator[pd.DataFrame]: ...
+
+
+class EventSink(Protocol):
+    """Where each batch's clean and quarantined rows go (`shoprec.data.batches`)."""
+
+    def write(self, clean: pd.DataFrame, quarantine: pd.DataFrame) -> None: ...
+
+
+def check_events(
+    events: EventSource,
+    items: pd.DataFrame | None,
+    users: pd.DataFrame | None,
+    source: str,
+    config: ValidationConfig | None = None,
+    sink: EventSink | None = None,
+    *,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    scratch: str | Path | None = None,
+) -> ValidationReport:
+    """The gate, in two passes over the events, holding one batch of `batch_rows` at a time.
+
+    Pass 1 adds every batch's normalized event key to DuckDB (`GlobalFacts`), which finds the
+    later copies of exact duplicates and each user's busiest day over the whole log. Pass 2
+    runs the GX suite on each batch (results summed over batches; a check passes when it
+    passes on every batch), assigns each row its quarantine reason and hands the batch's clean
+    and quarantined rows to `sink`, until a hard check fails: then nothing more is written and
+    the caller must discard what was. Scratch files (DuckDB's) live in a temporary folder
+    under `scratch` (default: the system's) and are removed.
+    """
+    if batch_rows < 1:
+        raise ValueError(f"batch_rows must be at least 1, not {batch_rows}")
+    config = config or ValidationConfig()
+    now = config.now or pd.Timestamp.now(tz="UTC")
+    judged = all(c in events.columns for c in S.EVENT_REQUIRED) and events.num_rows > 0
     runner = _GxRunner()
-    specs = _event_checks(checked, config, now)
-    runnable = [c for c in specs if all(column in checked for column in c.requires)]
-    # Sample rows show the events as they came in (an unparseable timestamp as its text).
-    as_given = events.reset_index(drop=True)
-    results = {r.name: r for r in runner.run("events", checked, runnable, as_given)}
-    checks = [results.get(c.name) or _skipped(c) for c in specs]
-    if data.items is not None:
-        checks += runner.run("items", data.items, _key_table_checks(data.items, "items", S.ITEM_ID))
-    if data.users is not None:
-        checks += runner.run("users", data.users, _key_table_checks(data.users, "users", S.USER_ID))
+    # The side tables are small and whole: checked first, so a failure there writes nothing.
+    table_checks = []
+    if items is not None:
+        table_checks += runner.run("items", items, _key_table_checks(items, "items", S.ITEM_ID))
+    if users is not None:
+        table_checks += runner.run("users", users, _key_table_checks(users, "users", S.USER_ID))
+    failed = any(c.severity == "hard" and not c.success for c in table_checks)
+    known_items = _known_items(items)
+
+    with tempfile.TemporaryDirectory(prefix="shoprec-gate-", dir=scratch) as work:
+        facts = _first_pass(events, config, batch_rows, work) if judged else None
+        try:
+            duplicates, duplicate_rows = facts.duplicate_check(GX_SAMPLES) if facts else (0, [])
+            specs: list[_Check] = []
+            runnable: set[str] = set()
+            suite: _Suite | None = None
+            tallies: dict[str, list[CheckResult]] = {}
+            duplicate_samples: list[dict[str, Any]] = []
+            counts = dict.fromkeys(QUARANTINE_REASONS, 0)
+            rows_clean = 0
+            numeric_users = False
+            for raw in events.batches(batch_rows):
+                normal = _normalize_batch(raw)
+                if facts is not None:
+                    reasons, detail, busiest = _quarantine_reasons(normal, config, facts)
+                    checked = _with_derived_columns(normal, known_items, busiest)
+                else:  # a table without its required columns is only checked, never split
+                    checked = normal
+                if suite is None:
+                    numeric_users = S.USER_ID in raw and pd.api.types.is_numeric_dtype(raw[S.USER_ID])
+                    specs = _event_checks(checked, config, now)
+                    runnable = {c.name for c in specs if all(column in checked for column in c.requires)}
+                    # Duplicates span batches: that check's verdict comes from the first pass.
+                    suite = runner.suite("events", [c for c in specs
+                                                    if c.name in runnable and c.name != DUPLICATE])
+                # Sample rows show the events as they came in (an unparseable timestamp as text).
+                results = suite.run(checked, raw)
+                for result in results:
+                    tallies.setdefault(result.name, []).append(result)
+                failed = failed or any(r.severity == "hard" and not r.success for r in results)
+                if duplicate_rows:
+                    duplicate_samples += _sample_rows(raw, [r for r in duplicate_rows if r in raw.index],
+                                                      _ROW_COLUMNS)
+                if facts is None or failed:
+                    continue
+                clean_rows, quarantined = _split(normal, reasons, detail)
+                if sink is not None:
+                    sink.write(clean_rows, quarantined)
+                rows_clean += len(clean_rows)
+                for reason, count in quarantined[S.QUARANTINE_REASON].value_counts().items():
+                    counts[reason] += int(count)
+            bots = facts.bots(config.max_events_per_user_day) if facts else {}
+        finally:
+            if facts is not None:
+                facts.close()
+
+    checks = []
+    for check in specs:
+        if check.name == DUPLICATE and check.name in runnable:
+            checks.append(CheckResult(
+                check.name, check.severity, "events", check.column, check.description,
+                check.expectation.expectation_type, success=duplicates == 0,
+                element_count=events.num_rows, unexpected_count=duplicates,
+                sample_rows=duplicate_samples[:GX_SAMPLES]))
+        elif check.name in tallies:
+            checks.append(_merge(tallies[check.name]))
+        else:
+            checks.append(_skipped(check))
+    checks += table_checks
     for check in checks:
         if check.name == BOT_ACTIVITY and not check.success and not check.skipped:
-            check.sample_rows = _bot_samples(checked, config)
+            check.sample_rows = _bot_samples(bots, config, numeric_users)
 
     passed = judged and all(c.success for c in checks if c.severity == "hard")
-    if passed:
-        in_quarantine = reasons.notna()
-        clean_events = _to_output(normal[~in_quarantine])
-        quarantine = _to_output(normal[in_quarantine]).assign(
-            **{S.QUARANTINE_REASON: reasons[in_quarantine].to_numpy(),
-               S.QUARANTINE_DETAIL: detail[in_quarantine].to_numpy()}
-        )
-        counts = {reason: int((reasons == reason).sum()) for reason in QUARANTINE_REASONS}
-    else:
-        clean_events, quarantine, counts = events.iloc[:0], events.iloc[:0], {}
-    report = ValidationReport(
-        source=data.source,
+    return ValidationReport(
+        source=source,
         checks=checks,
-        rows_in=len(events),
-        rows_clean=len(clean_events),
-        quarantined=counts,
+        rows_in=events.num_rows,
+        rows_clean=rows_clean if passed else 0,
+        quarantined=counts if passed else {},
         config={
             "max_events_per_user_day": config.max_events_per_user_day,
             "window_start": _text(config.window_start),
@@ -175,8 +284,45 @@ def validate(data: EventData, config: ValidationConfig | None = None) -> Validat
             "now": _text(now),
         },
     )
-    clean = EventData(clean_events, data.items, data.users, data.source, data.info)
-    return ValidationOutcome(clean=clean, quarantine=quarantine, report=report)
+
+
+def _first_pass(events: EventSource, config: ValidationConfig, batch_rows: int,
+                work: str) -> GlobalFacts:
+    """Every batch's normalized key into DuckDB, then grouped: the log's global facts.
+
+    No GX runs here, so smaller batches cost little: they leave DuckDB the memory."""
+    facts: GlobalFacts | None = None
+    try:
+        for raw in events.batches(min(batch_rows, FIRST_PASS_BATCH_ROWS)):
+            normal = _normalize_batch(raw)
+            if facts is None:
+                facts = GlobalFacts(work, _event_key(normal))
+            facts.add(normal, _outside_window(normal, config).to_numpy())
+        assert facts is not None, "a judged source has at least one batch"
+        facts.finish()
+    except BaseException:
+        if facts is not None:
+            facts.close()
+        raise
+    return facts
+
+
+def _split(normal: pd.DataFrame, reasons: pd.Series,
+           detail: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A batch's clean rows and its quarantined rows (with reason and detail), as output."""
+    in_quarantine = reasons.notna()
+    clean = _to_output(normal[~in_quarantine])
+    quarantine = _to_output(normal[in_quarantine]).assign(
+        **{S.QUARANTINE_REASON: reasons[in_quarantine].to_numpy(),
+           S.QUARANTINE_DETAIL: detail[in_quarantine].to_numpy()}
+    )
+    return clean, quarantine
+
+
+def _normalize_batch(raw: pd.DataFrame) -> pd.DataFrame:
+    normal = normalize_events(raw)
+    normal.index = raw.index  # row numbers in the whole log
+    return normal
 
 
 def normalize_events(events: pd.DataFrame) -> pd.DataFrame:
@@ -188,7 +334,9 @@ def normalize_events(events: pd.DataFrame) -> pd.DataFrame:
     quantity column that is not numeric is left as it came, for the type check to name. Missing
     optional columns are added empty; missing required ones are not.
     """
-    out = events.reset_index(drop=True).copy()
+    # A shallow copy: columns are replaced, never written into, so the input stays as it was.
+    out = events.copy(deep=False)
+    out.index = pd.RangeIndex(len(out))
     for column in (S.USER_ID, S.ITEM_ID, S.EVENT_TYPE, S.SESSION_ID):
         if column in out:
             out[column] = _string_categorical(out[column])
@@ -229,33 +377,44 @@ def _parse_timestamps(column: pd.Series) -> pd.Series:
     return parsed.astype("datetime64[ns, UTC]")
 
 
-def _quarantine_reasons(normal: pd.DataFrame, config: ValidationConfig) -> tuple[pd.Series, pd.Series]:
-    """Each row's quarantine reason (None = clean) and a human-readable detail."""
-    reasons = pd.Series(np.full(len(normal), None, dtype=object))
-    details = pd.Series(np.full(len(normal), None, dtype=object))
+def _outside_window(normal: pd.DataFrame, config: ValidationConfig) -> pd.Series:
     stamps = normal[S.TIMESTAMP]
     outside = pd.Series(False, index=normal.index)
     if config.window_start is not None:
         outside |= stamps < config.window_start
     if config.window_end is not None:
         outside |= stamps > config.window_end
-    outside &= stamps.notna()
+    return outside & stamps.notna()
+
+
+def _quarantine_reasons(
+    normal: pd.DataFrame, config: ValidationConfig, facts: GlobalFacts
+) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Each row's quarantine reason (None = clean), a human-readable detail, and its user's
+    busiest-day count (events neither outside the window nor later copies, whole log)."""
+    index = normal.index
+    reasons = pd.Series(np.full(len(normal), None, dtype=object), index=index)
+    details = pd.Series(np.full(len(normal), None, dtype=object), index=index)
+    stamps = normal[S.TIMESTAMP]
+    outside = _outside_window(normal, config)
     reasons[outside] = OUTSIDE_WINDOW
     details[outside] = (
         "timestamp " + stamps[outside].astype(str)
         + f" outside [{_text(config.window_start) or '-'}, {_text(config.window_end) or '-'}]"
     )
-    duplicate = normal.duplicated(subset=_event_key(normal), keep="first") & reasons.isna()
+    start = int(index[0]) if len(index) else 0
+    later = pd.Series(facts.later_copies(start, start + len(index)), index=index)
+    duplicate = later & reasons.isna()
     reasons[duplicate] = DUPLICATE
     details[duplicate] = "exact copy of an earlier event"
-    busiest = _busiest_day_events(normal, reasons.isna())
+    busiest = pd.Series(facts.busiest_day_events(normal[S.USER_ID]), index=index)
     bot = (busiest > config.max_events_per_user_day) & reasons.isna()
     reasons[bot] = BOT_ACTIVITY
     details[bot] = (
         "user has " + busiest[bot].astype("int64").astype(str)
         + f" events on one day (ceiling {config.max_events_per_user_day})"
     )
-    return reasons, details
+    return reasons, details, busiest
 
 
 def _event_key(frame: pd.DataFrame) -> list[str]:
@@ -263,25 +422,19 @@ def _event_key(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if not c.startswith("_")]
 
 
-def _busiest_day_events(normal: pd.DataFrame, counted: pd.Series) -> pd.Series:
-    """Per row: the most events its user has on any one UTC day (rows in `counted` only)."""
-    users = normal[S.USER_ID].cat.codes.to_numpy()
-    # Integer nanoseconds -> day numbers; avoids materializing a million Timestamp objects.
-    days = normal[S.TIMESTAMP].array.asi8 // 86_400_000_000_000
-    mask = counted.to_numpy()
-    per_day = pd.DataFrame({"u": users[mask], "d": days[mask]}).value_counts()
-    busiest = per_day.groupby(level="u").max()
-    return pd.Series(busiest.reindex(users).fillna(0).to_numpy(), index=normal.index)
+def _known_items(items: pd.DataFrame | None) -> pd.Index | None:
+    if items is None or S.ITEM_ID not in items:
+        return None
+    return pd.Index(_string_categorical(items[S.ITEM_ID]).dropna().astype(str).unique())
 
 
 def _with_derived_columns(
-    normal: pd.DataFrame, items: pd.DataFrame | None, reasons: pd.Series
+    normal: pd.DataFrame, known_items: pd.Index | None, busiest: pd.Series
 ) -> pd.DataFrame:
     checked = normal.copy(deep=False)
-    if items is not None and S.ITEM_ID in items:
-        known = pd.Index(_string_categorical(items[S.ITEM_ID]).dropna().astype(str).unique())
-        checked[ITEM_KNOWN] = normal[S.ITEM_ID].isin(known).to_numpy() | normal[S.ITEM_ID].isna().to_numpy()
-    checked[BUSIEST_DAY_EVENTS] = _busiest_day_events(normal, reasons.isna() | (reasons == BOT_ACTIVITY))
+    if known_items is not None:
+        checked[ITEM_KNOWN] = normal[S.ITEM_ID].isin(known_items).to_numpy() | normal[S.ITEM_ID].isna().to_numpy()
+    checked[BUSIEST_DAY_EVENTS] = busiest
     return checked
 
 
@@ -313,7 +466,7 @@ def _event_checks(checked: pd.DataFrame, config: ValidationConfig, now: pd.Times
     """Every check on the events table, hard ones first."""
     import great_expectations.expectations as gxe
 
-    row = (S.USER_ID, S.ITEM_ID, S.EVENT_TYPE, S.TIMESTAMP)
+    row = _ROW_COLUMNS
     checks = [
         _Check("events_not_empty", "hard", None, "the events table has at least one row",
                gxe.ExpectTableRowCountToBeBetween(min_value=1)),
@@ -388,12 +541,45 @@ def _skipped(check: _Check) -> CheckResult:
                        check.expectation.expectation_type, success=False, skipped=True)
 
 
-def _bot_samples(checked: pd.DataFrame, config: ValidationConfig) -> list[dict[str, Any]]:
-    """One line per offending user (busiest-day count), rather than arbitrary event rows."""
-    over = checked[checked[BUSIEST_DAY_EVENTS] > config.max_events_per_user_day]
-    users = over.groupby(S.USER_ID, observed=True)[BUSIEST_DAY_EVENTS].max()
+def _bot_samples(bots: dict[str, int], config: ValidationConfig,
+                 numeric_ids: bool) -> list[dict[str, Any]]:
+    """One line per offending user (busiest-day count), rather than arbitrary event rows.
+
+    Ties keep the users' id order (numeric ids in number order), as a grouping by id gives."""
+    def id_order(user: str) -> tuple[int, Any]:
+        if numeric_ids:
+            try:
+                return (0, int(user))
+            except ValueError:
+                pass
+        return (1, user)
+
+    ordered = sorted(bots, key=id_order)
+    users = pd.Series([bots[u] for u in ordered], index=ordered, dtype="int64")
     users = users.sort_values(ascending=False).head(config.sample_rows)
     return [{S.USER_ID: str(user), "busiest_day_events": int(count)} for user, count in users.items()]
+
+
+def _merge(results: list[CheckResult]) -> CheckResult:
+    """One check's per-batch results as one: counts summed, the first samples and error kept."""
+    if len(results) == 1:
+        return results[0]
+    samples = [row for result in results for row in result.sample_rows][:GX_SAMPLES]
+    return replace(
+        results[0],
+        success=all(r.success for r in results),
+        element_count=sum(r.element_count for r in results),
+        unexpected_count=sum(r.unexpected_count for r in results),
+        sample_rows=samples,
+        error=next((r.error for r in results if r.error), None),
+    )
+
+
+def _sample_rows(frame: pd.DataFrame, index: list[Any], show: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Rows of `frame` (by index label) as the report shows them: the `show` columns as text."""
+    shown = [c for c in show if c in frame.columns]
+    rows = frame.loc[[i for i in index if i in frame.index], shown]
+    return [{k: _cell(v) for k, v in row.items()} for row in rows.to_dict("records")]
 
 
 def _to_output(frame: pd.DataFrame) -> pd.DataFrame:
@@ -441,26 +627,37 @@ class _GxRunner:
 
     def run(self, table: str, frame: pd.DataFrame, checks: list[_Check],
             display: pd.DataFrame | None = None) -> list[CheckResult]:
-        """Validate `frame` against the checks as one suite; one CheckResult per check, in order.
+        """Validate `frame` against the checks as one suite; one CheckResult per check, in order."""
+        return self.suite(table, checks).run(frame, display)
 
-        Sample rows of failed checks come from `display` (default `frame`), matched by index.
-        """
-        display = frame if display is None else display
+    def suite(self, table: str, checks: list[_Check]) -> "_Suite":
+        """The checks as one GX suite on a data frame asset, to run on one batch after another."""
         self._suites += 1
         asset = self._source.add_dataframe_asset(f"{table}_{self._suites}")
-        batch = asset.add_batch_definition_whole_dataframe("all").get_batch(
-            batch_parameters={"dataframe": frame}
-        )
         suite = self._gx.ExpectationSuite(name=f"shoprec_{table}_{self._suites}")
         for check in checks:
             # GX returns results in its own order: the check's name in `meta` pairs them up.
             check.expectation.meta = {"shoprec_check": check.name}
             suite.add_expectation(check.expectation)
-        suite = self._context.suites.add(suite)
-        outcome = batch.validate(suite, result_format={"result_format": "SUMMARY",
-                                                       "partial_unexpected_count": 5})
+        return _Suite(table, checks, asset.add_batch_definition_whole_dataframe("all"),
+                      self._context.suites.add(suite))
+
+
+class _Suite:
+    def __init__(self, table: str, checks: list[_Check], batches: Any, suite: Any) -> None:
+        self._table, self._checks, self._batches, self._suite = table, checks, batches, suite
+
+    def run(self, frame: pd.DataFrame, display: pd.DataFrame | None = None) -> list[CheckResult]:
+        """One CheckResult per check, in order. Sample rows of failed checks come from `display`
+        (default `frame`), matched by index."""
+        if not self._checks:
+            return []
+        display = frame if display is None else display
+        batch = self._batches.get_batch(batch_parameters={"dataframe": frame})
+        outcome = batch.validate(self._suite, result_format={"result_format": "SUMMARY",
+                                                             "partial_unexpected_count": GX_SAMPLES})
         by_name = {r.expectation_config.meta["shoprec_check"]: r for r in outcome.results}
-        return [self._result(table, display, check, by_name[check.name]) for check in checks]
+        return [self._result(self._table, display, check, by_name[check.name]) for check in self._checks]
 
     @staticmethod
     def _result(table: str, frame: pd.DataFrame, check: _Check, result: Any) -> CheckResult:
@@ -476,9 +673,7 @@ class _GxRunner:
         samples: list[dict[str, Any]] = []
         index = details.get("partial_unexpected_index_list") or []
         if not result.success and index and check.show:
-            shown = [c for c in check.show if c in frame.columns]
-            rows = frame.loc[[i for i in index if i in frame.index], shown]
-            samples = [{k: _cell(v) for k, v in row.items()} for row in rows.to_dict("records")]
+            samples = _sample_rows(frame, index, check.show)
         elif not result.success and details.get("partial_unexpected_list"):
             samples = [{"value": _cell(v)} for v in details["partial_unexpected_list"]]
         return CheckResult(

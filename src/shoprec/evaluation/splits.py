@@ -18,7 +18,7 @@ import pandas as pd
 from shoprec import schema as S
 from shoprec.data.dataset import EventData
 from shoprec.errors import DataSourceError
-from shoprec.sequences import ItemVocab, Sequences, build_sequences
+from shoprec.sequences import FlatSequences, ItemVocab, Sequences
 
 SplitKind = Literal["leave-one-out", "temporal"]
 SPLIT_KINDS: tuple[str, ...] = ("leave-one-out", "temporal")
@@ -126,7 +126,7 @@ def _eval_set(users: list, histories: list[np.ndarray], targets: list[int]) -> E
     return EvalSet(np.array(users, dtype=object), histories, np.array(targets, dtype=np.int64))
 
 
-def leave_one_out(sequences: Sequences, validation_users: int | None = None, seed: int = 0) -> Split:
+def leave_one_out(sequences: Sequences | FlatSequences, validation_users: int | None = None, seed: int = 0) -> Split:
     """Last item = test target (history: all before it); second-last = validation target
     (history: all before it).
 
@@ -163,26 +163,48 @@ def leave_one_out(sequences: Sequences, validation_users: int | None = None, see
 def temporal_split(events: pd.DataFrame, vocab: ItemVocab, cutoff: pd.Timestamp) -> Split:
     """A global time cut: the test target is each user's first item at or after `cutoff`
     (history: everything before it); validation is each user's last item before the cut;
-    training sequences are everything before the cut minus that validation item."""
+    training sequences are everything before the cut minus that validation item.
+
+    The events are sorted once into flat sequences (`FlatSequences`): each user's events before
+    the cut are the head of their sequence, those at or after it the tail, so every history,
+    training sequence and target is a view of one int32 array (no frame copies per side)."""
     if S.TIMESTAMP not in events:
         raise DataSourceError(f"a temporal split needs a '{S.TIMESTAMP}' column")
     spec = SplitSpec("temporal", cutoff)
     stamp = spec.cutoff
-    before = build_sequences(events[events[S.TIMESTAMP] < stamp], vocab)
-    after = build_sequences(events[events[S.TIMESTAMP] >= stamp], vocab)
-    if len(before) == 0:
+    when = events[S.TIMESTAMP]
+    early, late = (when < stamp).to_numpy(dtype=bool), (when >= stamp).to_numpy(dtype=bool)
+    seqs = FlatSequences.from_events(events, vocab, with_rows=True)
+    assert seqs.rows is not None
+    sided = early[seqs.rows] | late[seqs.rows]
+    if not sided.all():  # times on neither side of the cut (NaT) are in neither set
+        seqs = seqs.select(sided)
+        assert seqs.rows is not None
+    before = early[seqs.rows]
+    counted = np.zeros(len(before) + 1, dtype=np.int64)
+    np.cumsum(before, out=counted[1:])
+    heads = counted[seqs.offsets[1:]] - counted[seqs.offsets[:-1]]  # events before the cut, per user
+    # Sorted by time, a user's events before the cut come first: "before" only ever starts again
+    # (after an event at or after the cut) where a new user starts.
+    rises = np.flatnonzero(before[1:] & ~before[:-1]) + 1
+    if not np.isin(rises, seqs.offsets).all():
+        raise DataSourceError(f"the '{S.TIMESTAMP}' column does not sort as it compares with the cut {stamp}")
+    if not heads.any():
         raise DataSourceError(f"no events before the temporal cutoff {stamp}")
-    history_of = dict(zip(before.users, before.items))
+    flat = seqs.flat
     train: list[np.ndarray] = []
-    vu, vh, vt = [], [], []
-    for user, seq in zip(before.users, before.items):
-        train.append(seq[:-1] if len(seq) >= 2 else seq)
-        if len(seq) >= 2:
+    vu, vh, vt, tu, th, tt = [], [], [], [], [], []
+    for user, start, stop, head in zip(seqs.users, seqs.offsets[:-1].tolist(), seqs.offsets[1:].tolist(),
+                                       heads.tolist()):
+        cut = start + head
+        seq = flat[start:cut]
+        if head >= 2:
+            train.append(seq[:-1])
             vu.append(user), vh.append(seq[:-1]), vt.append(int(seq[-1]))
-    tu, th, tt = [], [], []
-    for user, seq in zip(after.users, after.items):
-        tu.append(user), th.append(history_of.get(user, np.zeros(0, dtype=np.int64)))
-        tt.append(int(seq[0]))
+        elif head == 1:
+            train.append(seq)
+        if cut < stop:
+            tu.append(user), th.append(seq), tt.append(int(flat[cut]))
     return Split(train, _eval_set(vu, vh, vt), _eval_set(tu, th, tt), spec)
 
 
@@ -195,7 +217,7 @@ def make_split(events: pd.DataFrame, vocab: ItemVocab, spec: SplitSpec) -> Split
     """The split `spec` asks for; the `Split` records the spec resolved (a temporal split
     without a cutoff gets `temporal_cutoff` of these events)."""
     if spec.kind == "leave-one-out":
-        return leave_one_out(build_sequences(events, vocab), spec.validation_users, spec.seed)
+        return leave_one_out(FlatSequences.from_events(events, vocab), spec.validation_users, spec.seed)
     if S.TIMESTAMP not in events:
         raise DataSourceError(f"a temporal split needs a '{S.TIMESTAMP}' column")
     cutoff = spec.cutoff if spec.cutoff is not None else temporal_cutoff(events)

@@ -19,6 +19,10 @@ FEATURE_TIMESTAMP: Final = "event_timestamp"
 # (default: <checkout>/shoprec-home/features, the default home of `make run`).
 FEATURES_DIR_ENV: Final = "SHOPREC_FEATURES_DIR"
 FEATURE_REPO_ENV: Final = "SHOPREC_FEATURE_REPO"
+# Which offline store runs the point-in-time join: "duckdb" (one machine, the default) or "spark"
+# (Feast's Spark offline store). feature_repo/ picks its sources' class from it (FileSource for
+# DuckDB, SparkSource for Spark); the library sets it while it loads the definitions.
+OFFLINE_STORE_ENV: Final = "SHOPREC_FEAST_OFFLINE_STORE"
 
 # --- tables (file names under Home.features): defined in schema, below Home and this room ------
 from shoprec.schema import ITEM_STATS, TABLE_FILES, USER_RECENT_ITEMS, USER_STATS  # noqa: E402, F401

@@ -4,43 +4,109 @@ Every table is a history, not a snapshot: a row per entity for each moment its v
 changed (each distinct event time), plus one row per entity at the build time `as_of`, so
 that window counts and recency are current there. A row timestamped `t` is computed from
 events with timestamp <= t only; that is what makes Feast's point-in-time join honest.
+
+One implementation, in DuckDB SQL (GROUP BY and window functions, no Python loop over rows):
+the pipeline's `build_features` reads the clean events Parquet and writes the tables with
+DuckDB's COPY, under a memory limit with a spill folder, so its memory is bounded whatever
+the size of the log; `build_feature_tables` runs the same queries over an in-memory frame
+(tests, monitoring windows, the demo) and returns pandas frames.
+
+Inside the queries a time is `t`, nanoseconds since the epoch (UTC: pandas' resolution, so an
+in-memory build is exact to the nanosecond), and events are ordered
+by (user, t, `ord`), `ord` being the event's row number in the events file or frame: events
+that share a second keep file order, as they always have.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import pandas as pd
 
 from shoprec import schema as S
-from shoprec.data.dataset import EventData
 from shoprec.config import DEFAULT_MAX_LEN
-from shoprec.errors import FeatureTableError
+from shoprec.errors import DataSourceError, FeatureTableError
 from shoprec.features import names as N
 from shoprec.home import FEATURES_MANIFEST
 
-_DAY = pd.Timedelta(days=1)
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+
+DEFAULT_MEMORY_LIMIT = "2GB"
+"""DuckDB's memory limit while it builds the tables: past it, sorts and windows spill to disk."""
+
+_NS_PER_DAY = 86_400_000_000_000
+# How `event_timestamp` leaves a query: for Parquet files, a UTC time in microseconds (DuckDB's
+# TIMESTAMPTZ, which Spark reads too; a sub-microsecond part is dropped); for frames, the
+# nanoseconds themselves (`_fetch` makes them datetime64[ns, UTC]).
+_FILE_TIMESTAMP = f"make_timestamp(t // 1000)::TIMESTAMPTZ AS {N.FEATURE_TIMESTAMP}"
+_FRAME_TIMESTAMP = f"t AS {N.FEATURE_TIMESTAMP}"
 
 
-@dataclass
 class FeatureTables:
-    """The three feature tables as built as of one time (each keyed by entity and timestamp)."""
+    """The three feature tables as built as of one time (each keyed by entity and timestamp).
 
-    user_stats: pd.DataFrame
-    item_stats: pd.DataFrame
-    user_recent_items: pd.DataFrame
-    as_of: pd.Timestamp
-    max_len: int = DEFAULT_MAX_LEN
-    info: dict[str, object] = field(default_factory=dict)
+    In memory (`build_feature_tables`: pandas frames) or on disk (`build_features`: the Parquet
+    files it wrote, read only when a frame is asked for; `rows` never reads them).
+    """
+
+    def __init__(
+        self,
+        user_stats: pd.DataFrame | None = None,
+        item_stats: pd.DataFrame | None = None,
+        user_recent_items: pd.DataFrame | None = None,
+        as_of: pd.Timestamp | None = None,
+        max_len: int = DEFAULT_MAX_LEN,
+        info: dict[str, object] | None = None,
+        paths: dict[str, Path] | None = None,
+        row_counts: dict[str, int] | None = None,
+    ) -> None:
+        given = {N.USER_STATS: user_stats, N.ITEM_STATS: item_stats, N.USER_RECENT_ITEMS: user_recent_items}
+        self._frames: dict[str, pd.DataFrame] = {k: v for k, v in given.items() if v is not None}
+        self.paths: dict[str, Path] = dict(paths or {})
+        missing = [name for name in N.TABLE_FILES if name not in self._frames and name not in self.paths]
+        if missing:
+            raise FeatureTableError(f"feature tables lack {missing}: give a frame or a file for each")
+        if as_of is None:
+            raise FeatureTableError("feature tables need their as_of time")
+        self.as_of = as_of
+        self.max_len = max_len
+        self.info: dict[str, object] = dict(info or {})
+        self._rows = dict(row_counts or {})
+
+    @property
+    def user_stats(self) -> pd.DataFrame:
+        return self.frame(N.USER_STATS)
+
+    @property
+    def item_stats(self) -> pd.DataFrame:
+        return self.frame(N.ITEM_STATS)
+
+    @property
+    def user_recent_items(self) -> pd.DataFrame:
+        return self.frame(N.USER_RECENT_ITEMS)
+
+    def frame(self, name: str) -> pd.DataFrame:
+        """One table as a frame (a table on disk is read, whole, on first use)."""
+        if name not in self._frames:
+            self._frames[name] = _read_table(self.paths[name])
+        return self._frames[name]
 
     def frames(self) -> dict[str, pd.DataFrame]:
+        return {name: self.frame(name) for name in N.TABLE_FILES}
+
+    def rows(self) -> dict[str, int]:
+        """Rows per table, without reading a table on disk."""
         return {
-            N.USER_STATS: self.user_stats,
-            N.ITEM_STATS: self.item_stats,
-            N.USER_RECENT_ITEMS: self.user_recent_items,
+            name: self._rows[name] if name in self._rows else len(self._frames[name])
+            for name in N.TABLE_FILES
         }
 
     def write(self, directory: str | Path) -> dict[str, Path]:
@@ -48,21 +114,28 @@ class FeatureTables:
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         paths: dict[str, Path] = {}
-        for name, frame in self.frames().items():
+        for name in N.TABLE_FILES:
             path = out / N.TABLE_FILES[name]
+            if name in self.paths and self.paths[name].resolve() == path.resolve():
+                paths[name] = path  # already there
+                continue
             # Write then rename: a reader (materialization) never sees half a file.
             partial = path.with_suffix(".parquet.partial")
-            frame.to_parquet(partial, index=False)
+            if name in self._frames:
+                # Microseconds, as DuckDB's COPY writes them: Spark (Feast's Spark offline store)
+                # cannot read the nanosecond timestamps pandas would write.
+                self._frames[name].to_parquet(partial, index=False, coerce_timestamps="us",
+                                              allow_truncated_timestamps=True)
+            else:
+                shutil.copyfile(self.paths[name], partial)
             partial.replace(path)
             paths[name] = path
-        manifest = {
-            "as_of": self.as_of.isoformat(),
-            "max_len": self.max_len,
-            "rows": {name: len(frame) for name, frame in self.frames().items()},
-            **self.info,
-        }
-        (out / FEATURES_MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+        self._write_manifest(out)
         return paths
+
+    def _write_manifest(self, out: Path) -> None:
+        manifest = {"as_of": self.as_of.isoformat(), "max_len": self.max_len, "rows": self.rows(), **self.info}
+        (out / FEATURES_MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
 
 
 def build_feature_tables(
@@ -70,6 +143,7 @@ def build_feature_tables(
     items: pd.DataFrame | None = None,
     as_of: pd.Timestamp | str | None = None,
     max_len: int = DEFAULT_MAX_LEN,
+    memory_limit: str = DEFAULT_MEMORY_LIMIT,
 ) -> FeatureTables:
     """Build `user_stats`, `item_stats` and `user_recent_items` from clean events as of `as_of`.
 
@@ -79,27 +153,44 @@ def build_feature_tables(
         as_of: the build time: events after it are ignored and every entity gets a row at it.
             Default: the last event's time.
         max_len: how many recent item ids `user_recent_items` keeps.
+        memory_limit: DuckDB's memory limit (e.g. "2GB"); beyond it, work spills to disk.
 
     Raises:
         FeatureTableError: a required column is missing, or no event is at or before `as_of`.
     """
-    missing = [c for c in S.EVENT_REQUIRED if c not in events.columns]
-    if missing:
-        raise FeatureTableError(f"events table lacks column(s) {missing}; has {list(events.columns)}")
-    if max_len < 1:
-        raise FeatureTableError(f"max_len must be >= 1, got {max_len}")
-    ev = _prepared(events, items)
-    cutoff = _utc(as_of) if as_of is not None else ev[S.TIMESTAMP].max()
-    ev = ev[ev[S.TIMESTAMP] <= cutoff].reset_index(drop=True)
-    if ev.empty:
-        raise FeatureTableError(f"no events at or before as_of={cutoff}: nothing to build features from")
+    _check(list(events.columns), max_len)
+    frame = pd.DataFrame(
+        {
+            S.USER_ID: events[S.USER_ID].astype(str).to_numpy(),
+            S.ITEM_ID: events[S.ITEM_ID].astype(str).to_numpy(),
+            S.EVENT_TYPE: events[S.EVENT_TYPE].astype(str).to_numpy(),
+            S.TIMESTAMP: _nanoseconds(events[S.TIMESTAMP]),
+            S.PRICE: (
+                pd.to_numeric(events[S.PRICE], errors="coerce").astype("float64").to_numpy()
+                if S.PRICE in events else np.full(len(events), np.nan)
+            ),
+            "ord": np.arange(len(events), dtype="int64"),
+        }
+    )
+    with duckdb_connection(memory_limit, None) as con:
+        con.register("_events_frame", frame)
+        source = (
+            f"SELECT {S.USER_ID}, {S.ITEM_ID}, {S.EVENT_TYPE}, {S.TIMESTAMP} AS t, "
+            f"{S.PRICE}, ord FROM _events_frame"
+        )
+        cutoff, count, several = _load_events(con, source, items, as_of)
+        frames = {
+            N.USER_STATS: _fetch(con, user_stats_table(_ns(cutoff), _FRAME_TIMESTAMP)),
+            N.ITEM_STATS: _fetch(con, item_stats_table(_ns(cutoff), several, _FRAME_TIMESTAMP)),
+            N.USER_RECENT_ITEMS: _fetch(con, user_recent_items_table(_ns(cutoff), max_len, _FRAME_TIMESTAMP)),
+        }
     return FeatureTables(
-        user_stats=user_stats_table(ev, cutoff),
-        item_stats=item_stats_table(ev, items, cutoff),
-        user_recent_items=user_recent_items_table(ev, cutoff, max_len),
+        user_stats=frames[N.USER_STATS],
+        item_stats=frames[N.ITEM_STATS],
+        user_recent_items=frames[N.USER_RECENT_ITEMS],
         as_of=cutoff,
         max_len=max_len,
-        info={"events": len(ev)},
+        info={"events": count},
     )
 
 
@@ -108,12 +199,63 @@ def build_features(
     features_dir: str | Path,
     as_of: pd.Timestamp | str | None = None,
     max_len: int = DEFAULT_MAX_LEN,
+    memory_limit: str = DEFAULT_MEMORY_LIMIT,
+    temp_dir: str | Path | None = None,
 ) -> FeatureTables:
-    """Pipeline step: read the clean dataset directory, build the tables, write them to `features_dir`."""
-    data = EventData.read(clean_dir)
-    tables = build_feature_tables(data.events, data.items, as_of, max_len)
-    tables.info.update({"source": data.source, "snapshot_id": data.info.get("snapshot_id")})
-    tables.write(features_dir)
+    """Pipeline step: read the clean dataset directory, build the tables, write them to `features_dir`.
+
+    DuckDB reads the events Parquet and writes each table straight to Parquet: memory stays
+    within `memory_limit` (plus the item table, read whole) whatever the number of events;
+    what does not fit spills to `temp_dir` (default: a folder next to the tables, removed
+    after). The returned tables are on disk: their frames are read only if asked for.
+    """
+    root = Path(clean_dir)
+    events_path = root / S.EVENTS_FILE
+    if not events_path.exists():
+        raise DataSourceError(f"no {S.EVENTS_FILE} in dataset directory {root}")
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(events_path)
+    columns = schema.names
+    _check(columns, max_len)
+    manifest_path = root / S.DATASET_MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    items = _read_items(root / S.ITEMS_FILE)
+    out = Path(features_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    price = f"{S.PRICE}" if S.PRICE in columns else "NULL"
+    source = (
+        f"SELECT CAST({S.USER_ID} AS VARCHAR) AS {S.USER_ID}, CAST({S.ITEM_ID} AS VARCHAR) AS {S.ITEM_ID}, "
+        f"CAST({S.EVENT_TYPE} AS VARCHAR) AS {S.EVENT_TYPE}, "
+        f"{_epoch_ns(schema.field(S.TIMESTAMP).type)} AS t, "
+        f"TRY_CAST({price} AS DOUBLE) AS {S.PRICE}, file_row_number AS ord "
+        f"FROM read_parquet({_literal(events_path)}, file_row_number = true)"
+    )
+    paths: dict[str, Path] = {}
+    rows: dict[str, int] = {}
+    with duckdb_connection(memory_limit, temp_dir or out) as con:
+        cutoff, count, several = _load_events(con, source, items, as_of)
+        queries = {
+            N.USER_STATS: user_stats_table(_ns(cutoff)),
+            N.ITEM_STATS: item_stats_table(_ns(cutoff), several),
+            N.USER_RECENT_ITEMS: user_recent_items_table(_ns(cutoff), max_len),
+        }
+        for name, query in queries.items():
+            path = out / N.TABLE_FILES[name]
+            partial = path.with_suffix(".parquet.partial")  # a reader never sees half a file
+            written = _one(con, f"COPY ({query}) TO {_literal(partial)} (FORMAT parquet)")
+            partial.replace(path)
+            paths[name] = path
+            rows[name] = int(written[0]) if written else 0
+    tables = FeatureTables(
+        as_of=cutoff,
+        max_len=max_len,
+        info={"events": count, "source": manifest.get("source", str(root)),
+              "snapshot_id": manifest.get("snapshot_id")},
+        paths=paths,
+        row_counts=rows,
+    )
+    tables._write_manifest(out)
     return tables
 
 
@@ -131,192 +273,327 @@ def features_max_len(features_dir: str | Path) -> int | None:
     return None if value is None else int(value)
 
 
-# --- the tables -----------------------------------------------------------------------------
+# --- the tables: SQL over the `ev` table (`_load_events`) ---------------------------------------
 
 
-def user_stats_table(ev: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
-    """One row per (user, distinct event time) and per user at `as_of`; see `names.USER_STATS_FEATURES`.
+def user_stats_table(as_of: int, timestamp: str = _FILE_TIMESTAMP) -> str:
+    """One row per (user, distinct event time) and per user at `as_of` (nanoseconds); see
+    `names.USER_STATS_FEATURES`.
 
     Windows are half-open, (t - w, t]. `top_category` is the category the user has met most
-    often so far; on a tie the category that reached the count first keeps the lead.
+    often so far; on a tie the category that reached the count first keeps the lead. So the
+    lead only changes at an event that takes some category to a count no category had reached
+    before (level k): per user and level, the first event to reach it names the leader from then on.
     """
-    user = ev[S.USER_ID]
-    counters = pd.DataFrame({S.USER_ID: user, S.TIMESTAMP: ev[S.TIMESTAMP]})
-    for kind in S.EVENT_TYPES:
-        counters[kind] = (ev[S.EVENT_TYPE] == kind).astype("int64").groupby(user).cumsum()
-    first_meeting = ~ev.duplicated([S.USER_ID, S.ITEM_ID])
-    counters[N.DISTINCT_ITEMS] = first_meeting.astype("int64").groupby(user).cumsum()
-    priced = ev[S.PRICE].notna()
-    counters["_price_sum"] = ev[S.PRICE].fillna(0.0).groupby(user).cumsum()
-    counters["_price_n"] = priced.astype("int64").groupby(user).cumsum()
-    counters[N.TOP_CATEGORY] = _running_leader(user, ev["_category"])
-    counters["_last_event"] = ev[S.TIMESTAMP]
-    cum = counters.drop_duplicates([S.USER_ID, S.TIMESTAMP], keep="last")
+    counts = ",\n".join(
+        f"count(*) FILTER (WHERE {S.EVENT_TYPE} = '{kind}') AS n_{kind}" for kind in S.EVENT_TYPES
+    )
+    windows = ",\n".join(
+        f"CAST(sum(n_{kind}) OVER {_window_name(days)} AS BIGINT) AS {N.EVENT_PLURAL[kind]}_{window}"
+        for window, days in N.WINDOWS.items() for kind in S.EVENT_TYPES
+    )
+    zeros = ", ".join(f"0 AS n_{kind}" for kind in S.EVENT_TYPES)
+    return f"""
+WITH groups AS (
+    SELECT {S.USER_ID}, t, {counts},
+        sum(coalesce({S.PRICE}, 0)) AS price_sum, count({S.PRICE}) AS price_n
+    FROM ev GROUP BY {S.USER_ID}, t
+),
+first_meetings AS (
+    SELECT {S.USER_ID}, t, count(*) AS new_items
+    FROM (SELECT {S.USER_ID}, min(t) AS t FROM ev GROUP BY {S.USER_ID}, {S.ITEM_ID})
+    GROUP BY {S.USER_ID}, t
+),
+met AS (
+    SELECT {S.USER_ID}, category, t, ord,
+        row_number() OVER (PARTITION BY {S.USER_ID}, category ORDER BY t, ord) AS level
+    FROM ev WHERE category IS NOT NULL AND category <> '{N.UNKNOWN_CATEGORY}'
+),
+levels AS (
+    SELECT {S.USER_ID}, level, arg_min(category, {{'t': t, 'ord': ord}}) AS category, min(t) AS t
+    FROM met GROUP BY {S.USER_ID}, level
+),
+leads AS (
+    SELECT {S.USER_ID}, t, arg_max(category, level) AS lead FROM levels GROUP BY {S.USER_ID}, t
+),
+timeline AS (
+    SELECT g.*, coalesce(f.new_items, 0) AS new_items, g.t AS last_event, l.lead
+    FROM groups g
+    LEFT JOIN first_meetings f USING ({S.USER_ID}, t)
+    LEFT JOIN leads l USING ({S.USER_ID}, t)
+    UNION ALL BY NAME
+    SELECT {S.USER_ID}, {as_of}::BIGINT AS t, {zeros}, 0::DOUBLE AS price_sum, 0 AS price_n, 0 AS new_items,
+        NULL::BIGINT AS last_event, NULL::VARCHAR AS lead
+    FROM groups GROUP BY {S.USER_ID} HAVING max(t) < {as_of}
+)
+SELECT {S.USER_ID}, {timestamp},
+    {windows},
+    CAST(sum(new_items) OVER w_all AS BIGINT) AS {N.DISTINCT_ITEMS},
+    CAST(t - max(last_event) OVER w_all AS DOUBLE) / {_NS_PER_DAY} AS {N.DAYS_SINCE_LAST_EVENT},
+    sum(price_sum) OVER w_all / nullif(sum(price_n) OVER w_all, 0) AS {N.MEAN_PRICE},
+    coalesce(last_value(lead IGNORE NULLS) OVER w_all, '{N.UNKNOWN_CATEGORY}') AS {N.TOP_CATEGORY}
+FROM timeline
+WINDOW {_windows(S.USER_ID)}
+ORDER BY {S.USER_ID}, t
+"""
 
-    rows = _rows_with_snapshot(cum[[S.USER_ID, S.TIMESTAMP]], S.USER_ID, as_of)
-    now = _asof(rows, cum, S.USER_ID, rows[S.TIMESTAMP])
-    out = pd.DataFrame({S.USER_ID: rows[S.USER_ID].to_numpy(), N.FEATURE_TIMESTAMP: rows[S.TIMESTAMP].to_numpy()})
-    for window, days in N.WINDOWS.items():
-        before = (
-            _asof(rows, cum, S.USER_ID, rows[S.TIMESTAMP] - pd.Timedelta(days=days))
-            if days is not None else None
-        )
-        for kind in S.EVENT_TYPES:
-            count = now[kind].fillna(0).astype("int64")
-            if before is not None:
-                count = count - before[kind].fillna(0).astype("int64")
-            out[f"{N.EVENT_PLURAL[kind]}_{window}"] = count.to_numpy()
-    out[N.DISTINCT_ITEMS] = now[N.DISTINCT_ITEMS].astype("int64").to_numpy()
-    out[N.DAYS_SINCE_LAST_EVENT] = ((rows[S.TIMESTAMP] - now["_last_event"]) / _DAY).to_numpy()
-    price_n = now["_price_n"].astype("int64")
-    out[N.MEAN_PRICE] = (now["_price_sum"] / price_n.where(price_n > 0)).to_numpy(dtype="float64")
-    out[N.TOP_CATEGORY] = now[N.TOP_CATEGORY].to_numpy()
-    return _typed(out)
 
-
-def item_stats_table(ev: pd.DataFrame, items: pd.DataFrame | None, as_of: pd.Timestamp) -> pd.DataFrame:
-    """One row per (item, distinct event time) and per item at `as_of`; see `names.ITEM_STATS_FEATURES`.
+def item_stats_table(as_of: int, several_types: bool, timestamp: str = _FILE_TIMESTAMP) -> str:
+    """One row per (item, distinct event time) and per item at `as_of` (nanoseconds); see
+    `names.ITEM_STATS_FEATURES`.
 
     `purchase_share` is purchases / events so far, only where the log has more than one
-    event type (in a purchase-only or view-only log the share says nothing: null there).
-    `price` is the mean event price so far, else the item table's price, else null.
+    event type (`several_types`; in a purchase-only or view-only log the share says nothing:
+    null there). `price` is the mean event price so far, else the item table's price, else null.
     """
-    # Cumulative sums run in row order: put the events in (item, time, file order) first.
-    order = np.lexsort((np.arange(len(ev)), ev[S.TIMESTAMP].to_numpy(), ev[S.ITEM_ID].to_numpy()))
-    ev = ev.iloc[order].reset_index(drop=True)
-    item = ev[S.ITEM_ID]
-    counters = pd.DataFrame({S.ITEM_ID: item, S.TIMESTAMP: ev[S.TIMESTAMP]})
-    counters["_events"] = item.groupby(item).cumcount().astype("int64") + 1
-    counters["_purchases"] = (ev[S.EVENT_TYPE] == S.PURCHASE).astype("int64").groupby(item).cumsum()
-    counters[N.ITEM_USERS_ALL] = (~ev.duplicated([S.ITEM_ID, S.USER_ID])).astype("int64").groupby(item).cumsum()
-    counters["_price_sum"] = ev[S.PRICE].fillna(0.0).groupby(item).cumsum()
-    counters["_price_n"] = ev[S.PRICE].notna().astype("int64").groupby(item).cumsum()
-    cum = counters.drop_duplicates([S.ITEM_ID, S.TIMESTAMP], keep="last")
-
-    rows = _rows_with_snapshot(cum[[S.ITEM_ID, S.TIMESTAMP]], S.ITEM_ID, as_of)
-    now = _asof(rows, cum, S.ITEM_ID, rows[S.TIMESTAMP])
-    out = pd.DataFrame({S.ITEM_ID: rows[S.ITEM_ID].to_numpy(), N.FEATURE_TIMESTAMP: rows[S.TIMESTAMP].to_numpy()})
-    for window, days in N.WINDOWS.items():
-        count = now["_events"].fillna(0).astype("int64")
-        if days is not None:
-            before = _asof(rows, cum, S.ITEM_ID, rows[S.TIMESTAMP] - pd.Timedelta(days=days))
-            count = count - before["_events"].fillna(0).astype("int64")
-        out[f"events_{window}"] = count.to_numpy()
-    out[N.ITEM_USERS_ALL] = now[N.ITEM_USERS_ALL].astype("int64").to_numpy()
-    several_types = ev[S.EVENT_TYPE].nunique() > 1
-    share = now["_purchases"] / now["_events"]
-    out[N.PURCHASE_SHARE] = (share if several_types else share * np.nan).to_numpy(dtype="float64")
-    price_n = now["_price_n"].astype("int64")
-    event_price = (now["_price_sum"] / price_n.where(price_n > 0)).to_numpy(dtype="float64")
-    catalogue = _item_attribute(items, S.PRICE)
-    listed = rows[S.ITEM_ID].map(catalogue).astype("float64").to_numpy() if catalogue is not None else np.nan
-    out[N.ITEM_PRICE] = np.where(np.isnan(event_price), listed, event_price)
-    categories = _item_attribute(items, S.CATEGORY)
-    out[N.ITEM_CATEGORY] = (
-        rows[S.ITEM_ID].map(categories).fillna(N.UNKNOWN_CATEGORY).astype(str).to_numpy()
-        if categories is not None else N.UNKNOWN_CATEGORY
+    windows = ",\n".join(
+        f"CAST(sum(n_events) OVER {_window_name(days)} AS BIGINT) AS events_{window}"
+        for window, days in N.WINDOWS.items()
     )
-    return _typed(out)
+    share = "sum(n_purchases) OVER w_all / sum(n_events) OVER w_all" if several_types else "NULL::DOUBLE"
+    return f"""
+WITH groups AS (
+    SELECT {S.ITEM_ID}, t, count(*) AS n_events,
+        count(*) FILTER (WHERE {S.EVENT_TYPE} = '{S.PURCHASE}') AS n_purchases,
+        sum(coalesce({S.PRICE}, 0)) AS price_sum, count({S.PRICE}) AS price_n
+    FROM ev GROUP BY {S.ITEM_ID}, t
+),
+first_meetings AS (
+    SELECT {S.ITEM_ID}, t, count(*) AS new_users
+    FROM (SELECT {S.ITEM_ID}, min(t) AS t FROM ev GROUP BY {S.ITEM_ID}, {S.USER_ID})
+    GROUP BY {S.ITEM_ID}, t
+),
+timeline AS (
+    SELECT g.*, coalesce(f.new_users, 0) AS new_users
+    FROM groups g LEFT JOIN first_meetings f USING ({S.ITEM_ID}, t)
+    UNION ALL BY NAME
+    SELECT {S.ITEM_ID}, {as_of}::BIGINT AS t, 0 AS n_events, 0 AS n_purchases, 0::DOUBLE AS price_sum,
+        0 AS price_n, 0 AS new_users
+    FROM groups GROUP BY {S.ITEM_ID} HAVING max(t) < {as_of}
+),
+stats AS (
+    SELECT {S.ITEM_ID}, t,
+        {windows},
+        CAST(sum(new_users) OVER w_all AS BIGINT) AS {N.ITEM_USERS_ALL},
+        CAST({share} AS DOUBLE) AS {N.PURCHASE_SHARE},
+        sum(price_sum) OVER w_all / nullif(sum(price_n) OVER w_all, 0) AS event_price
+    FROM timeline
+    WINDOW {_windows(S.ITEM_ID)}
+)
+SELECT s.{S.ITEM_ID}, {timestamp},
+    {", ".join(f"s.events_{window}" for window in N.WINDOWS)}, s.{N.ITEM_USERS_ALL}, s.{N.PURCHASE_SHARE},
+    coalesce(s.event_price, p.price) AS {N.ITEM_PRICE},
+    coalesce(c.category, '{N.UNKNOWN_CATEGORY}') AS {N.ITEM_CATEGORY}
+FROM stats s
+LEFT JOIN item_prices p USING ({S.ITEM_ID})
+LEFT JOIN item_categories c USING ({S.ITEM_ID})
+ORDER BY s.{S.ITEM_ID}, t
+"""
 
 
-def user_recent_items_table(ev: pd.DataFrame, as_of: pd.Timestamp, max_len: int) -> pd.DataFrame:
-    """One row per (user, distinct event time) and per user at `as_of`: the last `max_len`
-    item ids with timestamp <= the row's, oldest first (events at one time keep file order)."""
-    item_ids = ev[S.ITEM_ID].to_numpy(dtype=object)
-    users = ev[S.USER_ID].to_numpy(dtype=object)
-    ends = ev.drop_duplicates([S.USER_ID, S.TIMESTAMP], keep="last").index.to_numpy() + 1
-    user_start = pd.Series(np.arange(len(ev))).groupby(ev[S.USER_ID].to_numpy()).transform("min").to_numpy()
-    starts = np.maximum(user_start[ends - 1], ends - max_len)
-    recent = [item_ids[a:b].tolist() for a, b in zip(starts, ends)]
-    out = pd.DataFrame(
-        {
-            S.USER_ID: users[ends - 1],
-            N.FEATURE_TIMESTAMP: ev[S.TIMESTAMP].to_numpy()[ends - 1],
-            N.RECENT_ITEMS: recent,
-        }
+def user_recent_items_table(as_of: int, max_len: int, timestamp: str = _FILE_TIMESTAMP) -> str:
+    """One row per (user, distinct event time) and per user at `as_of` (nanoseconds): the
+    last `max_len` item ids with timestamp <= the row's, oldest first (events at one time keep
+    file order). A window list over the last `max_len` rows, kept at each time's last event."""
+    order = f"PARTITION BY {S.USER_ID} ORDER BY t, ord"
+    return f"""
+WITH recent AS (
+    SELECT {S.USER_ID}, t,
+        list({S.ITEM_ID}) OVER ({order} ROWS BETWEEN {max_len - 1} PRECEDING AND CURRENT ROW) AS {N.RECENT_ITEMS},
+        lead(t) OVER ({order}) AS next_t
+    FROM ev
+    QUALIFY next_t IS NULL OR next_t <> t
+),
+timeline AS (  -- a user's last row is repeated at as_of (the snapshot) unless it is at as_of
+    SELECT {S.USER_ID},
+        unnest(CASE WHEN next_t IS NULL AND t < {as_of} THEN [t, {as_of}::BIGINT] ELSE [t] END) AS t,
+        {N.RECENT_ITEMS}
+    FROM recent
+)
+SELECT {S.USER_ID}, {timestamp}, {N.RECENT_ITEMS} FROM timeline ORDER BY {S.USER_ID}, t
+"""
+
+
+# --- DuckDB -------------------------------------------------------------------------------------
+
+
+@contextmanager
+def duckdb_connection(
+    memory_limit: str = DEFAULT_MEMORY_LIMIT, spill_near: str | Path | None = None
+) -> Iterator["duckdb.DuckDBPyConnection"]:
+    """An in-memory DuckDB that spills past `memory_limit` into a temporary folder (made under
+    `spill_near`, else the system's temp folder) removed on exit. The tables' builds and the
+    store's materialization both run in one of these."""
+    import duckdb
+
+    if spill_near is not None:
+        Path(spill_near).mkdir(parents=True, exist_ok=True)
+    spill = Path(tempfile.mkdtemp(prefix=".duckdb-spill-", dir=spill_near))
+    try:
+        con = duckdb.connect(
+            ":memory:",
+            config={
+                "memory_limit": memory_limit,
+                "temp_directory": str(spill),
+                # Kept on: with it off, DuckDB 2.0's Arrow fetch (to_arrow_table) returns an
+                # ORDER BY's rows out of order. Every output here has its ORDER BY.
+                "preserve_insertion_order": True,
+            },
+        )
+        try:
+            yield con
+        finally:
+            con.close()
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
+
+
+def _load_events(
+    con: "duckdb.DuckDBPyConnection",
+    source: str,
+    items: pd.DataFrame | None,
+    as_of: pd.Timestamp | str | None,
+) -> tuple[pd.Timestamp, int, bool]:
+    """Create the item lookups and `ev` (the events at or before the cutoff, each with its item's
+    category) from `source`, a query with user_id, item_id, event_type, t, price and ord.
+    Returns (cutoff, events kept, whether the kept events have several event types)."""
+    _item_lookup(con, "item_categories", items, S.CATEGORY, "VARCHAR")
+    _item_lookup(con, "item_prices", items, S.PRICE, "DOUBLE")
+    if as_of is not None:
+        cutoff = _utc(as_of)
+    else:
+        last = _one(con, f"SELECT max(t) FROM ({source})")
+        if last is None or last[0] is None:
+            raise FeatureTableError(
+                "no events at or before as_of=NaT (no event has a time): nothing to build features from"
+            )
+        cutoff = pd.Timestamp(int(last[0]), unit="ns", tz="UTC")
+    con.execute(
+        f"""
+        CREATE TEMP TABLE ev AS
+        SELECT e.{S.USER_ID}, e.{S.ITEM_ID}, e.{S.EVENT_TYPE}, e.t,
+            CASE WHEN isnan(e.{S.PRICE}) THEN NULL ELSE e.{S.PRICE} END AS {S.PRICE},
+            e.ord, c.category
+        FROM ({source}) e LEFT JOIN item_categories c USING ({S.ITEM_ID})
+        WHERE e.t <= {_ns(cutoff)}
+        """
     )
-    out[N.FEATURE_TIMESTAMP] = pd.to_datetime(out[N.FEATURE_TIMESTAMP], utc=True)
-    last = out.drop_duplicates(S.USER_ID, keep="last")
-    stale = last[last[N.FEATURE_TIMESTAMP] < as_of].assign(**{N.FEATURE_TIMESTAMP: as_of})
-    both = pd.concat([out, stale], ignore_index=True)
-    return both.sort_values([S.USER_ID, N.FEATURE_TIMESTAMP], kind="stable", ignore_index=True)
+    count, types = _one(con, f"SELECT count(*), count(DISTINCT {S.EVENT_TYPE}) FROM ev")
+    if not count:
+        raise FeatureTableError(f"no events at or before as_of={cutoff}: nothing to build features from")
+    return cutoff, int(count), int(types) > 1
 
 
-# --- helpers --------------------------------------------------------------------------------
-
-
-def _prepared(events: pd.DataFrame, items: pd.DataFrame | None) -> pd.DataFrame:
-    """Typed, sorted by (user, time, file order) events with each event's item category."""
-    ev = pd.DataFrame(
-        {
-            S.USER_ID: events[S.USER_ID].astype(str).to_numpy(),
-            S.ITEM_ID: events[S.ITEM_ID].astype(str).to_numpy(),
-            S.EVENT_TYPE: events[S.EVENT_TYPE].astype(str).to_numpy(),
-            S.TIMESTAMP: _utc_series(events[S.TIMESTAMP]).to_numpy(),
-            S.PRICE: (
-                pd.to_numeric(events[S.PRICE], errors="coerce").astype("float64").to_numpy()
-                if S.PRICE in events else np.nan
-            ),
-        }
-    )
-    ev[S.TIMESTAMP] = pd.to_datetime(ev[S.TIMESTAMP], utc=True)
-    categories = _item_attribute(items, S.CATEGORY)
-    ev["_category"] = ev[S.ITEM_ID].map(categories) if categories is not None else None
-    ev = ev.iloc[np.lexsort((np.arange(len(ev)), ev[S.TIMESTAMP].to_numpy(), ev[S.USER_ID].to_numpy()))]
-    return ev.reset_index(drop=True)
-
-
-def _item_attribute(items: pd.DataFrame | None, column: str) -> pd.Series | None:
+def _item_lookup(con: "duckdb.DuckDBPyConnection", table: str, items: pd.DataFrame | None,
+                 column: str, sql_type: str) -> None:
+    """`table` (item_id, <category|price>): each item's last known value of `column`."""
+    con.execute(f"CREATE TEMP TABLE {table} ({S.ITEM_ID} VARCHAR, {column} {sql_type})")
     if items is None or column not in items or S.ITEM_ID not in items:
+        return
+    known = items[[S.ITEM_ID, column]].dropna().drop_duplicates(S.ITEM_ID, keep="last")
+    values = known[column].astype(str) if sql_type == "VARCHAR" else known[column].astype("float64")
+    lookup = pd.DataFrame({S.ITEM_ID: known[S.ITEM_ID].astype(str).to_numpy(), column: values.to_numpy()})
+    lookup = lookup.drop_duplicates(S.ITEM_ID, keep="last")
+    if not lookup.empty:
+        con.register("_lookup_frame", lookup)
+        con.execute(f"INSERT INTO {table} SELECT {S.ITEM_ID}, {column} FROM _lookup_frame")
+        con.unregister("_lookup_frame")
+
+
+def _one(con: "duckdb.DuckDBPyConnection", query: str) -> tuple | None:
+    """The first row of a statement's answer, the answer read to its end (DuckDB wants that
+    before the connection's next statement)."""
+    rows = con.execute(query).fetchall()
+    return rows[0] if rows else None
+
+
+def _read_items(path: Path) -> pd.DataFrame | None:
+    """The item columns the tables use (item_id, category, price), or None without an item table."""
+    if not path.exists():
         return None
-    table = items[[S.ITEM_ID, column]].dropna().drop_duplicates(S.ITEM_ID, keep="last")
-    return pd.Series(table[column].to_numpy(), index=table[S.ITEM_ID].astype(str).to_numpy())
+    import pyarrow.parquet as pq
+
+    present = [c for c in (S.ITEM_ID, S.CATEGORY, S.PRICE) if c in pq.read_schema(path).names]
+    return pd.read_parquet(path, columns=present)
 
 
-def _running_leader(group: pd.Series, category: pd.Series) -> pd.Series:
-    """For each event, the group's most frequent known category so far (first to reach wins ties)."""
-    known = category.notna() & (category.astype(str) != N.UNKNOWN_CATEGORY)
-    frame = pd.DataFrame({"g": group, "c": category.where(known)})
-    count = frame.groupby(["g", "c"], dropna=True).cumcount().add(1).where(known, 0)
-    best = count.groupby(group).cummax()
-    best_before = best.groupby(group).shift(1, fill_value=0)
-    # A count only grows by one per event, so the lead changes exactly where a count first
-    # exceeds the best so far: mark those events, then carry the leader forward.
-    leader = frame["c"].where(known & (count > best_before))
-    return leader.groupby(group).ffill().fillna(N.UNKNOWN_CATEGORY).astype(str)
+def _fetch(con: "duckdb.DuckDBPyConnection", query: str) -> pd.DataFrame:
+    """A query's result as a frame: text as str objects, event_timestamp as datetime64[ns, UTC],
+    recent items as Python lists."""
+    table = con.sql(query).to_arrow_table()
+    lists = {N.RECENT_ITEMS} & set(table.column_names)
+    frame = table.drop_columns(list(lists)).to_pandas()
+    for name in lists:
+        frame[name] = pd.Series(table.column(name).to_pylist(), dtype=object)
+    frame = frame[table.column_names]
+    frame[N.FEATURE_TIMESTAMP] = pd.to_datetime(frame[N.FEATURE_TIMESTAMP], unit="ns", utc=True)
+    return frame
 
 
-def _rows_with_snapshot(keys: pd.DataFrame, key: str, as_of: pd.Timestamp) -> pd.DataFrame:
-    """The entity's change times plus one row at `as_of` (unless its last change is at `as_of`)."""
-    last = keys.sort_values(S.TIMESTAMP, kind="stable").drop_duplicates(key, keep="last")
-    stale = last[last[S.TIMESTAMP] < as_of].assign(**{S.TIMESTAMP: as_of})
-    rows = pd.concat([keys, stale], ignore_index=True)
-    return rows.sort_values([key, S.TIMESTAMP], kind="stable", ignore_index=True)
+def _read_table(path: Path) -> pd.DataFrame:
+    """A table written by `build_features`, as `build_feature_tables` returns it."""
+    frame = pd.read_parquet(path)
+    frame[N.FEATURE_TIMESTAMP] = pd.to_datetime(frame[N.FEATURE_TIMESTAMP], utc=True).dt.as_unit("ns")
+    if N.RECENT_ITEMS in frame:
+        frame[N.RECENT_ITEMS] = [list(v) for v in frame[N.RECENT_ITEMS]]
+    return frame
 
 
-def _asof(rows: pd.DataFrame, cum: pd.DataFrame, key: str, times: pd.Series) -> pd.DataFrame:
-    """The cumulative values of `cum` at each row's entity and time (last change <= time)."""
-    left = pd.DataFrame({key: rows[key].to_numpy(), "_t": times.to_numpy(), "_row": np.arange(len(rows))})
-    right = cum.rename(columns={S.TIMESTAMP: "_t"})
-    merged = pd.merge_asof(
-        left.sort_values("_t", kind="stable"),
-        right.sort_values("_t", kind="stable"),
-        on="_t",
-        by=key,
-        direction="backward",
-        allow_exact_matches=True,
-    )
-    return merged.sort_values("_row").reset_index(drop=True)
+def _windows(key: str) -> str:
+    """The named windows of the stats tables: all time and each N.WINDOWS span, (t - w, t]."""
+    named = [f"w_all AS (PARTITION BY {key} ORDER BY t ROWS UNBOUNDED PRECEDING)"]
+    for days in N.WINDOWS.values():
+        if days is not None:
+            # RANGE over integer nanoseconds: t - w + 1 ns .. t, i.e. the half-open (t - w, t].
+            named.append(
+                f"{_window_name(days)} AS (PARTITION BY {key} ORDER BY t "
+                f"RANGE BETWEEN {days * _NS_PER_DAY - 1} PRECEDING AND CURRENT ROW)"
+            )
+    return ",\n       ".join(named)
 
 
-def _typed(out: pd.DataFrame) -> pd.DataFrame:
-    out[N.FEATURE_TIMESTAMP] = pd.to_datetime(out[N.FEATURE_TIMESTAMP], utc=True)
-    return out.reset_index(drop=True)
+def _window_name(days: int | None) -> str:
+    return "w_all" if days is None else f"w_{days}d"
+
+
+def _check(columns: list[str], max_len: int) -> None:
+    missing = [c for c in S.EVENT_REQUIRED if c not in columns]
+    if missing:
+        raise FeatureTableError(f"events table lacks column(s) {missing}; has {list(columns)}")
+    if max_len < 1:
+        raise FeatureTableError(f"max_len must be >= 1, got {max_len}")
+
+
+def _literal(path: str | Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _ns(stamp: pd.Timestamp) -> int:
+    """A UTC time as nanoseconds since the epoch."""
+    return int(stamp.as_unit("ns").value)
+
+
+def _epoch_ns(column_type: "pa.DataType") -> str:
+    """SQL for the events file's timestamp column as nanoseconds since the epoch: a timestamp
+    column as it is (a naive one is taken as UTC), anything else (text) cast to TIMESTAMPTZ."""
+    import pyarrow as pa
+
+    if pa.types.is_timestamp(column_type):
+        return f"epoch_ns({S.TIMESTAMP})"
+    return f"epoch_ns(CAST({S.TIMESTAMP} AS TIMESTAMPTZ))"
 
 
 def _utc(value: pd.Timestamp | str) -> pd.Timestamp:
     stamp = pd.Timestamp(value)
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def _nanoseconds(column: pd.Series) -> pd.arrays.IntegerArray:
+    """Times (any pandas-readable form, naive = UTC) as nanoseconds since the epoch, null for NaT."""
+    times = pd.to_datetime(_utc_series(column).to_numpy(), utc=True).as_unit("ns")
+    values = pd.array(times.asi8, dtype="Int64")
+    values[np.asarray(times.isna())] = pd.NA
+    return values
 
 
 def _utc_series(column: pd.Series) -> pd.Series:

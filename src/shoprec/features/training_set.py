@@ -3,11 +3,19 @@
 Each training row gets the feature values as they stood strictly before its timestamp:
 the join time is moved back one microsecond, so an event never sees itself (nor anything at
 or after its own time) in `recent_items` or in the counts.
+
+A training set carries only the features its reader uses: `build_training_set` joins the whole
+service only when asked for nothing narrower, and the train step asks for `TRAINING_FEATURES`.
+Feast's point-in-time join (ibis over DuckDB) pairs every entity row with every earlier feature
+row of its key before keeping the newest, so its cost grows with the sum of squared events per
+user and per item: on the 150k-event Instacart sample the whole service (with the 50-item
+`recent_items` lists) peaked at 20 GB, user_stats + item_stats alone at 7.8 GB.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +30,13 @@ if TYPE_CHECKING:
 _ROW = "_shoprec_row"
 _JUST_BEFORE = pd.Timedelta(microseconds=1)
 
+# The features the train step joins to its examples, as "view:feature" references of the
+# service: none. SASRec+ and the baselines read item ids only, and rebuild each example's input
+# sequence from the entity rows themselves (equal to the `recent_items` the store would join, by
+# construction: tests/features/test_point_in_time.py); the statistics views are not read either.
+# A model that reads a feature names it here, and the train step joins just that, point in time.
+TRAINING_FEATURES: tuple[str, ...] = ()
+
 
 def next_item_examples(events: pd.DataFrame) -> pd.DataFrame:
     """Entity rows for next-item training: one row per event (user_id, item_id = the target,
@@ -30,11 +45,27 @@ def next_item_examples(events: pd.DataFrame) -> pd.DataFrame:
         {
             S.USER_ID: events[S.USER_ID].astype(str).to_numpy(),
             S.ITEM_ID: events[S.ITEM_ID].astype(str).to_numpy(),
-            S.TIMESTAMP: pd.to_datetime(events[S.TIMESTAMP], utc=True).to_numpy(),
+            # UTC in nanoseconds, kept a datetime array (to_numpy() would make a Timestamp object per row)
+            S.TIMESTAMP: pd.to_datetime(events[S.TIMESTAMP], utc=True).dt.as_unit("ns").array,
         }
     )
-    frame[S.TIMESTAMP] = pd.to_datetime(frame[S.TIMESTAMP], utc=True)
     return frame.sort_values([S.TIMESTAMP, S.USER_ID], kind="stable", ignore_index=True)
+
+
+def service_features(store: "FeatureStore", service: str = N.FEATURE_SERVICE) -> list[str]:
+    """Every feature of `service` as a "view:feature" reference, in the service's order."""
+    found = store.get_feature_service(service)
+    return [f"{view.name_to_use()}:{feature.name}"
+            for view in found.feature_view_projections for feature in view.features]
+
+
+def training_features(
+    store: "FeatureStore", service: str = N.FEATURE_SERVICE, without: Sequence[str] = (N.RECENT_ITEMS,)
+) -> list[str]:
+    """The service's features minus those named in `without` (by feature name): by default every
+    statistic of user_stats and item_stats, without the `recent_items` lists."""
+    dropped = set(without)
+    return [ref for ref in service_features(store, service) if ref.split(":", 1)[1] not in dropped]
 
 
 def build_training_set(
@@ -42,18 +73,25 @@ def build_training_set(
     entities: pd.DataFrame,
     service: str = N.FEATURE_SERVICE,
     strictly_before: bool = True,
+    features: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Join the service's features to `entities` as of each row's timestamp (Feast, DuckDB store).
+    """Join features to `entities` as of each row's timestamp (Feast, DuckDB store).
 
     Args:
         entities: user_id, item_id and timestamp (the moment of the training example); other
             columns (labels) pass through.
         strictly_before: join the values as of just before the timestamp (default), so the
             target event is never part of its own features.
+        features: which features of `service` to join, as "view:feature" references (each must
+            belong to the service); None = all of the service's features; empty = none: the
+            entity rows come back as they would with features, without a join.
 
     Returns:
-        The entity rows in their input order with one column per feature; `recent_items` is a
-        list (empty when the user had no history yet).
+        The entity rows in their input order with one column per feature; `recent_items` (when
+        joined) is a list (empty when the user had no history yet).
+
+    Raises:
+        FeatureStoreError: the entities lack a key column, or a feature is not in the service.
     """
     lacking = [c for c in (S.USER_ID, S.ITEM_ID, S.TIMESTAMP) if c not in entities.columns]
     if lacking:
@@ -62,12 +100,24 @@ def build_training_set(
     frame[S.USER_ID] = frame[S.USER_ID].astype(str)
     frame[S.ITEM_ID] = frame[S.ITEM_ID].astype(str)
     when = pd.to_datetime(frame[S.TIMESTAMP], utc=True)
+    stamps = when.dt.as_unit("ns").reset_index(drop=True)  # the rows' times as returned (UTC, ns)
+    chosen: Any = store.get_feature_service(service)  # an unknown service fails, features or not
+    if features is not None and len(features) == 0:
+        frame = frame.reset_index(drop=True)
+        frame[S.TIMESTAMP] = stamps  # the rows a join would return, without one: nothing to add
+        return frame
+    if features is not None:
+        offered = service_features(store, service)
+        unknown = [ref for ref in features if ref not in offered]
+        if unknown:
+            raise FeatureStoreError(f"feature(s) {unknown} are not in the feature service {service!r}; "
+                                    f"it offers {offered}")
+        chosen = list(features)
     frame[N.FEATURE_TIMESTAMP] = when - _JUST_BEFORE if strictly_before else when
     frame[_ROW] = np.arange(len(frame))
-    job = store.get_historical_features(entity_df=frame, features=store.get_feature_service(service))
+    job = store.get_historical_features(entity_df=frame, features=chosen)
     joined = job.to_df().sort_values(_ROW, kind="stable").reset_index(drop=True)
-    joined[S.TIMESTAMP] = when.to_numpy()
-    joined[S.TIMESTAMP] = pd.to_datetime(joined[S.TIMESTAMP], utc=True)
+    joined[S.TIMESTAMP] = stamps
     if N.RECENT_ITEMS in joined:
         joined[N.RECENT_ITEMS] = [_as_list(v) for v in joined[N.RECENT_ITEMS]]
     return joined.drop(columns=[_ROW, N.FEATURE_TIMESTAMP])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import warnings
@@ -25,6 +26,23 @@ class LocalRun:
 
     def ran(self, task: str) -> bool:
         return (self.root / task).is_dir()
+
+    def step_metrics(self, task: str) -> dict[str, float]:
+        """The values a finished step logged to its Output[Metrics] (peak_rss_mb among them),
+        read from kfp.local's executor_output.json; empty when the step did not run."""
+        return step_metrics(self.root / task / "executor_output.json")
+
+
+def step_metrics(executor_output: Path) -> dict[str, float]:
+    """The metadata of every Output[Metrics] artifact in a task's executor output file."""
+    if not executor_output.is_file():
+        return {}
+    found: dict[str, float] = {}
+    for entry in json.loads(executor_output.read_text()).get("artifacts", {}).values():
+        for artifact in entry.get("artifacts", []):
+            if artifact.get("name") == "metrics" or "peak_rss_mb" in artifact.get("metadata", {}):
+                found.update(artifact.get("metadata", {}))
+    return found
 
 
 def run_locally(
