@@ -70,6 +70,7 @@ OVERRIDES: dict[str, tuple[str, str]] = {
     "lr": ("train", "learning_rate"), "dropout": ("model", "dropout"),
     "attention_dropout": ("model", "attention_dropout"), "ffn": ("model", "ffn_multiplier"),
     "ffn_activation": ("model", "ffn_activation"), "hidden": ("model", "hidden"), "blocks": ("model", "blocks"),
+    "loss": ("model", "loss"), "negatives": ("model", "negatives"),
 }
 
 
@@ -122,6 +123,9 @@ def main() -> None:
                         help="override the preset: sigmoid-gated residual branches (LiGR layers)")
     parser.add_argument("--hidden", type=int, default=None, help="override the preset")
     parser.add_argument("--blocks", type=int, default=None, help="override the preset")
+    parser.add_argument("--loss", choices=("auto", "full", "sampled"), default=None,
+                        help="training loss (auto: full softmax up to models.sasrec.SAMPLED_SOFTMAX_ITEMS items)")
+    parser.add_argument("--negatives", type=int, default=None, help="sampled softmax: negatives per step")
     parser.add_argument("--ml1m", type=Path, default=ML1M_FILE, help="the SASRec ml-1m.txt.gz")
     parser.add_argument("--json", type=Path, default=None, help="also write all figures here")
     args = parser.parse_args()

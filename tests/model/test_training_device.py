@@ -23,30 +23,37 @@ def test_device_and_precision_choices():
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
-def test_freed_memory_is_kept_for_reuse_under_glibc():
-    # In a fresh process: after the call, a freed 64 MB block stays in the process (its
-    # resident size does not drop back), where by default glibc unmaps it at once.
+def test_freed_memory_is_kept_for_reuse_within_a_bound_and_released_on_request():
+    # In a fresh process, after tune_cpu_allocator: a freed 64 MB block stays in the process
+    # for the next step (glibc's default unmaps it at once); a freed block above
+    # REUSED_BLOCK_BYTES goes back at once (no unbounded keeping); release_freed_cpu_memory
+    # hands the kept memory back.
     script = """
 import torch
-from shoprec.training.device import keep_freed_cpu_memory
+from shoprec.training.device import REUSED_BLOCK_BYTES, release_freed_cpu_memory, tune_cpu_allocator
 
 def resident_mb():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096 / 2**20
 
-def after_free():
-    block = torch.ones(16 * 2**20)  # 64 MB, touched
+def after_free(mb):
+    block = torch.ones(mb * 2**18)  # mb MB, touched
     del block
     return resident_mb()
 
 base = resident_mb()
-default = after_free() - base
-assert keep_freed_cpu_memory() is True and keep_freed_cpu_memory() is True
+default = after_free(64) - base
+assert tune_cpu_allocator() is True and tune_cpu_allocator() is True
 base = resident_mb()
-kept = after_free() - base
-print(f"{default:.0f} {kept:.0f}")
+kept = after_free(64) - base
+large = after_free(REUSED_BLOCK_BYTES // 2**20 + 64) - base
+assert release_freed_cpu_memory() is True
+released = resident_mb() - base
+print(f"{default:.0f} {kept:.0f} {large:.0f} {released:.0f}")
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
-    default, kept = float(out[0]), float(out[1])
+    default, kept, large, released = (float(x) for x in out)
     assert default < 16  # glibc's default: the 64 MB went back to the OS
     assert kept > 48  # now it stays for the next step's matrices
+    assert large < kept + 16  # a block above the bound is not kept
+    assert released < 16  # and the epoch's end hands everything back

@@ -1,7 +1,10 @@
 """SASRec+: a causal transformer over the user's item sequence, trained with full-softmax
 cross-entropy over all items (Klenitskiy & Vasilev 2023: "Turning Dross Into Gold Loss: is
 BERT4Rec really better than SASRec?"), with optional item-side features fused into the item
-embedding so that items with few or no interactions still get a useful vector.
+embedding so that items with few or no interactions still get a useful vector. Above
+`SAMPLED_SOFTMAX_ITEMS` items it trains with a logQ-corrected sampled softmax instead (K
+negatives shared by the batch, as gSASRec / eSASRec), so a step's time and memory do not grow
+with the catalogue; scoring is always over the whole catalogue.
 
 CPU speed choices, measured on the 2-core machine (figures in benchmarks/RESULTS.md, "What
 made an epoch faster"): the output layer is scored only at real (non-padding) positions and
@@ -30,6 +33,81 @@ from shoprec.sequences import PAD, pad_histories
 # Up to this many bytes of softmax are kept from the forward pass for the backward pass
 # (ML-1M: about 170 MB a batch in bf16); above it the backward pass rebuilds each chunk.
 STORED_SOFTMAX_BYTES = 512 << 20
+# A float32 [rows, items] chunk of the output layer holds at most this many bytes: large
+# catalogues get fewer rows per chunk (ML-1M and the Instacart sample keep 2,048), so the
+# loss's working memory has a fixed bound whatever the catalogue.
+CHUNK_BYTES = 128 << 20
+
+# loss="auto": the full softmax up to this many items, a sampled softmax above it (see
+# `SampledSoftmaxCrossEntropy`). Chosen from step-time measurements (benchmarks/RESULTS.md,
+# "Training memory"): the full softmax costs time and memory in proportion to the catalogue.
+SAMPLED_SOFTMAX_ITEMS = 20_000
+# Negatives drawn per training step, shared by every row of the batch.
+SAMPLED_NEGATIVES = 4096
+LOSSES = ("auto", "full", "sampled")
+NEGATIVE_SAMPLERS = ("popularity", "uniform")
+
+
+def resolve_loss(loss: str, n_items: int) -> str:
+    """"full" or "sampled": `loss` itself, or for "auto" the catalogue-size switch."""
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, not {loss!r}")
+    if loss == "auto":
+        return "sampled" if n_items > SAMPLED_SOFTMAX_ITEMS else "full"
+    return loss
+
+
+class KeptSoftmax:
+    """One reusable CPU buffer for the softmax an output layer keeps from its forward pass
+    for its backward pass (at most `STORED_SOFTMAX_BYTES`): the largest matrix of a training
+    step is then written into the same pages every step instead of being allocated afresh,
+    which glibc would map and the kernel zero page by page (about a sixth of a float32 step
+    with 5,000 items, measured), or which a heap that keeps freed memory would hold on to as
+    it fragments. Each `take` invalidates the previous one (a token says which is current):
+    a backward pass whose softmax was overwritten by a later forward pass rebuilds it
+    instead. `release` (the model does it on `train(False)`) frees the buffer. On CUDA the
+    caching allocator already reuses memory: `take` returns a fresh tensor there."""
+
+    def __init__(self) -> None:
+        self.buffer: torch.Tensor | None = None
+        self.token = 0
+
+    def take(self, rows: int, columns: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, int]:
+        """An uninitialised [rows, columns] matrix and its token."""
+        self.token += 1
+        if device.type != "cpu":
+            return torch.empty(rows, columns, dtype=dtype, device=device), self.token
+        need = rows * columns
+        if self.buffer is None or self.buffer.dtype != dtype or self.buffer.numel() < need:
+            self.buffer = None  # the old one goes first: never both at once
+            # A quarter to spare, so that batches a little longer than the first do not
+            # reallocate; never above the cap the caller checked `need` against.
+            cap = STORED_SOFTMAX_BYTES * 8 // torch.finfo(dtype).bits
+            self.buffer = torch.empty(max(need, min(need * 5 // 4, cap)), dtype=dtype)
+        return self.buffer[:need].view(rows, columns), self.token
+
+    def holds(self, token: int) -> bool:
+        return token == self.token
+
+    def release(self) -> None:
+        self.buffer = None
+
+    def __deepcopy__(self, memo: dict) -> "KeptSoftmax":
+        return KeptSoftmax()  # a scratch buffer, never part of a copy
+
+    def __getstate__(self) -> dict:
+        return {"buffer": None, "token": 0}
+
+
+def _kept_matrix(kept: KeptSoftmax | None, rows: int, columns: int, dtype: torch.dtype,
+                 device: torch.device) -> tuple[torch.Tensor, int]:
+    if kept is None:
+        return torch.empty(rows, columns, dtype=dtype, device=device), 0
+    return kept.take(rows, columns, dtype, device)
+
+
+def _still_kept(kept: KeptSoftmax | None, token: int) -> bool:
+    return kept is None or kept.holds(token)
 
 
 class ChunkedSoftmaxCrossEntropy(torch.autograd.Function):
@@ -44,14 +122,16 @@ class ChunkedSoftmaxCrossEntropy(torch.autograd.Function):
     backward pass rebuilds each chunk as exp(logits - log-sum-exp)."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk_rows: int, compute_dtype: torch.dtype):  # type: ignore[override]
+    def forward(ctx, hidden, weight, targets, chunk_rows: int, compute_dtype: torch.dtype,  # type: ignore[override]
+                kept: KeptSoftmax | None = None):
         rows, columns = hidden.shape[0], weight.shape[0]
+        chunk_rows = max(1, min(chunk_rows, CHUNK_BYTES // (4 * columns)))
         store = rows * columns * torch.finfo(compute_dtype).bits // 8 <= STORED_SOFTMAX_BYTES
         with torch.autocast(hidden.device.type, enabled=False):
             w = weight.to(compute_dtype)  # [N+1, d]
             log_norm = torch.empty(rows, dtype=torch.float32, device=hidden.device)
             picked = torch.empty(rows, dtype=torch.float32, device=hidden.device)
-            softmax = torch.empty(rows if store else 0, columns, dtype=compute_dtype, device=hidden.device)
+            softmax, token = _kept_matrix(kept, rows if store else 0, columns, compute_dtype, hidden.device)
             for s in range(0, rows, chunk_rows):
                 logits = (hidden[s:s + chunk_rows].to(compute_dtype) @ w.T).float()  # [c, N+1]
                 logits[:, PAD] = float("-inf")
@@ -62,7 +142,10 @@ class ChunkedSoftmaxCrossEntropy(torch.autograd.Function):
                 log_norm[s:s + chunk_rows] = (top + total.log()).squeeze(1)
                 if store:
                     softmax[s:s + chunk_rows] = exps.mul_(total.reciprocal_())
-        ctx.save_for_backward(hidden, weight, targets, log_norm, softmax)
+        # The softmax is not a saved tensor: it may live in `kept`'s buffer, which a later
+        # forward pass may overwrite (then the token says so and backward rebuilds it).
+        ctx.save_for_backward(hidden, weight, targets, log_norm)
+        ctx.softmax, ctx.kept, ctx.token = softmax, kept, token
         ctx.chunk_rows, ctx.compute_dtype, ctx.stored, ctx.used = chunk_rows, compute_dtype, store, False
         return (log_norm - picked).sum() / max(1, rows)
 
@@ -72,17 +155,18 @@ class ChunkedSoftmaxCrossEntropy(torch.autograd.Function):
             # The stored softmax became the gradient in place the first time.
             raise RuntimeError("ChunkedSoftmaxCrossEntropy supports one backward pass per forward pass")
         ctx.used = True
-        hidden, weight, targets, log_norm, softmax = ctx.saved_tensors
+        hidden, weight, targets, log_norm = ctx.saved_tensors
+        softmax, ctx.softmax = ctx.softmax, None
         cd, rows = ctx.compute_dtype, ctx.chunk_rows
         scale = grad_out.float() / max(1, hidden.shape[0])
         with torch.autocast(hidden.device.type, enabled=False):
             w = weight.to(cd)
-            if ctx.stored:
+            if ctx.stored and _still_kept(ctx.kept, ctx.token):
                 probs = softmax  # softmax - one_hot(target), in place (PAD is already 0)
                 probs[torch.arange(len(targets), device=targets.device), targets] -= 1.0
                 grad_h = ((probs @ w).float() * scale).to(hidden.dtype)
                 grad_w = (probs.T @ hidden.to(cd)).float()
-                return grad_h, (grad_w * scale).to(weight.dtype), None, None, None
+                return grad_h, (grad_w * scale).to(weight.dtype), None, None, None, None
             grad_h = torch.empty_like(hidden)
             grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
             for s in range(0, hidden.shape[0], rows):
@@ -95,7 +179,86 @@ class ChunkedSoftmaxCrossEntropy(torch.autograd.Function):
                 # The scalar scale goes on the [c, d] products, not the [c, N+1] matrix.
                 grad_h[s:s + rows] = ((probs @ w).float() * scale).to(hidden.dtype)
                 grad_w += (probs.T @ h).float()
-        return grad_h, (grad_w * scale).to(weight.dtype), None, None, None
+        return grad_h, (grad_w * scale).to(weight.dtype), None, None, None, None
+
+
+class SampledSoftmaxCrossEntropy(torch.autograd.Function):
+    """mean_i CE over the candidates {t_i} + S: the row's target and K negatives S shared by
+    the whole batch, drawn with replacement from q (the caller's sampler), logQ-corrected.
+
+    A negative j scores h_i . w_j - log(K q_j) (its logit minus the log of its expected
+    count in the sample): sum_{j in S} exp(h . w_j) / (K q_j) is then an unbiased estimate
+    of the softmax denominator over the catalogue, so the loss tends to the full softmax
+    cross-entropy as K grows whatever q is (popular items, sampled often, are corrected
+    down). The target's own logit is not corrected (it is always a candidate, not sampled),
+    and a negative that is the row's target is masked (-inf), so it never counts twice.
+
+    Memory: [chunk_rows, K] working matrices; the [M, K] softmax is kept for the backward
+    pass when it fits in `STORED_SOFTMAX_BYTES`, else rebuilt per chunk. Matmuls run in
+    `compute_dtype`, log-sum-exp and softmax in float32, as `ChunkedSoftmaxCrossEntropy`."""
+
+    @staticmethod
+    def forward(ctx, hidden, positives, negatives, log_expected, negative_ids, targets,  # type: ignore[override]
+                chunk_rows: int, compute_dtype: torch.dtype, kept: KeptSoftmax | None = None):
+        rows, k = hidden.shape[0], negatives.shape[0]
+        chunk_rows = max(1, min(chunk_rows, CHUNK_BYTES // (4 * k)))
+        store = rows * k * torch.finfo(compute_dtype).bits // 8 <= STORED_SOFTMAX_BYTES
+        with torch.autocast(hidden.device.type, enabled=False):
+            w = negatives.to(compute_dtype)  # [K, d]
+            correction = log_expected.float()  # [K]
+            picked = (hidden.float() * positives.float()).sum(1)  # [M]: the targets' logits
+            log_norm = torch.empty(rows, dtype=torch.float32, device=hidden.device)
+            softmax, token = _kept_matrix(kept, rows if store else 0, k, compute_dtype, hidden.device)
+            for s in range(0, rows, chunk_rows):
+                logits = _sampled_logits(hidden[s:s + chunk_rows], w, correction, negative_ids,
+                                         targets[s:s + chunk_rows], compute_dtype)  # [c, K]
+                pos = picked[s:s + chunk_rows, None]
+                top = torch.maximum(logits.amax(1, keepdim=True), pos)
+                exps = logits.sub_(top).exp_()
+                total = exps.sum(1, keepdim=True) + (pos - top).exp()
+                log_norm[s:s + chunk_rows] = (top + total.log()).squeeze(1)
+                if store:
+                    softmax[s:s + chunk_rows] = exps.mul_(total.reciprocal_())
+        ctx.save_for_backward(hidden, positives, negatives, log_expected, negative_ids, targets, picked, log_norm)
+        ctx.softmax, ctx.kept, ctx.token = softmax, kept, token  # as in ChunkedSoftmaxCrossEntropy
+        ctx.chunk_rows, ctx.compute_dtype, ctx.stored = chunk_rows, compute_dtype, store
+        return (log_norm - picked).sum() / max(1, rows)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        hidden, positives, negatives, log_expected, negative_ids, targets, picked, log_norm = ctx.saved_tensors
+        softmax = ctx.softmax
+        cd, chunk = ctx.compute_dtype, ctx.chunk_rows
+        scale = grad_out.float() / max(1, hidden.shape[0])
+        with torch.autocast(hidden.device.type, enabled=False):
+            w = negatives.to(cd)
+            # d loss_i / d picked_i = softmax of the target's column - 1.
+            pos_coef = ((picked - log_norm).exp() - 1.0) * scale  # [M]
+            grad_pos = (pos_coef[:, None] * hidden.float()).to(positives.dtype)
+            grad_h = pos_coef[:, None] * positives.float()
+            if ctx.stored and _still_kept(ctx.kept, ctx.token):
+                grad_h += (softmax @ w).float() * scale
+                grad_w = (softmax.T @ hidden.to(cd)).float()
+            else:
+                correction = log_expected.float()
+                grad_w = torch.zeros(negatives.shape, dtype=torch.float32, device=negatives.device)
+                for s in range(0, hidden.shape[0], chunk):
+                    h = hidden[s:s + chunk]
+                    probs = _sampled_logits(h, w, correction, negative_ids, targets[s:s + chunk], cd)
+                    probs = probs.sub_(log_norm[s:s + chunk, None]).exp_().to(cd)
+                    grad_h[s:s + chunk] += (probs @ w).float() * scale
+                    grad_w += (probs.T @ h.to(cd)).float()
+        return (grad_h.to(hidden.dtype), grad_pos, (grad_w * scale).to(negatives.dtype),
+                None, None, None, None, None, None)
+
+
+def _sampled_logits(
+    hidden: torch.Tensor, negatives: torch.Tensor, correction: torch.Tensor, negative_ids: torch.Tensor,
+    targets: torch.Tensor, compute_dtype: torch.dtype,
+) -> torch.Tensor:
+    """[c, K] float32: h . w_j - log(K q_j), -inf where negative j is the row's target."""
+    logits = (hidden.to(compute_dtype) @ negatives.T).float().sub_(correction)
+    return logits.masked_fill_(negative_ids[None, :] == targets[:, None], float("-inf"))
 
 
 class FastDropout(nn.Module):
@@ -223,6 +386,7 @@ class SASRec(Recommender):
 
     kind: ClassVar[str] = "sasrec"
     trainable: ClassVar[bool] = True
+    negative_probs: torch.Tensor  # a buffer (see __init__)
 
     def __init__(
         self,
@@ -240,8 +404,26 @@ class SASRec(Recommender):
         attention_dropout: float = 0.0,
         residual_gates: bool = False,
         ffn_activation: str = "gelu",
+        loss: str = "auto",
+        negatives: int = SAMPLED_NEGATIVES,
+        negative_sampling: str = "popularity",
     ) -> None:
         super().__init__(n_items)
+        # The training loss: "full" softmax over the catalogue or "sampled" softmax (K =
+        # `negatives` shared negatives drawn by `negative_sampling`, logQ-corrected); "auto"
+        # is resolved here by catalogue size (`SAMPLED_SOFTMAX_ITEMS`) and `config()` records
+        # the resolved choice. Scoring is always over the full catalogue.
+        self.loss_kind = resolve_loss(loss, n_items)
+        if negatives < 1:
+            raise ValueError(f"negatives must be at least 1, not {negatives}")
+        if negative_sampling not in NEGATIVE_SAMPLERS:
+            raise ValueError(f"negative_sampling must be one of {NEGATIVE_SAMPLERS}, not {negative_sampling!r}")
+        self.negatives, self.negative_sampling = int(negatives), negative_sampling
+        # Sampling distribution over item indices (PAD 0): uniform until `prepare_training`
+        # gives training counts. Not saved: it is training data, not part of the model.
+        uniform = torch.ones(n_items + 1)
+        uniform[PAD] = 0.0
+        self.register_buffer("negative_probs", uniform / max(1, n_items), persistent=False)
         # Repeat-purchase data: scores of items the user already has get
         # repeat_weight * log(1 + times among the newest max_len items). 0 = off; set after
         # training by `fit.tune_repeat_weight` on validation (grocery baskets repeat a lot).
@@ -261,6 +443,7 @@ class SASRec(Recommender):
             self.register_buffer("item_text", torch.zeros(n_items + 1, text_dim))
             self.text_projection = nn.Linear(text_dim, hidden, bias=False)
         self._serving_items: tuple[list[torch.Tensor], tuple, torch.Tensor] | None = None  # see scoring_items
+        self._kept_softmax = KeptSoftmax()  # the output layer's reusable buffer (training on CPU)
         self.input_dropout = FastDropout(dropout)
         self.layers = nn.ModuleList(
             CausalBlock(hidden, heads, dropout, ffn_multiplier, attention_dropout, residual_gates, ffn_activation)
@@ -287,7 +470,34 @@ class SASRec(Recommender):
             "chunk_rows": self.chunk_rows, "ffn_multiplier": self.ffn_multiplier,
             "repeat_weight": self.repeat_weight, "attention_dropout": self.attention_dropout,
             "residual_gates": self.residual_gates, "ffn_activation": self.ffn_activation,
+            "loss": self.loss_kind, "negatives": self.negatives, "negative_sampling": self.negative_sampling,
         }
+
+    @classmethod
+    def from_state(cls, config: dict[str, Any], state: dict[str, torch.Tensor]) -> "SASRec":
+        # Bundles written before the sampled softmax were all trained with the full one.
+        return super().from_state({"loss": "full", **config}, state)  # type: ignore[return-value]
+
+    def prepare_training(self, sequences: Sequence[np.ndarray]) -> None:
+        """Called by the training loop with the training sequences: with the sampled softmax
+        and popularity sampling, negatives are drawn in proportion to 1 + each item's count."""
+        if self.loss_kind != "sampled" or self.negative_sampling != "popularity":
+            return
+        flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences] or [np.zeros(0, np.int64)])
+        counts = np.bincount(flat[(flat > PAD) & (flat <= self.n_items)], minlength=self.n_items + 1)
+        weights = torch.as_tensor(counts, dtype=torch.float64) + 1.0
+        weights[PAD] = 0.0
+        self.negative_probs = (weights / weights.sum()).float().to(self.negative_probs.device)
+
+    def sample_negatives(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K item indices drawn with replacement, log of each one's expected count K q_j)."""
+        k = self.negatives
+        if self.negative_sampling == "uniform":
+            ids = torch.randint(1, self.n_items + 1, (k,), device=device)
+            return ids, torch.full((k,), math.log(k / self.n_items), device=device)
+        probs = self.negative_probs.to(device)
+        ids = torch.multinomial(probs, k, replacement=True)
+        return ids, torch.log(probs[ids].double() * k).float()
 
     def set_item_features(
         self, category: torch.Tensor | None = None, text: torch.Tensor | None = None
@@ -317,6 +527,8 @@ class SASRec(Recommender):
 
     def train(self, mode: bool = True) -> "SASRec":
         self._serving_items = None  # weights are about to change: never reuse a stale matrix
+        if not mode:
+            self._kept_softmax.release()  # validation, serving: the training buffer goes
         return super().train(mode)
 
     def _apply(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -363,15 +575,22 @@ class SASRec(Recommender):
         return self.final_norm(x)
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean full-softmax cross-entropy over the real target positions of the batch."""
+        """Mean cross-entropy over the real target positions of the batch: full softmax over
+        the catalogue, or the sampled softmax (`loss_kind`)."""
         items = self.item_matrix()
         hidden = self.encode(inputs, items)  # [B, L, d]
         real = targets != PAD
         states = hidden[real]  # [M, d]: only positions with a target reach the output layer
+        wanted = targets[real]
         compute_dtype = torch.get_autocast_dtype(inputs.device.type) if torch.is_autocast_enabled(inputs.device.type) else torch.float32
-        return ChunkedSoftmaxCrossEntropy.apply(
-            states, items, targets[real], self.chunk_rows, compute_dtype
-        )
+        if self.loss_kind == "sampled":
+            ids, log_expected = self.sample_negatives(inputs.device)
+            return SampledSoftmaxCrossEntropy.apply(
+                states, items[wanted], items[ids], log_expected, ids, wanted, self.chunk_rows, compute_dtype,
+                self._kept_softmax,
+            )
+        return ChunkedSoftmaxCrossEntropy.apply(states, items, wanted, self.chunk_rows, compute_dtype,
+                                                self._kept_softmax)
 
     @torch.no_grad()
     def score_all(self, histories: Sequence[np.ndarray]) -> torch.Tensor:

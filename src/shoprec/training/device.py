@@ -60,34 +60,64 @@ def configure_cpu_threads(threads: int | None = None) -> int:
 
 
 # glibc's mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+# Blocks up to this size come from malloc's heap, so a freed one is reused by the next step
+# instead of being mapped afresh (and zeroed page by page by the kernel on first touch): above
+# the output layer's per-step chunks (at most models.sasrec.CHUNK_BYTES = 128 MiB). Larger
+# blocks are mapped and unmapped as by default; the largest per-step matrix, the kept softmax
+# (up to 512 MiB), has its own reused buffer (models.sasrec.KeptSoftmax).
+REUSED_BLOCK_BYTES = 192 << 20
+# At most this much free memory stays at the top of the heap between steps (glibc's default
+# hands it back once 128 KiB-64 MiB are free, to be re-faulted by the next step). 256 MiB
+# still re-faulted a 20,000-item step's matrices (system time 15 s of 90); 512 MiB: 6 s.
+KEPT_FREE_BYTES = 512 << 20
 _allocator_tuned = False
 
 
-def keep_freed_cpu_memory() -> bool:
-    """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the OS.
-
-    Each CPU training step allocates and frees tens of [rows, items] matrices of 1-30 MB;
-    by default glibc maps each one afresh (mmap above 128 KB-32 MB) and the kernel zeroes
-    every page on first touch: about a sixth of a step on the 2-core machine (ML-1M,
-    measured 272 -> 238 ms). The cost is that the process keeps its peak memory until it
-    exits, which suits a training process. A no-op (False) where the C library is not glibc.
-    Idempotent; call it at a training entry point, not at import."""
-    global _allocator_tuned
-    if _allocator_tuned:
-        return True
+def _glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (mallopt / malloc_trim), else None."""
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name) if name else None
     except OSError:
-        libc = None
-    mallopt = getattr(libc, "mallopt", None)
-    if mallopt is None or not hasattr(libc, "gnu_get_libc_version"):
+        return None
+    if libc is None or not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):
+        return None
+    return libc
+
+
+def tune_cpu_allocator() -> bool:
+    """Let glibc's malloc reuse the training step's freed matrices, within a fixed bound.
+
+    Each CPU training step allocates and frees tens of [rows, items] matrices of 1-128 MB; by
+    default glibc maps the ones above its adaptive mmap threshold (at most 32 MiB) afresh and
+    the kernel zeroes every page on first touch. Here blocks up to `REUSED_BLOCK_BYTES` come
+    from the heap and up to `KEPT_FREE_BYTES` of free heap stay for the next step; the
+    training loop hands the rest back after every epoch (`release_freed_cpu_memory`), so
+    memory does not grow with epochs. (The first version kept every freed block up to 1 GiB
+    and never trimmed: faster, but its resident memory grew epoch after epoch and with the
+    catalogue: see benchmarks/RESULTS.md, "Training memory".)
+    A no-op (False) where the C library is not glibc. Idempotent; call it at a training
+    entry point, not at import."""
+    global _allocator_tuned
+    if _allocator_tuned:
+        return True
+    libc = _glibc()
+    if libc is None:
         return False
-    # Blocks up to 1 GiB come from the heap (a glibc that caps the threshold at 32 MiB gets
-    # that), freed memory is never trimmed, and the heap grows 256 MiB at a time.
-    mapped = mallopt(_M_MMAP_THRESHOLD, 1 << 30) == 1 or mallopt(_M_MMAP_THRESHOLD, 32 << 20) == 1
-    kept = mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
-    padded = mallopt(_M_TOP_PAD, 1 << 28) == 1
-    _allocator_tuned = mapped and kept and padded
+    mapped = libc.mallopt(_M_MMAP_THRESHOLD, REUSED_BLOCK_BYTES) == 1 or \
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) == 1  # a glibc that caps it at 32 MiB
+    trimmed = libc.mallopt(_M_TRIM_THRESHOLD, KEPT_FREE_BYTES) == 1
+    _allocator_tuned = mapped and trimmed
     return _allocator_tuned
+
+
+def release_freed_cpu_memory() -> bool:
+    """Return the heap's free memory to the OS now (glibc's malloc_trim(0), which also
+    releases free pages in the middle of the heap): the training loop calls it after each
+    epoch. False where the C library is not glibc."""
+    libc = _glibc()
+    if libc is None or not hasattr(libc, "malloc_trim"):
+        return False
+    libc.malloc_trim(0)
+    return True

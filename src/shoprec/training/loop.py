@@ -22,7 +22,9 @@ from shoprec.evaluation.evaluate import rank_targets
 from shoprec.evaluation.splits import EvalSet
 from shoprec.models.base import Recommender
 from shoprec.training.batches import training_windows, window_batches
-from shoprec.training.device import autocast, choose_device, keep_freed_cpu_memory, seed_everything, use_bf16
+from shoprec.training.device import (
+    autocast, choose_device, release_freed_cpu_memory, seed_everything, tune_cpu_allocator, use_bf16,
+)
 
 
 @dataclass
@@ -120,7 +122,7 @@ def train(
         device = torch.device("cuda", rank % torch.cuda.device_count())
     bf16 = use_bf16(device, config.amp)
     if device.type == "cpu":
-        keep_freed_cpu_memory()
+        tune_cpu_allocator()
     seed_everything(config.seed + rank)  # dropout differs per rank; data order does not
     model.to(device).train()
     net: torch.nn.Module = model
@@ -129,6 +131,9 @@ def train(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    prepare = getattr(model, "prepare_training", None)
+    if callable(prepare):
+        prepare(train_sequences)  # e.g. SASRec's sampled softmax draws negatives by training counts
     windows = training_windows(train_sequences, model.max_len, config.crops)  # type: ignore[attr-defined]
     data_rng = np.random.default_rng(config.seed)  # identical on every rank
     best_score, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
@@ -177,6 +182,8 @@ def train(
                     save_file(best_state, str(Path(config.checkpoint_dir) / "best.safetensors"))
             else:
                 stale += 1
+        if device.type == "cpu":
+            release_freed_cpu_memory()  # the allocator keeps some freed memory per step, never across epochs
         log["seconds"] = time.perf_counter() - epoch_start
         history.append(log)
         if config.progress and rank == 0:
