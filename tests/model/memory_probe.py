@@ -7,7 +7,7 @@ Run it in a fresh process (peak RSS is per process), e.g.
         --items 50000 --events 300000 --max-len 200 --epochs 3 [--allocator keep]
 
 It prints one JSON object. `tests/model/test_training_memory.py` runs it as a child process
-and fails when the child's peak RSS (ru_maxrss) passes a limit: the memory-regression check.
+and fails when the child's peak RSS (its VmHWM) passes a limit: the memory-regression check.
 `run_probe_in_child` is that check as a function, for other slices.
 """
 
@@ -36,7 +36,14 @@ def _rss_mb() -> float:
 
 
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    """This process's own high-water resident memory (VmHWM). Not ru_maxrss: Linux carries a
+    forked parent's size into the child's ru_maxrss across exec, so a probe started from a
+    large pytest process would report the parent's memory, not its own."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # no /proc: KiB on Linux
 
 
 def synthetic_sequences(n_items: int, n_events: int, mean_length: int, seed: int = 0) -> list:
@@ -169,20 +176,18 @@ def probe(
 
 def run_probe_in_child(timeout: float = 600.0, **arguments: Any) -> dict[str, Any]:
     """`probe(**arguments)` in a fresh Python process; its JSON result plus "child_peak_rss_mb"
-    (the child's ru_maxrss as its parent sees it, RUSAGE_CHILDREN: a fresh process per call
-    is needed for that to be this child's peak alone)."""
+    (the child's own peak resident memory)."""
     command = [sys.executable, str(Path(__file__).resolve())]
     for name, value in arguments.items():
         command += [f"--{name.replace('_', '-')}", str(value)]
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"memory probe failed ({done.returncode}):\n{done.stderr[-4000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # RUSAGE_CHILDREN is the largest of all waited-for children: trust it only when it moved.
-    result["child_peak_rss_mb"] = round(after / 1024.0, 1) if after > before else result["peak_rss_mb"]
+    # The child's own high-water mark (VmHWM, see _peak_mb): the parent's RUSAGE_CHILDREN
+    # would include the parent's size at fork time.
+    result["child_peak_rss_mb"] = result["peak_rss_mb"]
     return result
 
 
