@@ -15,6 +15,7 @@ help:
 	@echo "make test   - set up .venv with dev tools and run the test suite"
 	@echo "make benchmark - run every benchmark in benchmarks/ (tables on stdout)"
 	@echo "make image  - build the container image (IMAGE=... or \$$SHOPREC_IMAGE; needs Docker)"
+	@echo "make image-gpu - build the CUDA image of the GPU steps (GPU_IMAGE=... or \$$SHOPREC_GPU_IMAGE)"
 
 # The stamp depends on pyproject.toml: a second call with no change reuses the environment.
 $(VENV)/.installed: pyproject.toml
@@ -63,20 +64,28 @@ compile: setup
 # The image every component and server runs: $SHOPREC_IMAGE, else shoprec.config.DEFAULT_IMAGE
 # (the name the compiled pipelines record). `make compile` after a new name records it there too.
 IMAGE ?= $(or $(SHOPREC_IMAGE),$(shell sed -n 's/^DEFAULT_IMAGE = "\(.*\)"/\1/p' src/shoprec/config.py))
+# The CUDA build for the steps that request a GPU (train, PyTorchJob workers): $SHOPREC_GPU_IMAGE,
+# else IMAGE with a -gpu tag suffix (shoprec.config.resolve_gpu_image gives the same name).
+GPU_IMAGE ?= $(or $(SHOPREC_GPU_IMAGE),$(IMAGE)-gpu)
 CUDA_BASE ?= nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04
 CUDA_TORCH_INDEX ?= https://download.pytorch.org/whl/cu128
 # A docker CLI is not enough: the engine must answer.
 DOCKER_OK = docker info >/dev/null 2>&1 || { echo "[image] no Docker engine answers here (docker info" \
 	"failed): build on a machine with Docker: docker build -t $(IMAGE) ."; exit 2; }
 
+# Both builds record both names (SHOPREC_IMAGE, SHOPREC_GPU_IMAGE), so a step on either image
+# renders CPU servers on the CPU image and PyTorchJob workers on the CUDA one.
 image:
 	@$(DOCKER_OK)
-	docker build --build-arg IMAGE_REF=$(IMAGE) -t $(IMAGE) .
+	docker build --build-arg IMAGE_REF=$(IMAGE) --build-arg GPU_IMAGE_REF=$(GPU_IMAGE) -t $(IMAGE) .
 
+# The same Dockerfile on a CUDA base with the CUDA torch wheel; REQUIRE_CUDA=1 fails the build
+# when the installed torch is a CPU build, so a GPU step can never get a CPU-only image.
 image-gpu:
 	@$(DOCKER_OK)
 	docker build --build-arg BASE_IMAGE=$(CUDA_BASE) --build-arg TORCH_INDEX_URL=$(CUDA_TORCH_INDEX) \
-		--build-arg IMAGE_REF=$(IMAGE)-gpu -t $(IMAGE)-gpu .
+		--build-arg REQUIRE_CUDA=1 --build-arg IMAGE_REF=$(IMAGE) --build-arg GPU_IMAGE_REF=$(GPU_IMAGE) \
+		-t $(GPU_IMAGE) .
 
 clean-env:
 	rm -rf $(VENV)

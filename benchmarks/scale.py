@@ -9,7 +9,8 @@ every step logs, read from `<run>/<step>/executor_output.json`; "children MB" is
 subprocess it waited for, an upper bound: a child forked from the step counts the step's size at
 the fork), rows/s (input events / step
 seconds) and the time and memory ratios to the first size. Cost must grow linearly or better:
-a step whose time ratio exceeds the size ratio (by more than 15%) is marked SUPERLINEAR.
+a step whose CPU-time ratio (wall time where no CPU time was logged: CPU time is the fair
+figure on a shared machine) exceeds the size ratio by more than 15% is marked SUPERLINEAR.
 `train` runs for the --train-minutes budget (or until early stopping), so its time says little.
 
     .venv/bin/python benchmarks/scale.py [--sizes 1M 5M] [--train-minutes 5] [--work DIR] [--seed 0]
@@ -18,7 +19,9 @@ a step whose time ratio exceeds the size ratio (by more than 15%) is marked SUPE
 
 Sizes take k / M suffixes. With --work the logs, homes and run folders stay there (a log already
 generated with the same shape is reused); without it they go to a temporary folder, removed at
-the end.
+the end. With --work and --reuse, a size whose finished run is already there (its `result.json`)
+is read back instead of run again: `--sizes 5M 30M --reuse` compares the 30M run with the
+stored 5M one without paying for 5M twice.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from shoprec.data.synthetic import ShopShape, SyntheticLog, format_count, parse_
 from shoprec.kfp.local import step_metrics
 
 SHOPREC = str(Path(sys.executable).with_name("shoprec"))
+RESULT_FILE = "result.json"  # a size's finished run, read back by --reuse
 LINEAR_SLACK = 1.15  # a step's time ratio may exceed the size ratio by this much before it is flagged
 _STAMP = r"^(\d\d):(\d\d):(\d\d)\.(\d{3}) - \w+ - "
 _STARTED = re.compile(_STAMP + r"Executing task '([^']+)'")
@@ -56,6 +60,7 @@ class Step:
     status: str = "not run"
     peak_rss_mb: float | None = None
     children_rss_mb: float | None = None
+    cpu_seconds: float | None = None
 
 
 @dataclass
@@ -150,7 +155,22 @@ def read_steps(run: Path, names: list[str]) -> dict[str, Step]:
         metrics = step_metrics(run / name / "executor_output.json")
         step.peak_rss_mb = metrics.get("peak_rss_mb")
         step.children_rss_mb = metrics.get("peak_rss_children_mb")
+        step.cpu_seconds = metrics.get("cpu_seconds")
     return steps
+
+
+def stored_result(folder: Path, events: int, log: SyntheticLog) -> SizeRun | None:
+    """The finished run of this size kept in `folder` (its `result.json`), or None when there is
+    none for this log's shape."""
+    path = folder / RESULT_FILE
+    if not path.is_file():
+        return None
+    stored = json.loads(path.read_text())
+    run = Path(stored["run"]) if stored.get("run") else None
+    if stored.get("shape") != log.shape.__dict__ or run is None or not run.is_dir():
+        return None
+    return SizeRun(events, log, stored["generate_s"], stored["run_s"], stored["returncode"],
+                   stored["tree_peak_mb"], run, read_steps(run, step_names()))
 
 
 def only_run(home: Path) -> Path | None:
@@ -171,20 +191,26 @@ def print_size(console: Console, result: SizeRun, base: SizeRun) -> None:
     shape = result.log.shape
     table = Table(title=f"{format_count(result.events)} events ({shape.users:,} users, {shape.items:,} items, "
                         f"{result.log.sessions:,} sessions); x{grow:g} the {format_count(base.events)} run")
-    for column in ("step", "status", "seconds", "peak RSS MB", "children MB", "rows/s", "time x", "RSS x", "scaling"):
+    for column in ("step", "status", "seconds", "CPU s", "peak RSS MB", "children MB", "rows/s", "time x",
+                   "CPU x", "RSS x", "scaling"):
         table.add_column(column, justify="left" if column in ("step", "status", "scaling") else "right")
     for name, step in result.steps.items():
         before = base.steps.get(name)
         time_ratio = step.seconds / before.seconds if step.seconds and before and before.seconds else None
+        cpu_ratio = step.cpu_seconds / before.cpu_seconds if step.cpu_seconds and before and before.cpu_seconds \
+            else None
+        # CPU time is the fairer cost on a shared machine (wall time grows with others' load).
+        time_ratio = cpu_ratio if cpu_ratio is not None else time_ratio
         verdict = ""
         if time_ratio is not None and result is not base:
             verdict = "SUPERLINEAR" if time_ratio > grow * LINEAR_SLACK else "linear or better"
             verdict += " (budget)" if name == "train" else ""
         table.add_row(
-            name, step.status, number(step.seconds), number(step.peak_rss_mb, 0),
+            name, step.status, number(step.seconds), number(step.cpu_seconds), number(step.peak_rss_mb, 0),
             number(step.children_rss_mb, 0),
             f"{result.events / step.seconds:,.0f}" if step.seconds else "-",
             ratio(step.seconds, before.seconds if before else None),
+            ratio(step.cpu_seconds, before.cpu_seconds if before else None),
             ratio(step.peak_rss_mb, before.peak_rss_mb if before else None), verdict,
         )
     console.print(table)
@@ -218,6 +244,8 @@ def main() -> None:
     parser.add_argument("--train-minutes", type=float, default=5.0, help="training budget of each run [5]")
     parser.add_argument("--work", type=Path, default=None, help="keep logs, homes and runs here")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --work: read back a size's finished run instead of running it again")
     args = parser.parse_args()
     console = Console(width=None if sys.stdout.isatty() else 150)  # piped: wide enough for the tables
     sizes = sorted(set(args.sizes))
@@ -232,6 +260,12 @@ def main() -> None:
             console.print(f"[bold]{format_count(events)}[/]: generating the log ...")
             log, generate_s = generate(events, args.seed, folder / "data")
             home = folder / "home"
+            stored = stored_result(folder, events, log) if args.reuse and args.work else None
+            if stored is not None:
+                console.print(f"[bold]{format_count(events)}[/]: read back the finished run in {folder}")
+                results.append(stored)
+                print_size(console, stored, results[0])
+                continue
             if home.exists():
                 shutil.rmtree(home)  # a fresh home: no champion, an empty store
             console.print(f"[bold]{format_count(events)}[/]: running the pipeline ({log.events_path})")
@@ -240,6 +274,9 @@ def main() -> None:
             result = SizeRun(events, log, generate_s, run_s, rc, tree_mb, run,
                              read_steps(run, names) if run else {n: Step(n) for n in names})
             results.append(result)
+            (folder / RESULT_FILE).write_text(json.dumps(
+                {"shape": log.shape.__dict__, "returncode": rc, "run_s": run_s, "tree_peak_mb": tree_mb,
+                 "generate_s": generate_s, "run": str(run) if run else None}))
             if rc != 0:
                 tail = (folder / "run.out").read_text(errors="replace").strip().splitlines()[-15:]
                 console.print("[red]the run failed[/]; its output ends:\n" + "\n".join(tail), highlight=False)

@@ -1,5 +1,6 @@
 """Pipeline step `deploy` (runs under `dsl.If` on the promote decision): locally it moves the
-registry's production alias; for a cluster it also renders the InferenceService manifest."""
+registry's production alias; on a cluster it applies the InferenceService through the Kubernetes
+API and waits for the new revision before moving the alias; the GitOps path only renders it."""
 
 from kfp.dsl import Artifact, Input, Metrics, Output
 
@@ -19,11 +20,19 @@ def deploy(
     """Deploy the registry version named in the promote step's `decision`; returns the version
     now in production.
 
-    target "local": move the alias (a running predictor follows it); "cluster": write the
-    InferenceService YAML with the version's storageUri and `canary_traffic_percent` (100 = full
-    rollout) to `deployment`, and record the promotion. The decision's reasons go to the history.
-    $SHOPREC_PAYLOAD_LOGGER_URL (from the shoprec-settings ConfigMap), when set, turns on
-    KServe's payload logger on the transformer, sending there every request and answer.
+    target "local": move the alias (a running predictor follows it).
+    "cluster": server-side apply the InferenceService with the version's storageUri (service
+    account credentials), wait for its new revision (serverless: `canary_traffic_percent` first,
+    then 100% once it stayed Ready; raw mode: the rolling update), then move the alias; on a
+    failure or timeout the previous spec is restored, the alias stays, the failure is recorded in
+    the registry history and the step fails with the reason. The rollout log goes to `deployment`.
+    "gitops": render only: the InferenceService YAML goes to `deployment` for a GitOps repo or
+    `kubectl apply`, and the alias moves; nothing is applied.
+    From the shoprec-settings ConfigMap: $SHOPREC_DEPLOY_TIMEOUT_S (default 600) bounds each
+    wait ($SHOPREC_DEPLOY_POLL_S, default 5, between status reads), $SHOPREC_CANARY_HOLD_S (default 60) is how long a canary must stay Ready,
+    $SHOPREC_KSERVE_DEPLOYMENT_MODE forces a mode (default: read from the service), and
+    $SHOPREC_PAYLOAD_LOGGER_URL, when set, turns on KServe's payload logger on the transformer.
+    The decision's reasons go to the history.
     """
     import functools
     import json
@@ -31,7 +40,7 @@ def deploy(
 
     from shoprec.components._runtime import log_peak_memory
     from shoprec.kserve.manifests import render_inference_service
-    from shoprec.lifecycle.deployment import deploy_cluster, deploy_local
+    from shoprec.lifecycle.deployment import RolloutPolicy, deploy_cluster, deploy_gitops, deploy_local
     from shoprec.lifecycle.registry import Registry
 
     with open(decision.path) as handle:
@@ -41,19 +50,32 @@ def deploy(
     if not verdict.get("promote"):
         raise ValueError(f"the decision for {version} is to reject it: nothing to deploy")
     reason = "promotion gate passed: " + "; ".join(verdict.get("reasons", [])[:3])
+    render = functools.partial(render_inference_service,
+                               logger_url=os.environ.get("SHOPREC_PAYLOAD_LOGGER_URL") or None)
+    canary = None if canary_traffic_percent >= 100 else canary_traffic_percent
     if target == "local":
         event = deploy_local(registry, version, reason=reason, decision=verdict)
         with open(deployment.path, "w") as out:
             json.dump(event.to_dict(), out, indent=2, default=str)
     elif target == "cluster":
-        canary = None if canary_traffic_percent >= 100 else canary_traffic_percent
-        event = deploy_cluster(registry, version, deployment.path, reason=reason,
-                               render=functools.partial(render_inference_service,
-                                                        logger_url=os.environ.get("SHOPREC_PAYLOAD_LOGGER_URL") or None),
-                               namespace=namespace,
-                               canary_traffic_percent=canary, decision=verdict)
+        from shoprec.kserve.cluster import KubernetesInferenceServices
+
+        policy = RolloutPolicy(timeout_s=float(os.environ.get("SHOPREC_DEPLOY_TIMEOUT_S") or 600),
+                               poll_s=float(os.environ.get("SHOPREC_DEPLOY_POLL_S") or 5),
+                               canary_hold_s=float(os.environ.get("SHOPREC_CANARY_HOLD_S") or 60),
+                               canary_traffic_percent=canary,
+                               mode=os.environ.get("SHOPREC_KSERVE_DEPLOYMENT_MODE") or None)
+        done = deploy_cluster(registry, version, reason=reason, render=render,
+                              api=KubernetesInferenceServices(), namespace=namespace, policy=policy,
+                              decision=verdict)
+        event = done.event
+        with open(deployment.path, "w") as out:
+            json.dump({"event": event.to_dict(), "rollout": done.rollout.to_dict()}, out, indent=2, default=str)
+    elif target == "gitops":
+        event = deploy_gitops(registry, version, deployment.path, reason=reason, render=render,
+                              namespace=namespace, canary_traffic_percent=canary, decision=verdict)
     else:
-        raise ValueError(f"target must be 'local' or 'cluster', not {target!r}")
+        raise ValueError(f"target must be 'local', 'cluster' or 'gitops', not {target!r}")
     deployment.metadata.update({"version": version, "target": target, "event": event.id})
     log_peak_memory(metrics)
     return registry.production() or ""

@@ -15,15 +15,13 @@ def ingest(dataset: str, items_path: str, limit_users: int, raw: Output[Dataset]
     keeps that many users (a real slice for quick runs).
     """
     from shoprec.components._runtime import log_peak_memory
-    from shoprec.data.loaders import load_dataset
+    from shoprec.data.ingest import ingest as ingest_log
 
-    data = load_dataset(dataset, items_path or None, limit_users or None)
-    data.write(raw.path)
-    raw.metadata.update(
-        {"source": data.source, "events": len(data.events),
-         "items": 0 if data.items is None else len(data.items)}
-    )
-    metrics.log_metric("rows_in", len(data.events))
+    # A file streams batch by batch into the dataset directory: memory is one batch.
+    written = ingest_log(dataset, raw.path, items_path or None, limit_users or None)
+    raw.metadata.update({"source": written.source, "events": written.events, "items": written.items,
+                         "streamed": written.streamed})
+    metrics.log_metric("rows_in", written.events)
     log_peak_memory(metrics)
 
 

@@ -35,11 +35,13 @@ def train(
     split: "temporal" (production: a global time cut at `cutoff`, '' = the 90% time
     quantile) or "leave-one-out" (benchmarks). budget_minutes: 0 = no time limit.
     workers: 0 = train in this pod; N > 0 = launch a PyTorchJob (1 master + N workers, NCCL,
-    `torchrun -m shoprec.training.ddp` on the clean events with the same split; the Feast
-    training set is not used there yet), wait for it, and take the bundle its master wrote.
+    `torchrun -m shoprec.training.ddp` on the same Feast training set, built here and handed
+    over as Parquet on the shared home, with the same split), wait for it, and take the bundle
+    its master wrote.
     The bundle (model.path) holds model.safetensors, weights.sha256, config.json, items.json,
     metrics.json and MODEL_CARD.md; its sha256 and lineage go into the artifact metadata.
     """
+    import dataclasses
     import json
     import os
     import shutil
@@ -47,6 +49,7 @@ def train(
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     from shoprec.components._runtime import log_peak_memory
+    from shoprec import schema as S
     from shoprec.data.dataset import EventData
     from shoprec.evaluation.splits import SplitSpec
     from shoprec.training.fit import FitConfig, fit_and_evaluate, save_outcome
@@ -55,24 +58,8 @@ def train(
     with open(feature_store.path, encoding="utf-8") as handle:
         store_record = json.load(handle)
     service = store_record.get("feature_service", "recommender_v1")
-    if workers > 0:
-        from shoprec.kfp.training_job import bundle_summary, ddp_args, job_timeout_s, train_with_pytorch_job
-
-        bundle = train_with_pytorch_job(
-            clean.path, workers=workers, timeout_s=job_timeout_s(budget_minutes),
-            train_args=ddp_args(max_epochs=max_epochs, learning_rate=learning_rate, hidden=hidden,
-                                max_len=max_len, dropout=dropout, budget_minutes=budget_minutes,
-                                split=split, cutoff=cutoff))
-        shutil.copytree(bundle, model.path, dirs_exist_ok=True)
-        shutil.copyfile(os.path.join(model.path, "MODEL_CARD.md"), model_card.path)
-        logged, metadata = bundle_summary(model.path)
-        for name, value in logged.items():
-            metrics.log_metric(name, value)
-        model.metadata.update({**metadata, "feature_service": service, "workers": workers})
-        log_peak_memory(metrics)
-        return
-
-    data = EventData.read(clean.path)
+    # Only what training reads (the Feast examples and the split: user, item, time).
+    data = EventData.read(clean.path, columns=(S.USER_ID, S.ITEM_ID, S.TIMESTAMP))
     training_set = None
     if use_feature_store:
         from shoprec.features.settings import FeatureStoreSettings
@@ -84,6 +71,28 @@ def train(
         # recent_items lists alone took the join on the Instacart sample from 8 to 20 GB.
         training_set = build_training_set(store, next_item_examples(data.events), service=service,
                                           features=TRAINING_FEATURES)
+        # The training set carries user, item and time, and replaces the events from here on:
+        # let the events frame go rather than hold the log twice.
+        data = dataclasses.replace(data, events=data.events.iloc[0:0])
+    if workers > 0:
+        from shoprec.kfp.training_job import bundle_summary, ddp_args, job_timeout_s, train_with_pytorch_job
+
+        bundle = train_with_pytorch_job(
+            clean.path, workers=workers, timeout_s=job_timeout_s(budget_minutes),
+            train_args=ddp_args(max_epochs=max_epochs, learning_rate=learning_rate, hidden=hidden,
+                                max_len=max_len, dropout=dropout, budget_minutes=budget_minutes,
+                                split=split, cutoff=cutoff, feature_service=service),
+            training_set=training_set)
+        shutil.copytree(bundle, model.path, dirs_exist_ok=True)
+        shutil.copyfile(os.path.join(model.path, "MODEL_CARD.md"), model_card.path)
+        logged, metadata = bundle_summary(model.path)
+        for name, value in logged.items():
+            metrics.log_metric(name, value)
+        model.metadata.update({**metadata, "feature_service": service, "workers": workers,
+                               "training_rows": int(len(training_set)) if training_set is not None else 0})
+        log_peak_memory(metrics)
+        return
+
     config = FitConfig(
         model={"hidden": hidden, "max_len": max_len, "dropout": dropout},
         train=TrainConfig(max_epochs=max_epochs, learning_rate=learning_rate,

@@ -16,11 +16,16 @@ def validate(
     report: Output[Markdown],
     report_json: Output[Artifact],
     metrics: Output[Metrics],
+    max_quarantine_share: float = 0.01,
+    timestamp_unit: str = "auto",
 ) -> None:
     """Validate the raw tables: clean data and quarantine out, the report always.
 
     On a hard failure the report is written, the step exits non-zero naming the failed checks
-    and the report, and no later step runs.
+    and the report, and no later step runs. Future-dated events, unknown items, fractional ids
+    and bad quantities are quarantined; more than `max_quarantine_share` of the events failing
+    one of those checks is a hard failure. `timestamp_unit` is the unit of epoch-number
+    timestamps ("auto": detected from their magnitude).
     """
     from pathlib import Path
 
@@ -29,7 +34,8 @@ def validate(
     from shoprec.data.gate import run_gate
     from shoprec.data.report import ReportPaths
 
-    config = ValidationConfig.from_strings(max_events_per_user_day, window_start, window_end)
+    config = ValidationConfig.from_strings(max_events_per_user_day, window_start, window_end,
+                                           max_quarantine_share, timestamp_unit)
     # The directory, not its tables in memory: the gate streams the events in batches.
     outcome = run_gate(
         raw.path,

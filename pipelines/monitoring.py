@@ -10,7 +10,7 @@ from kfp import dsl
 from shoprec.components.drift_decide import drift_decide
 from shoprec.components.drift_reports import drift_reports
 from shoprec.components.drift_trigger import drift_trigger
-from shoprec.pipelines.platform import retry_transient, with_shared_home
+from shoprec.pipelines.platform import LOG_SALT, on_cluster, retry_transient, with_secrets, with_shared_home
 
 PIPELINE_NAME = "shoprec-monitoring"
 
@@ -34,20 +34,21 @@ def monitoring_pipeline(
     """home '' = $SHOPREC_HOME or ./shoprec-home; trigger_mode "local" or "kfp"."""
     reports_task = drift_reports(home=home, current_events=current_events, window_days=window_days,
                                  drift_share=drift_share, k=k)
-    reports_task.set_display_name("drift_reports")
+    on_cluster(reports_task, "drift_reports")
     # Reports read a log and events that change between runs: never from cache.
     reports_task.set_caching_options(enable_caching=False)
     # Cluster only (kfp.local ignores these): the shared home volume, settings and object-store keys.
-    retry_transient(with_shared_home(reports_task))
+    # The log's salt: the quality report hashes the events' user ids with it to join the log.
+    with_secrets(retry_transient(with_shared_home(reports_task)), LOG_SALT)
     decide_task = drift_decide(summary=reports_task.outputs["summary"], home=home,
                                max_drift_share=max_drift_share, max_fallback_rate=max_fallback_rate,
                                max_quality_drop=max_quality_drop, cooldown_hours=cooldown_hours)
-    decide_task.set_display_name("drift_decide")
+    on_cluster(decide_task, "drift_decide")
     decide_task.set_caching_options(enable_caching=False)  # the cool-down state lives outside the run
     with_shared_home(decide_task)
     trigger_task = drift_trigger(decision=decide_task.outputs["decision"], home=home, mode=trigger_mode,
                                  kfp_host=kfp_host, training_arguments=training_arguments,
                                  training_pipeline=training_pipeline)
-    trigger_task.set_display_name("drift_trigger")
+    on_cluster(trigger_task, "drift_trigger")
     trigger_task.set_caching_options(enable_caching=False)
     with_shared_home(trigger_task)  # no retry: a retry after a started run would start a second one

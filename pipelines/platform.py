@@ -8,12 +8,50 @@ transient (a store, a registry, the network) get them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from kfp import kubernetes
 from kfp.dsl import PipelineTask
 
-from shoprec.config import ClusterSettings, SecretRef
+from shoprec.config import DEFAULT_GPU_IMAGE, ClusterSettings, SecretRef
 
 CLUSTER = ClusterSettings()
+# The prediction log's user-id hash key (manifests/base/secrets.template.yaml): the transformer
+# hashes with it, the monitoring reports hash the events with the same key to join the log.
+LOG_SALT = SecretRef("shoprec-prediction-log", {"log-salt": "SHOPREC_LOG_SALT"})
+# Every step runs as the image's non-root user (Dockerfile: USER 10001); KFP's backend adds
+# allowPrivilegeEscalation false, dropped capabilities and RuntimeDefault seccomp on its own.
+RUN_AS_USER = 10001
+# Pod labels the NetworkPolicies select on (manifests/base/network-policies.yaml).
+PIPELINE_LABEL = ("shoprec.io/role", "pipeline")
+REDIS_CLIENT_LABEL = ("shoprec.io/redis-client", "true")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """A step's CPU and memory: requests (what the scheduler reserves) and limits (where the
+    kernel throttles or kills it). Sized from benchmarks/RESULTS.md's per-step peaks with room
+    for larger shops; raise them per deployment rather than leaving any step unbounded."""
+
+    cpu_request: str
+    memory_request: str
+    cpu_limit: str
+    memory_limit: str
+
+
+SMALL = Resources("250m", "512Mi", "1", "1Gi")          # a decision over a small JSON
+LIGHT = Resources("500m", "1Gi", "2", "2Gi")            # a client of an API (deploy, trigger)
+MEDIUM = Resources("1", "2Gi", "2", "4Gi")              # streamed data steps (< 1 GB at 30M events)
+HEAVY = Resources("2", "4Gi", "4", "8Gi")               # DuckDB / evaluation over whole frames
+# The Feast point-in-time join and the training loop: 7 GB on the Instacart sample at max_len 200.
+TRAIN = Resources("4", "16Gi", "8", "32Gi")
+STEP_RESOURCES: dict[str, Resources] = {
+    "ingest": MEDIUM, "validate": MEDIUM, "build_features": HEAVY, "materialize": MEDIUM,
+    "train": TRAIN, "evaluate": HEAVY, "promote": MEDIUM, "deploy": LIGHT, "monitor": HEAVY,
+    "drift_reports": HEAVY, "drift_decide": SMALL, "drift_trigger": LIGHT,
+    # The churn pipeline (pipelines/churn.py): a small MLP over user_stats rows, CPU only.
+    "churn_train": HEAVY, "churn_register": MEDIUM, "churn_monitor": HEAVY,
+}
 # Two more tries, 15 s then 30 s later: enough for a Redis fail-over or an object-store hiccup.
 RETRIES = 2
 RETRY_BACKOFF = "15s"
@@ -36,7 +74,10 @@ def with_shared_home(task: PipelineTask, settings: ClusterSettings = CLUSTER) ->
 
 
 def on_gpu_node(task: PipelineTask, settings: ClusterSettings = CLUSTER) -> PipelineTask:
-    """One NVIDIA GPU, on a node of the GPU pool, tolerating the pool's taint."""
+    """One NVIDIA GPU, on a node of the GPU pool, tolerating the pool's taint, on the CUDA image
+    (the CPU image's torch cannot use the GPU). DEFAULT_GPU_IMAGE is a placeholder the compiler
+    replaces with the configured one (pipelines/compile.py), as DEFAULT_IMAGE is for CPU steps."""
+    task.set_container_image(DEFAULT_GPU_IMAGE)
     task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
     key, value = settings.gpu_node_label
     kubernetes.add_node_selector(task, label_key=key, label_value=value)
@@ -47,3 +88,22 @@ def on_gpu_node(task: PipelineTask, settings: ClusterSettings = CLUSTER) -> Pipe
 def retry_transient(task: PipelineTask) -> PipelineTask:
     """Retry a step that talks to an outside service (store, registry, object store)."""
     return task.set_retry(num_retries=RETRIES, backoff_duration=RETRY_BACKOFF, backoff_factor=2.0)
+
+
+def on_cluster(task: PipelineTask, name: str) -> PipelineTask:
+    """What every step gets on a cluster: its display name, its CPU and memory requests and
+    limits (STEP_RESOURCES: a step without an entry is a KeyError at compile time, not an
+    unbounded pod), the non-root user, and the pipeline label the NetworkPolicies select on."""
+    size = STEP_RESOURCES[name]
+    task.set_display_name(name)
+    task.set_cpu_request(size.cpu_request).set_cpu_limit(size.cpu_limit)
+    task.set_memory_request(size.memory_request).set_memory_limit(size.memory_limit)
+    kubernetes.set_security_context(task, run_as_user=RUN_AS_USER, run_as_non_root=True)
+    kubernetes.add_pod_label(task, label_key=PIPELINE_LABEL[0], label_value=PIPELINE_LABEL[1])
+    return task
+
+
+def reaches_redis(task: PipelineTask) -> PipelineTask:
+    """Label a step that writes the online store: the only pipeline pods Redis admits."""
+    kubernetes.add_pod_label(task, label_key=REDIS_CLIENT_LABEL[0], label_value=REDIS_CLIENT_LABEL[1])
+    return task

@@ -21,7 +21,8 @@ from shoprec.components.monitor import monitor
 from shoprec.components.promote import promote
 from shoprec.components.train import train
 from shoprec.components.validate import validate
-from shoprec.pipelines.platform import CLUSTER, on_gpu_node, retry_transient, with_secrets, with_shared_home
+from shoprec.pipelines.platform import (CLUSTER, on_cluster, on_gpu_node, reaches_redis, retry_transient,
+                                        with_secrets, with_shared_home)
 
 PIPELINE_NAME = "shoprec-training"
 
@@ -37,6 +38,8 @@ def training_pipeline(
     max_events_per_user_day: int = 1000,
     window_start: str = "1995-01-01",
     window_end: str = "",
+    max_quarantine_share: float = 0.01,
+    timestamp_unit: str = "auto",
     features_as_of: str = "",
     home: str = "",
     use_feature_store: bool = True,
@@ -67,7 +70,8 @@ def training_pipeline(
     train pod (cluster only: it needs the Training Operator).
     """
     ingest_task = ingest(dataset=dataset, items_path=items_path, limit_users=limit_users)
-    ingest_task.set_display_name("ingest")
+    # Name, CPU/memory requests and limits, non-root user, pipeline label (cluster only).
+    on_cluster(ingest_task, "ingest")
     # The source may change between runs under the same parameters: never serve it from cache.
     ingest_task.set_caching_options(enable_caching=False)
     # Cluster only (kfp.local ignores these): the shared home volume, settings and object-store keys.
@@ -78,22 +82,25 @@ def training_pipeline(
         max_events_per_user_day=max_events_per_user_day,
         window_start=window_start,
         window_end=window_end,
+        max_quarantine_share=max_quarantine_share,
+        timestamp_unit=timestamp_unit,
     )
-    validate_task.set_display_name("validate")
+    on_cluster(validate_task, "validate")
 
     # Feature tables as of `features_as_of` ('' = the last clean event), then the Feast store
     # of `home` ('' = $SHOPREC_HOME or ./shoprec-home) is applied and materialized.
     features_task = build_features(
         clean=validate_task.outputs["clean"], as_of=features_as_of, max_len=max_len
     )
-    features_task.set_display_name("build_features")
+    on_cluster(features_task, "build_features")
     materialize_task = materialize(
         features=features_task.outputs["features"], home=home
     )
-    materialize_task.set_display_name("materialize")
+    on_cluster(materialize_task, "materialize")
     # It writes to a store outside the run (the home's online store): never skip it from cache.
     materialize_task.set_caching_options(enable_caching=False)
-    with_secrets(retry_transient(with_shared_home(materialize_task)), CLUSTER.feature_store)
+    # The only pipeline step Redis admits (NetworkPolicy redis-from-feature-server-and-materialize).
+    with_secrets(retry_transient(with_shared_home(reaches_redis(materialize_task))), CLUSTER.feature_store)
 
     # Training reads the point-in-time training set through the Feast feature service.
     train_task = train(
@@ -111,12 +118,13 @@ def training_pipeline(
         dropout=dropout,
         workers=train_workers,
     )
-    train_task.set_display_name("train")
-    # On a cluster the transformer trains on a GPU node (selector + toleration); kfp.local ignores it.
+    on_cluster(train_task, "train")
+    # On a cluster the transformer trains on a GPU node (selector + toleration) and on the CUDA
+    # image; kfp.local ignores both.
     with_secrets(with_shared_home(on_gpu_node(train_task)), CLUSTER.feature_store)
 
     evaluate_task = evaluate(clean=validate_task.outputs["clean"], model=train_task.outputs["model"])
-    evaluate_task.set_display_name("evaluate")
+    on_cluster(evaluate_task, "evaluate")
 
     promote_task = promote(
         candidate=train_task.outputs["model"],
@@ -126,7 +134,7 @@ def training_pipeline(
         coverage_tolerance=coverage_tolerance,
         short_history_tolerance=short_history_tolerance,
     )
-    promote_task.set_display_name("promote")
+    on_cluster(promote_task, "promote")
     promote_task.after(evaluate_task)
     # The verdict depends on the registry's champion, which changes outside the run.
     promote_task.set_caching_options(enable_caching=False)
@@ -141,9 +149,11 @@ def training_pipeline(
             namespace=namespace,
             canary_traffic_percent=canary_traffic_percent,
         )
-        deploy_task.set_display_name("deploy")
+        on_cluster(deploy_task, "deploy")
         deploy_task.set_caching_options(enable_caching=False)
-        retry_transient(with_shared_home(deploy_task))
+        # No retry: a failed rollout has already been undone and recorded; a retry would start
+        # a second canary and record a second failure for the same decision.
+        with_shared_home(deploy_task)
 
     monitor_task = monitor(
         clean=validate_task.outputs["clean"],
@@ -151,8 +161,11 @@ def training_pipeline(
         home=home,
         window_days=monitor_window_days,
         model=train_task.outputs["model"],
+        # The gate's verdict: the reference holds the answers of the model in production.
+        decision=promote_task.outputs["decision"],
+        registry_uri=registry_uri,
     )
-    monitor_task.set_display_name("monitor")
+    on_cluster(monitor_task, "monitor")
     # It writes into the home's reports folder and index: never skip it from cache.
     monitor_task.set_caching_options(enable_caching=False)
     with_secrets(with_shared_home(monitor_task), CLUSTER.feature_store)

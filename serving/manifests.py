@@ -9,9 +9,10 @@ from typing import Any
 from kserve import (ApiClient, V1beta1InferenceService, V1beta1InferenceServiceSpec, V1beta1LoggerSpec,
                     V1beta1ModelFormat, V1beta1ModelSpec, V1beta1PredictorSpec, V1beta1TransformerSpec,
                     constants)
-from kubernetes.client import (V1Container, V1EnvVar, V1HTTPGetAction, V1ObjectMeta,
-                               V1PersistentVolumeClaimVolumeSource, V1Probe, V1ResourceRequirements,
-                               V1SecurityContext, V1Volume, V1VolumeMount)
+from kubernetes.client import (V1Capabilities, V1Container, V1EmptyDirVolumeSource, V1EnvVar, V1EnvVarSource,
+                               V1HTTPGetAction, V1ObjectMeta, V1PersistentVolumeClaimVolumeSource,
+                               V1PodSecurityContext, V1Probe, V1ResourceRequirements, V1SeccompProfile,
+                               V1SecretKeySelector, V1SecurityContext, V1Volume, V1VolumeMount)
 
 from shoprec.config import resolve_image
 from shoprec.errors import RegistryError
@@ -22,7 +23,28 @@ MODEL_FORMAT = "shoprec-bundle"
 FEATURE_SERVER_URL = "http://shoprec-feature-server:6566"  # manifests/base/feature-server.yaml
 HOME_MOUNT = "/var/lib/shoprec"  # the shared home (manifests/base/home-volume.yaml)
 HOME_CLAIM = "shoprec-home"
-SERVICE_ACCOUNT = "shoprec-serving"
+SERVICE_ACCOUNT = "shoprec-serving"  # the predictor's: its storage initializer reads the object store
+TRANSFORMER_SERVICE_ACCOUNT = "shoprec-transformer"  # no rights, no token
+# The prediction log's salt (manifests/base/secrets.template.yaml): never a literal in a manifest.
+LOG_SALT_SECRET, LOG_SALT_KEY, LOG_SALT_ENV = "shoprec-prediction-log", "log-salt", "SHOPREC_LOG_SALT"
+# Pod labels the NetworkPolicies select on (manifests/base/network-policies.yaml).
+ROLE_LABEL = "shoprec.io/role"
+RUN_AS = 10001  # the image's user (Dockerfile: USER 10001)
+TRANSFORMER_RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}
+PREDICTOR_RESOURCES = {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}
+
+
+def container_security() -> V1SecurityContext:
+    """Pod Security `restricted` for one container, and a read-only root (tmp is an emptyDir)."""
+    return V1SecurityContext(run_as_non_root=True, run_as_user=RUN_AS, allow_privilege_escalation=False,
+                             read_only_root_filesystem=True, capabilities=V1Capabilities(drop=["ALL"]),
+                             seccomp_profile=V1SeccompProfile(type="RuntimeDefault"))
+
+
+def pod_security() -> V1PodSecurityContext:
+    """The pod-level half: non-root, the image's group owns mounted volumes, RuntimeDefault seccomp."""
+    return V1PodSecurityContext(run_as_non_root=True, run_as_user=RUN_AS, run_as_group=RUN_AS, fs_group=RUN_AS,
+                                seccomp_profile=V1SeccompProfile(type="RuntimeDefault"))
 
 
 def _readiness() -> V1Probe:
@@ -42,16 +64,24 @@ def transformer_spec(image: str, *, feature_server_url: str = FEATURE_SERVER_URL
         # KServe adds --model_name and --predictor_host.
         args=[f"--feature_server_url={feature_server_url}", f"--feature_timeout_ms={feature_timeout_ms}",
               f"--home={HOME_MOUNT}"],
-        env=[V1EnvVar(name="SHOPREC_HOME", value=HOME_MOUNT)],
-        security_context=V1SecurityContext(run_as_non_root=True, run_as_user=10001),
-        resources=V1ResourceRequirements(requests={"cpu": "500m", "memory": "1Gi"}, limits={"memory": "2Gi"}),
+        env=[V1EnvVar(name="SHOPREC_HOME", value=HOME_MOUNT),
+             # The transformer refuses to start on a cluster without it (serving/transformer).
+             V1EnvVar(name=LOG_SALT_ENV, value_from=V1EnvVarSource(
+                 secret_key_ref=V1SecretKeySelector(name=LOG_SALT_SECRET, key=LOG_SALT_KEY)))],
+        security_context=container_security(),
+        resources=V1ResourceRequirements(**TRANSFORMER_RESOURCES),
         readiness_probe=_readiness(),
-        volume_mounts=[V1VolumeMount(name="home", mount_path=HOME_MOUNT)],
+        volume_mounts=[V1VolumeMount(name="home", mount_path=HOME_MOUNT),
+                       V1VolumeMount(name="tmp", mount_path="/tmp")],
     )
     return V1beta1TransformerSpec(
+        service_account_name=TRANSFORMER_SERVICE_ACCOUNT,
+        automount_service_account_token=False,
+        labels={ROLE_LABEL: "transformer"},
+        security_context=pod_security(),
         containers=[container],
         volumes=[V1Volume(name="home", persistent_volume_claim=V1PersistentVolumeClaimVolumeSource(
-            claim_name=HOME_CLAIM))],
+            claim_name=HOME_CLAIM)), V1Volume(name="tmp", empty_dir=V1EmptyDirVolumeSource())],
         logger=V1beta1LoggerSpec(mode="all", url=logger_url) if logger_url else None,
     )
 
@@ -91,14 +121,17 @@ def render_inference_service(
             predictor=V1beta1PredictorSpec(
                 canary_traffic_percent=canary_traffic_percent,
                 service_account_name=service_account,
+                automount_service_account_token=False,
+                labels={ROLE_LABEL: "predictor"},
+                security_context=pod_security(),
                 model=V1beta1ModelSpec(
                     name="kserve-container",
                     model_format=V1beta1ModelFormat(name=MODEL_FORMAT),
                     runtime=runtime,
                     protocol_version="v1",
                     storage_uri=storage_uri,
-                    resources=V1ResourceRequirements(requests={"cpu": "1", "memory": "2Gi"},
-                                                     limits={"memory": "4Gi"}),
+                    security_context=container_security(),
+                    resources=V1ResourceRequirements(**PREDICTOR_RESOURCES),
                     readiness_probe=_readiness(),
                 ),
             ),

@@ -15,7 +15,9 @@ from shoprec.kserve.http import install_error_handlers, serve
 from shoprec.features.tables import features_max_len
 from shoprec.serving.catalog import load_catalog
 from shoprec.lifecycle.registry import PRODUCTION, Registry
-from shoprec.serving.predictor import LiveModel
+from shoprec.ranking.sponsored import DEFAULT_FLOOR
+from shoprec.serving.predictor import LiveModel, ScoringPool
+from shoprec.serving.requests import MAX_BODY_BYTES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,7 +40,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "products: one thread answers it fastest (measured 3.9 ms vs 6.9 ms "
                              "for two); raise it for large batch requests [default: 1, or "
                              "$SHOPREC_TORCH_THREADS].")
+    parser.add_argument("--scoring_threads", type=int, default=1,
+                        help="Requests scored at once, each in a worker thread off the event loop "
+                             "(health probes keep answering during a long one) [default: 1].")
+    parser.add_argument("--max_queued", type=int, default=64,
+                        help="Requests that may wait for a scoring thread; beyond, a 503 with "
+                             "Retry-After [default: 64].")
+    parser.add_argument("--sponsored_floor", type=float, default=DEFAULT_FLOOR,
+                        help="Relevance floor of sponsored items: a paid candidate is shown only "
+                             "when its percentile in the user's full ranking is above it (1 = the "
+                             "model's top item). A server setting: requests cannot lower it "
+                             f"[default: {DEFAULT_FLOOR}].")
+    parser.add_argument("--max_body_bytes", type=int, default=MAX_BODY_BYTES,
+                        help=f"Largest request body read; a larger one is a 413 [default: {MAX_BODY_BYTES}].")
     args = parser.parse_args(argv)
+    if not 0.0 <= args.sponsored_floor <= 1.0:
+        parser.error(f"--sponsored_floor is a relevance percentile in [0, 1], not {args.sponsored_floor}")
     if args.model_name == "model":  # kserve's generic default: ours is "shoprec"
         args.model_name = MODEL_NAME
     return args
@@ -54,13 +71,16 @@ def main(argv: list[str] | None = None) -> None:
     # The window of the users' recent items: a model reading a longer one is refused at load.
     window = features_max_len(args.catalog) if args.catalog else None
     if args.model_dir:
-        live = LiveModel(bundle_dir=args.model_dir, catalog=catalog, features_max_len=window)
+        live = LiveModel(bundle_dir=args.model_dir, catalog=catalog, features_max_len=window,
+                         sponsored_floor=args.sponsored_floor)
     else:
         live = LiveModel(registry=Registry(args.registry), alias=args.alias,
-                         poll_seconds=args.poll_seconds, catalog=catalog, features_max_len=window)
-    predictor = ShoprecPredictor(live, name=args.model_name)
+                         poll_seconds=args.poll_seconds, catalog=catalog, features_max_len=window,
+                         sponsored_floor=args.sponsored_floor)
+    predictor = ShoprecPredictor(live, name=args.model_name,
+                                 pool=ScoringPool(args.scoring_threads, args.max_queued))
     predictor.load()
-    install_error_handlers()
+    install_error_handlers(args.max_body_bytes)
     serve(ModelServer(http_port=args.http_port, grpc_port=args.grpc_port,
                       enable_grpc=args.enable_grpc, workers=1,
                       enable_latency_logging=args.enable_latency_logging), [predictor])

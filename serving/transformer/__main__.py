@@ -14,10 +14,14 @@ from kserve.predictor_config import PredictorConfig
 from shoprec.kserve.http import install_error_handlers, serve
 from shoprec.kserve.transformer.model import MODEL_NAME, ShoprecTransformer
 from shoprec.serving.catalog import load_catalog
+from shoprec.serving.cold_start import load_onboarding
+from shoprec import schema as S
 from shoprec.features.settings import FeatureStoreSettings
 from shoprec.home import Home
 from shoprec.serving.prediction_log import PredictionLog
 from shoprec.serving.feature_sources import FeastHTTPSource, FeastSDKSource
+from shoprec.features.tables import features_max_len
+from shoprec.serving.requests import MAX_BODY_BYTES, history_limit
 from shoprec.serving.transformer import DEFAULT_FEATURE_TIMEOUT_S, TransformerCore
 
 
@@ -29,8 +33,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--feature_server_url", default=None,
                         help="A Feast feature server (feast serve) instead of the SDK on the home's store.")
     parser.add_argument("--items", default=None, help="Items table with titles (item_id, title, ...).")
+    parser.add_argument("--dataset", default=None,
+                        help="A dataset directory (events.parquet, optional items and users tables) "
+                             "to count new users' onboarding popularity from: per stated category "
+                             "and, with a users table, per segment (age band, gender, occupation) "
+                             "[default: HOME/data when it holds events; without one, stated "
+                             "categories use the catalogue's popularity and attributes are a 400].")
     parser.add_argument("--log_dir", default=None, help="Prediction log folder [default: HOME/logs/predictions].")
     parser.add_argument("--no_prediction_log", action="store_true", help="Do not write the prediction log.")
+    parser.add_argument("--max_body_bytes", type=int, default=MAX_BODY_BYTES,
+                        help=f"Largest request body read; a larger one is a 413 [default: {MAX_BODY_BYTES}].")
     args = parser.parse_args(argv)
     if args.model_name == "model":
         args.model_name = MODEL_NAME
@@ -39,8 +51,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def require_log_salt_on_cluster(args: argparse.Namespace, environ: "dict[str, str] | None" = None) -> None:
+    """Refuse to start on a cluster (KUBERNETES_SERVICE_HOST set) without SHOPREC_LOG_SALT:
+    unkeyed, the log's user hashes are plain SHA-256 of the ids, reversible by hashing guesses.
+    The manifests set it from the shoprec-prediction-log Secret; a laptop run may go without."""
+    import os
+
+    from shoprec.serving.prediction_log import SALT_ENV
+
+    env = os.environ if environ is None else environ
+    if args.no_prediction_log or not env.get("KUBERNETES_SERVICE_HOST"):
+        return
+    if not env.get(SALT_ENV, "").strip():
+        raise SystemExit(f"{SALT_ENV} is not set: on a cluster the prediction log's user ids must be "
+                         "hashed with a secret salt (Secret shoprec-prediction-log, key log-salt)")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    require_log_salt_on_cluster(args)
     logging.getLogger("shoprec").setLevel(logging.INFO)
     home = Home.at(args.home)
     settings = FeatureStoreSettings.from_env(home)
@@ -49,9 +78,20 @@ def main(argv: list[str] | None = None) -> None:
     if isinstance(source, FeastSDKSource):
         source.warm_up()
     log = None if args.no_prediction_log else PredictionLog(Path(args.log_dir) if args.log_dir else home.predictions)
-    core = TransformerCore(catalog, source, timeout_s=args.feature_timeout_ms / 1000, log=log)
+    # Histories (Feast's recent items, or a cart) hold at most the feature tables' window: the
+    # predictor refuses a model reading a longer one, so it reads all of them.
+    window = features_max_len(home.features) if home.features.exists() else None
+    # Counted once here, never per request; a named dataset that cannot be read stops the start.
+    dataset = args.dataset or (home.data if (home.data / S.EVENTS_FILE).exists() else None)
+    onboarding = load_onboarding(dataset, catalog) if dataset else None
+    if onboarding is not None:
+        logging.getLogger("shoprec").info(
+            "onboarding from %s: %d items, %d categories, segments by %s", dataset, len(onboarding.item_ids),
+            len(onboarding.categories), list(onboarding.attributes) or "nothing (no users table)")
+    core = TransformerCore(catalog, source, timeout_s=args.feature_timeout_ms / 1000, log=log,
+                           max_history=history_limit(None, window), onboarding=onboarding)
     transformer = ShoprecTransformer(core, name=args.model_name)
-    install_error_handlers()
+    install_error_handlers(args.max_body_bytes)
     config = PredictorConfig(args.predictor_host, args.predictor_protocol, args.predictor_use_ssl,
                              args.predictor_request_timeout_seconds, args.predictor_request_retries,
                              args.enable_predictor_health_check)

@@ -4,6 +4,7 @@ the base class forwards the preprocessed request to the predictor."""
 from __future__ import annotations
 
 import contextvars
+import re
 from typing import Any
 
 import httpx
@@ -11,12 +12,22 @@ from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput, ModelNotReady
 
 from shoprec.errors import InvalidRequest
-from shoprec.serving.requests import TensorInput, parse_request_v1, parse_request_v2
+from shoprec.serving.requests import TensorInput, bounded, parse_request_v1, parse_request_v2
 from shoprec.serving.transformer import Pending, TransformerCore, v2_outputs
 
 from shoprec.config import MODEL_NAME
 # preprocess and postprocess run in the same task: the request's plan travels in its context.
 _pending: contextvars.ContextVar[Pending] = contextvars.ContextVar("shoprec_pending")
+
+
+def client_instances(message: str, pending: Pending | None) -> str:
+    """A predictor error's "instances[j]" as the client's instance index (cold-start instances
+    never reach the predictor, so the two numberings differ)."""
+    if pending is None:
+        return message
+    client = {plan.slot: n for n, plan in enumerate(pending.plans) if plan.slot is not None}
+    return re.sub(r"instances\[(\d+)\]",
+                  lambda m: f"instances[{client.get(int(m.group(1)), int(m.group(1)))}]", message)
 
 
 class ShoprecTransformer(Model):
@@ -35,9 +46,10 @@ class ShoprecTransformer(Model):
                                             for i in payload.inputs])
                 protocol, request_id = "v2", request_id or payload.id
             else:
-                queries, protocol = parse_request_v1(payload), "v1"
+                queries, protocol = parse_request_v1(payload, self.core.max_history), "v1"
+            self.core.check(queries)  # stated preferences this server cannot use: before any work
         except InvalidRequest as exc:
-            raise InvalidInput(str(exc)) from exc
+            raise InvalidInput(bounded(str(exc))) from exc
         pending = await self.core.prepare(queries, request_id, protocol)
         _pending.set(pending)
         return self.core.predictor_payload(pending)
@@ -45,12 +57,21 @@ class ShoprecTransformer(Model):
     async def predict(self, payload: Any, headers: dict[str, str] | None = None,
                       response_headers: dict[str, str] | None = None) -> Any:
         if not payload:
-            return None  # every instance is a fallback: nothing for the model to do
+            if self.core.lineage:
+                return None  # every instance is a fallback: nothing for the model to do
+            # No model answer seen yet: one tiny request, only so the fallbacks carry the lineage
+            # of the model that would have answered; a predictor that fails it changes nothing.
+            try:
+                return await super().predict({"instances": [{"items": [], "k": 1}]}, headers)
+            except Exception:
+                return None
         try:
             return await super().predict(payload, headers, response_headers)
         except httpx.HTTPStatusError as exc:
-            detail = exc.response.text[:300]
+            detail = bounded(exc.response.text, 300)
             if exc.response.status_code == 400:
+                # The predictor numbers only the instances the model answers: name the client's.
+                detail = client_instances(detail, _pending.get(None))
                 raise InvalidInput(f"the predictor refused the request: {detail}") from exc
             raise ModelNotReady(self.name, f"predictor answered HTTP {exc.response.status_code}: {detail}") from exc
         except httpx.TransportError as exc:
@@ -60,7 +81,10 @@ class ShoprecTransformer(Model):
     async def postprocess(self, result: Any, headers: dict[str, str] | None = None,
                           response_headers: dict[str, str] | None = None) -> Any:
         pending = _pending.get()
-        answer = self.core.finish(pending, result)
+        try:
+            answer = self.core.finish(pending, result)
+        except InvalidRequest as exc:
+            raise InvalidInput(bounded(str(exc))) from exc
         self.core.record(pending, answer)
         if response_headers is not None:
             # Drop the predictor's own transport headers; add ours.
@@ -81,10 +105,15 @@ class ShoprecTransformer(Model):
 
     def get_input_types(self) -> list[dict[str, Any]]:
         return [{"name": "user_id", "datatype": "BYTES", "shape": [-1]},
-                {"name": "k", "datatype": "INT32", "shape": [1]}]
+                {"name": "k", "datatype": "INT32", "shape": [1]},
+                {"name": "sponsored_item_id", "datatype": "BYTES", "shape": [-1]},
+                {"name": "sponsored_bid", "datatype": "FP32", "shape": [-1]},
+                {"name": "sponsored_slots", "datatype": "INT32", "shape": [1]},
+                {"name": "diversity", "datatype": "FP32", "shape": [1]}]
 
     def get_output_types(self) -> list[dict[str, Any]]:
         return [{"name": "item_id", "datatype": "BYTES", "shape": [-1, -1]},
                 {"name": "score", "datatype": "FP32", "shape": [-1, -1]},
                 {"name": "reason", "datatype": "BYTES", "shape": [-1, -1]},
+                {"name": "sponsored", "datatype": "BOOL", "shape": [-1, -1]},
                 {"name": "fallback", "datatype": "BYTES", "shape": [-1]}]

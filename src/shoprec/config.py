@@ -14,13 +14,19 @@ HOME_ENV = "SHOPREC_HOME"
 # `make image`); $SHOPREC_IMAGE names another one at build and compile time.
 DEFAULT_IMAGE = "ghcr.io/shoprec/shoprec:0.1.0"
 IMAGE_ENV = "SHOPREC_IMAGE"
+# The CUDA build of the same image (`make image-gpu`: the CUDA torch wheel on a CUDA base) for
+# the steps that request a GPU (train, PyTorchJob workers): the CPU image's torch cannot see one.
+GPU_IMAGE_ENV = "SHOPREC_GPU_IMAGE"
+GPU_TAG_SUFFIX = "-gpu"
+DEFAULT_GPU_IMAGE = DEFAULT_IMAGE + GPU_TAG_SUFFIX
 # The sequence window: how many of a user's newest items the model reads, `user_recent_items`
 # keeps and serving fetches. One parameter (`max_len`) from the pipeline to the feature tables,
 # the Feast view, the model and serving; the bundle and the features manifest record it. 200
-# reads better on Instacart (benchmarks/RESULTS.md: NDCG@10 0.30 -> 0.36, buy-again 0.37) but
-# the Feast training set then joins 200-item lists to every event (train step 11 -> 15
-# minutes, 7 GB): raise it once the training set leaves `recent_items` out.
-DEFAULT_MAX_LEN = 50
+# reads better on Instacart (benchmarks/RESULTS.md: NDCG@10 0.30 -> 0.36 before the repeat
+# bonus read the whole history), and since the training set no longer joins the
+# `recent_items` lists (features.training_set.TRAINING_FEATURES) it costs the train step no
+# join: the window's cost is the transformer's, inside the train step's time budget.
+DEFAULT_MAX_LEN = 200
 # The served model's name: KServe routes /v1/models/<name>, the InferenceService and the registry.
 MODEL_NAME = "shoprec"
 
@@ -28,6 +34,13 @@ MODEL_NAME = "shoprec"
 def resolve_image(image: str | None = None) -> str:
     """The image reference: the explicit argument, else $SHOPREC_IMAGE, else DEFAULT_IMAGE."""
     return image or os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE
+
+
+def resolve_gpu_image(image: str | None = None, cpu_image: str | None = None) -> str:
+    """The CUDA image reference: the explicit argument, else $SHOPREC_GPU_IMAGE, else the CPU
+    image (`cpu_image` or `resolve_image()`) with the -gpu tag suffix, the name `make image-gpu`
+    builds beside `make image`, so one IMAGE setting names both."""
+    return image or os.environ.get(GPU_IMAGE_ENV) or resolve_image(cpu_image) + GPU_TAG_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -86,7 +99,13 @@ class ValidationConfig:
             treated as a bot and all of their events are quarantined.
         window_start / window_end: events outside [start, end] are quarantined. The default
             start catches epoch-zero and other placeholder timestamps from broken trackers.
-        now: the reference time for the hard "not in the future" check (default: the call time).
+        now: the reference time of the "not in the future" check (default: the call time).
+        max_quarantine_share: rows that are slightly wrong (a future timestamp from a skewed
+            client clock, an item missing from the items table, a fractional id, a missing or
+            non-positive quantity) are quarantined; a check stops the run only when more than
+            this share of the events fail it (0.01: 1%; 0: any one row stops it).
+        timestamp_unit: the unit of epoch-number timestamps ("s", "ms", "us", "ns"), or
+            "auto": detected once for the whole log from the numbers' magnitude.
         sample_rows: how many offending rows each failed check shows in the report.
     """
 
@@ -96,20 +115,39 @@ class ValidationConfig:
     )
     window_end: pd.Timestamp | None = None
     now: pd.Timestamp | None = None
+    max_quarantine_share: float = 0.01
+    timestamp_unit: str = "auto"
     sample_rows: int = 5
+
+    def __post_init__(self) -> None:
+        # Checked here, not at the gate: a pipeline parameter fails before any step runs.
+        if not 0.0 <= self.max_quarantine_share <= 1.0:
+            raise ValueError(f"max_quarantine_share must be between 0 and 1 (0.01 is 1%), "
+                             f"not {self.max_quarantine_share!r}")
+        if self.timestamp_unit not in TIMESTAMP_UNITS:
+            raise ValueError(f"timestamp_unit must be one of {', '.join(TIMESTAMP_UNITS)}, "
+                             f"not {self.timestamp_unit!r}")
 
     @staticmethod
     def from_strings(
         max_events_per_user_day: int = 1000,
         window_start: str = "1995-01-01",
         window_end: str = "",
+        max_quarantine_share: float = 0.01,
+        timestamp_unit: str = "auto",
     ) -> "ValidationConfig":
         """Build from plain strings, as pipeline parameters and CLI options carry them ('' = open)."""
         return ValidationConfig(
             max_events_per_user_day=int(max_events_per_user_day),
             window_start=_utc_or_none(window_start),
             window_end=_utc_or_none(window_end),
+            max_quarantine_share=float(max_quarantine_share),
+            timestamp_unit=timestamp_unit or "auto",
         )
+
+
+# The epoch units `ValidationConfig.timestamp_unit` takes (shoprec.data.timestamps reads them).
+TIMESTAMP_UNITS: tuple[str, ...] = ("auto", "s", "ms", "us", "ns")
 
 
 def _utc_or_none(value: str | None) -> pd.Timestamp | None:

@@ -18,7 +18,14 @@ from shoprec.data.batches import ParquetEvents
 from shoprec.data.dataset import EventData
 from shoprec.data.gate import run_gate
 from shoprec.data.report import ReportPaths
-from shoprec.data.validation import BOT_ACTIVITY, DUPLICATE, OUTSIDE_WINDOW, check_events, validate
+from shoprec.data.validation import (
+    BOT_ACTIVITY,
+    DUPLICATE,
+    OUTSIDE_WINDOW,
+    QUARANTINE_REASONS,
+    check_events,
+    validate,
+)
 from shoprec.errors import DataValidationError
 
 from tests.conftest import events_frame
@@ -78,7 +85,8 @@ def test_every_row_is_accounted_for_across_batch_boundaries(tmp_path) -> None:
 
     report = run["report"]
     assert report["passed"] and report["rows_in"] == 12
-    assert report["quarantined_by_reason"] == {OUTSIDE_WINDOW: 2, DUPLICATE: 1, BOT_ACTIVITY: 5}
+    assert report["quarantined_by_reason"] == dict.fromkeys(QUARANTINE_REASONS, 0) | {
+        OUTSIDE_WINDOW: 2, DUPLICATE: 1, BOT_ACTIVITY: 5}
     assert report["rows_clean"] + report["rows_quarantined"] == 12 == len(run["clean"]) + len(run["quarantine"])
     # The union of clean and quarantined rows is the input, row for row.
     back = pd.concat([run["clean"], run["quarantine"][run["clean"].columns]], ignore_index=True)

@@ -14,7 +14,7 @@ from shoprec.config import ValidationConfig
 from shoprec.data.dataset import EventData
 from shoprec.data.gate import run_gate
 from shoprec.data.report import ReportPaths
-from shoprec.data.validation import BOT_ACTIVITY, DUPLICATE, OUTSIDE_WINDOW, validate
+from shoprec.data.validation import BOT_ACTIVITY, DUPLICATE, OUTSIDE_WINDOW, QUARANTINE_REASONS, validate
 from shoprec.errors import DataValidationError
 
 from tests.conftest import events_frame
@@ -118,7 +118,8 @@ def test_quarantine_accounts_for_every_row() -> None:
 
     report = outcome.report
     assert report.passed
-    assert report.quarantined == {OUTSIDE_WINDOW: 1, DUPLICATE: 2, BOT_ACTIVITY: 31}
+    assert report.quarantined == dict.fromkeys(QUARANTINE_REASONS, 0) | {
+        OUTSIDE_WINDOW: 1, DUPLICATE: 2, BOT_ACTIVITY: 31}
     assert report.rows_clean + sum(report.quarantined.values()) == report.rows_in == len(events)
     # The union of clean and quarantined rows is the input, row for row.
     back = pd.concat([outcome.clean.events,

@@ -1,19 +1,25 @@
-"""Contract test of the train step's multi-node path (pipelines/training_job.py): the real launch
+"""Contract test of the train step's multi-node path (shoprec/kfp/training_job.py): the real launch
 function and the real `kubernetes` client against a small local HTTP server that speaks the few
-endpoints of the Kubernetes API the launcher calls (create and get a kubeflow.org/v1 PyTorchJob).
+endpoints of the Kubernetes API the launcher calls (create, get and delete a kubeflow.org/v1
+PyTorchJob).
 
 The server is a test double at the Kubernetes API boundary: no cluster, Training Operator or GPU
 can exist on this machine. It plays the operator's part too: after a GET or two it flips the job
-to Succeeded (writing a tiny real bundle where the master would) or to Failed.
+to Succeeded (writing a tiny real bundle where the master would) or to Failed, or leaves it
+Running for ever (a job that outlives its step).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -52,6 +58,9 @@ class FakeKubernetes(LocalApiServer):
         self.gets: dict[tuple[str, str], int] = {}
 
     def finish(self, job: dict[str, Any]) -> None:
+        if self.final_state == "Running":  # still training (it would hold its GPUs)
+            job["status"] = {"conditions": [{"type": "Running", "status": "True", "message": "running"}]}
+            return
         if self.final_state == "Succeeded":
             command = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
             write_master_bundle(Path(command[command.index("--out") + 1]))
@@ -100,6 +109,14 @@ class _Handler(JsonHandler):
             self.server.finish(job)
         self._answer(200, job)
 
+    def do_DELETE(self) -> None:
+        self.server.requests.append({"method": "DELETE", "path": self.path, "body": self._body()})
+        route = self._route()
+        if route is None or route[1] is None or route[:2] not in self.server.jobs:
+            return self._answer(404, {"kind": "Status", "reason": "NotFound", "message": self.path})
+        del self.server.jobs[(route[0], route[1])]
+        self._answer(200, {"kind": "Status", "status": "Success"})
+
 
 def serve(final_state: str) -> Iterator[FakeKubernetes]:
     server = FakeKubernetes(final_state)
@@ -117,6 +134,15 @@ def failing_cluster() -> Iterator[FakeKubernetes]:
     yield from serve("Failed")
 
 
+@pytest.fixture
+def endless_cluster() -> Iterator[FakeKubernetes]:
+    yield from serve("Running")
+
+
+def deletes(server: FakeKubernetes) -> list[dict[str, Any]]:
+    return [r for r in server.requests if r["method"] == "DELETE"]
+
+
 def api_client(server: FakeKubernetes) -> Any:
     from kubernetes import client
 
@@ -132,15 +158,24 @@ def clean_dir(tmp_path: Path) -> Path:
     return clean
 
 
-def test_contract_launch_creates_a_valid_job_waits_for_success_and_returns_the_bundle(
-        cluster: FakeKubernetes, clean_dir: Path, tmp_path: Path) -> None:
-    from shoprec.kfp.training_job import bundle_summary, ddp_args, train_with_pytorch_job
+TRAINING_SET = pd.DataFrame({"user_id": ["u1", "u1", "u2"], "item_id": ["i1", "i2", "i3"],
+                             "timestamp": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03"], utc=True)})
 
+
+def test_contract_launch_creates_a_valid_job_waits_for_success_and_returns_the_bundle(
+        cluster: FakeKubernetes, clean_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shoprec.config import DEFAULT_IMAGE
+    from shoprec.kfp.training_job import (TRAINER_SERVICE_ACCOUNT, bundle_summary, ddp_args,
+                                          job_timeout_s, train_with_pytorch_job)
+
+    monkeypatch.delenv("SHOPREC_GPU_IMAGE", raising=False)
+    monkeypatch.setenv("SHOPREC_IMAGE", "registry.example/shoprec:3")
     home = tmp_path / "home"
     args = ddp_args(max_epochs=7, learning_rate=0.002, hidden=32, max_len=20, dropout=0.1, budget_minutes=5,
-                    split="temporal", cutoff="2024-01-01")
+                    split="temporal", cutoff="2024-01-01", feature_service="recommender_v1")
     bundle = train_with_pytorch_job(clean_dir, workers=3, train_args=args, home=home, namespace="team-a",
-                                    name="shoprec-train-x", api_client=api_client(cluster), poll_s=0.01)
+                                    name="shoprec-train-x", api_client=api_client(cluster), poll_s=0.01,
+                                    timeout_s=job_timeout_s(5), training_set=TRAINING_SET)
 
     [post] = [r for r in cluster.requests if r["method"] == "POST"]
     assert post["path"] == JOBS.format(namespace="team-a")
@@ -154,8 +189,16 @@ def test_contract_launch_creates_a_valid_job_waits_for_success_and_returns_the_b
     assert command == ["torchrun", "-m", "shoprec.training.ddp", "--data", str(work / "data"),
                        "--out", str(work / "bundle"), "--epochs", "7", "--lr", "0.002", "--hidden", "32",
                        "--max-len", "20", "--dropout", "0.1", "--split", "temporal",
-                       "--cutoff", "2024-01-01", "--budget-minutes", "5"]
+                       "--cutoff", "2024-01-01", "--feature-service", "recommender_v1",
+                       "--budget-minutes", "5", "--training-set", str(work / "training_set.parquet")]
     assert specs["Master"]["template"] == specs["Worker"]["template"]  # same image, same entry point
+    # The Feast point-in-time training set travelled on the shared home, as the step built it.
+    pd.testing.assert_frame_equal(pd.read_parquet(work / "training_set.parquet"), TRAINING_SET)
+    # The CUDA build of the configured image, never the CPU one; its own account, no API token.
+    pod = specs["Worker"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "registry.example/shoprec:3-gpu" != DEFAULT_IMAGE
+    assert pod["serviceAccountName"] == TRAINER_SERVICE_ACCOUNT and pod["automountServiceAccountToken"] is False
+    assert job["spec"]["runPolicy"]["activeDeadlineSeconds"] == job_timeout_s(5)
     # The clean data went onto the shared home, where the job's pods read it.
     assert json.loads((work / "data" / "dataset.json").read_text())["snapshot_id"] == "snap-1"
     if CRD.exists():  # ../shared/schemas is only beside the team's checkout
@@ -170,6 +213,7 @@ def test_contract_launch_creates_a_valid_job_waits_for_success_and_returns_the_b
     gets = [r for r in cluster.requests if r["method"] == "GET"]
     assert [r["path"] for r in gets] == [JOBS.format(namespace="team-a") + "/shoprec-train-x"] * GETS_BEFORE_DONE
     assert bundle == work / "bundle"
+    assert deletes(cluster) == []  # a finished job is kept (its pods' logs); its pods hold no GPU
     loaded = load_bundle(bundle)  # a real bundle, sha256-checked
     assert loaded is not None
     logged, metadata = bundle_summary(bundle)
@@ -191,14 +235,73 @@ def test_contract_failed_job_raises_naming_the_job_and_the_operator_message(
     assert "team-a/shoprec-train-x" in str(caught.value)
     assert FAILURE_MESSAGE in str(caught.value)
     assert not (tmp_path / "home" / "jobs" / "shoprec-train-x" / "bundle").exists()
+    # Deleted with its pods (Background propagation), so no replica keeps a GPU.
+    [delete] = deletes(failing_cluster)
+    assert delete["path"] == JOBS.format(namespace="team-a") + "/shoprec-train-x"
+    assert delete["body"]["propagationPolicy"] == "Background"
+    assert failing_cluster.jobs == {}
 
 
-def test_contract_job_still_running_at_the_deadline_raises_with_how_to_delete_it(
-        cluster: FakeKubernetes, tmp_path: Path) -> None:
+def test_contract_job_still_running_at_the_deadline_is_deleted(
+        endless_cluster: FakeKubernetes, tmp_path: Path) -> None:
     from shoprec.kfp.training_job import TrainingJobError, render_pytorch_job, run_pytorch_job
 
     job = render_pytorch_job("shoprec-train-slow", "/d", "/o", workers=1, namespace="team-a")
-    with pytest.raises(TrainingJobError, match="not finished after 0 s.*kubectl delete pytorchjob "
-                                               "shoprec-train-slow -n team-a"):
-        run_pytorch_job(job, api_client=api_client(cluster), timeout_s=0, poll_s=0.01)
-    assert len([r for r in cluster.requests if r["method"] == "GET"]) == 1
+    with pytest.raises(TrainingJobError, match="team-a/shoprec-train-slow: not finished after 0 s; deleted"):
+        run_pytorch_job(job, api_client=api_client(endless_cluster), timeout_s=0, poll_s=0.01)
+    assert len([r for r in endless_cluster.requests if r["method"] == "GET"]) == 1
+    assert [d["path"] for d in deletes(endless_cluster)] == [JOBS.format(namespace="team-a") + "/shoprec-train-slow"]
+    assert endless_cluster.jobs == {}
+
+
+class _NotOurHandler(Exception):
+    """Raised by the test's own SIGTERM handler: the launcher did not install its own."""
+
+
+def test_contract_step_terminated_while_waiting_deletes_the_job_and_restores_the_handler(
+        endless_cluster: FakeKubernetes) -> None:
+    """KFP's step timeout (or a cancelled run) sends SIGTERM to the step: the job goes too."""
+    from shoprec.kfp.training_job import StepTerminated, render_pytorch_job, run_pytorch_job
+
+    def ours(signum: int, frame: Any) -> None:
+        raise _NotOurHandler()
+
+    previous = signal.signal(signal.SIGTERM, ours)  # a stray SIGTERM never kills pytest
+    try:
+        job = render_pytorch_job("shoprec-train-cut", "/d", "/o", workers=1, namespace="team-a")
+        timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
+        timer.start()
+        with pytest.raises(StepTerminated):
+            run_pytorch_job(job, api_client=api_client(endless_cluster), timeout_s=60, poll_s=0.02)
+        timer.join()
+        assert signal.getsignal(signal.SIGTERM) is ours  # put back after the wait
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert [d["path"] for d in deletes(endless_cluster)] == [JOBS.format(namespace="team-a") + "/shoprec-train-cut"]
+    assert endless_cluster.jobs == {}
+
+
+def test_ddp_entry_point_trains_on_the_training_set_and_records_the_service(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What every rank runs: the Parquet training set reaches `fit_and_evaluate` exactly as the
+    in-pod train step passes it, and the bundle names the Feast service it came from."""
+    import shoprec.training.ddp as ddp
+
+    path = tmp_path / "training_set.parquet"
+    TRAINING_SET.to_parquet(path, index=False)
+    seen: dict[str, Any] = {}
+
+    class Data:
+        source, info = "test", {"snapshot_id": "snap-2"}
+
+    monkeypatch.setattr(ddp.EventData, "read", staticmethod(lambda folder: Data()))
+    monkeypatch.setattr(ddp, "fit_and_evaluate",
+                        lambda data, config, training_set=None: seen.update(training_set=training_set) or "outcome")
+    monkeypatch.setattr(ddp, "save_outcome", lambda outcome, out, **kw: seen.update(saved=(outcome, out, kw)))
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+
+    assert ddp.main(["--data", str(tmp_path), "--out", str(tmp_path / "bundle"), "--training-set", str(path),
+                     "--feature-service", "recommender_v2"]) == 0
+    pd.testing.assert_frame_equal(seen["training_set"], TRAINING_SET)
+    assert seen["saved"] == ("outcome", tmp_path / "bundle",
+                             {"source": "test", "snapshot_id": "snap-2", "feature_service": "recommender_v2"})

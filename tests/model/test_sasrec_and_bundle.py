@@ -284,13 +284,14 @@ def test_repeat_bonus_is_tuned_on_validation_and_travels_with_the_bundle(tmp_pat
     config = small_config(max_epochs=3)
     outcome = fit_and_evaluate(data, config)
     tuning = outcome.repeat_tuning
-    assert tuning is not None and set(tuning) == {f"{w:g}" for w in config.repeat_weights}
-    chosen = outcome.models["sasrec"].repeat_weight
-    assert tuning[f"{chosen:g}"] == max(tuning.values()) and chosen > 0
-    assert tuning[f"{chosen:g}"] > tuning["0"]  # the bonus helps on this data
+    assert tuning is not None and set(tuning) == {
+        f"{w:g}@{d:g}" for w in config.repeat_weights for d in config.repeat_decays}
+    chosen, decay = outcome.models["sasrec"].repeat_weight, outcome.models["sasrec"].repeat_decay
+    assert tuning[f"{chosen:g}@{decay:g}"] == max(tuning.values()) and chosen > 0
+    assert tuning[f"{chosen:g}@{decay:g}"] > tuning["0@1"]  # the bonus helps on this data
     bundle = save_outcome(outcome, tmp_path / "bundle", source="repeat")
     loaded = load_bundle(bundle)
-    assert loaded.model.repeat_weight == chosen
+    assert (loaded.model.repeat_weight, loaded.model.repeat_decay) == (chosen, decay)
     assert "repeat-purchase bonus weight" in (bundle / "MODEL_CARD.md").read_text() or \
         any("repeat-purchase bonus weight" in p.read_text() for p in bundle.glob("*.md"))
     history = [outcome.split.test.histories[0]]

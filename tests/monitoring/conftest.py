@@ -79,3 +79,17 @@ def bundle_dir(tmp_path_factory, training_data) -> Path:
     model = BASELINES["markov1"](vocab.n_items).fit(sequences.items)
     return save_bundle(tmp_path_factory.mktemp("bundle") / "model", model, vocab, exclude_seen=False,
                        metrics={}, snapshot_id="synthetic-1")
+
+
+@pytest.fixture(scope="session")
+def popular_bundle_dir(tmp_path_factory, training_data) -> Path:
+    """A second real bundle whose answers differ from the Markov-1 one: most-popular items."""
+    from shoprec.models.bundle import save_bundle
+    from shoprec.models.baselines import BASELINES
+    from shoprec.sequences import build_sequences, build_vocab
+
+    vocab = build_vocab(training_data.events, training_data.items)
+    sequences = build_sequences(training_data.events, vocab)
+    model = BASELINES["mostpop"](vocab.n_items).fit(sequences.items)
+    return save_bundle(tmp_path_factory.mktemp("bundle") / "model", model, vocab, exclude_seen=False,
+                       metrics={}, snapshot_id="synthetic-1")

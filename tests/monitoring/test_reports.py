@@ -72,7 +72,9 @@ def test_first_report_compares_training_window_with_held_out_window(home) -> Non
     ref_start, ref_end = (pd.Timestamp(t, tz="UTC") for t in summary.reference_window.split(" .. "))
     assert ref_end == cur_start and cur_end - cur_start == ref_end - ref_start == pd.Timedelta(days=7)
     assert START + pd.Timedelta(days=20) < cur_end <= START + pd.Timedelta(days=21, minutes=1)
-    assert (home.reports / "monitoring" / "reference" / "reference.json").exists()
+    from shoprec.monitoring.reference import reference_folder
+
+    assert (reference_folder(home) / "reference.json").exists()
 
 
 def test_prediction_drift_and_quality_from_the_prediction_log(tmp_path, training_data, bundle_dir) -> None:

@@ -39,7 +39,55 @@ def test_run_on_a_real_instacart_slice(tmp_path: Path) -> None:
     report = json.loads((run / "validate" / "report_json").read_text())
     assert report["passed"] and report["rows_in"] == report["rows_clean"] + report["rows_quarantined"]
     assert f"{report['rows_in']:,}" in done.stdout and "quarantined: duplicate" in done.stdout
-    assert (run / "pipeline.log").read_text().count("finished with status SUCCESS") >= 2
+    assert_every_step_delivered(run, Path(home), done.stdout)
+
+
+def assert_every_step_delivered(run: Path, home: Path, stdout: str) -> None:
+    """Each step's outputs, not only its status: a model bundle that loads, test metrics of
+    every model, the gate's decision (and a deployment exactly when it promoted), the first
+    drift report with its saved reference and its Evidently workspace runs; and the run said
+    how long it would take and showed training progress."""
+    from shoprec.home import Home
+    from shoprec.lifecycle.registry import Registry
+    from shoprec.models.inference import BundleRecommender
+    from shoprec.monitoring.drift import ReportSummary
+    from shoprec.monitoring.reference import load_reference
+    from shoprec.monitoring.workspace import DriftWorkspace
+
+    log = (run / "pipeline.log").read_text()
+    for step in ("ingest", "validate", "build-features", "materialize", "train", "evaluate", "promote", "monitor"):
+        assert f"Task '{step}' finished with status SUCCESS" in log, step
+    # train: a bundle that loads and answers, with the test metrics of every model.
+    bundle = run / "train" / "model"
+    recommender = BundleRecommender.from_bundle(bundle)
+    clean = pd.read_parquet(run / "validate" / "clean" / S.EVENTS_FILE)
+    history = clean.sort_values(S.TIMESTAMP)[S.ITEM_ID].astype(str).tail(3).tolist()
+    assert len(recommender.recommend_batch([history], k=5)[0]) == 5
+    metrics = json.loads((bundle / "metrics.json").read_text())
+    k = metrics["k"]
+    assert metrics["primary"] in metrics["models"] and {"mostpop", "markov1"} <= set(metrics["models"])
+    for name, row in metrics["models"].items():
+        assert 0.0 <= row["metrics"][f"NDCG@{k}"] <= 1.0 and 0.0 <= row["metrics"][f"HR@{k}"] <= 1.0, name
+        assert name in stdout  # the summary's model table
+    assert (run / "evaluate" / "report").stat().st_size > 0
+    # promote: a decision; deploy ran exactly when it promoted, and moved the alias there.
+    decision = json.loads((run / "promote" / "decision").read_text())
+    assert isinstance(decision["promote"], bool) and decision["reasons"] and decision["version"]
+    production = Registry.from_home(Home(home)).production()
+    assert (run / "deploy").is_dir() == decision["promote"]
+    assert production == (decision["version"] if decision["promote"] else None)
+    # monitor: the first drift report, the reference of the model in production, the workspace.
+    assert "shoprec-verdict" in (run / "monitor" / "report").read_text(encoding="utf-8")
+    [first] = list((home / "reports" / "monitoring").glob("training-*"))
+    summaries = [ReportSummary.from_dict(json.loads(p.read_text())) for p in first.glob("*.json") if p.name != "run.json"]
+    assert {s.kind for s in summaries} == {"user_features", "item_features"}
+    reference = load_reference(Home(home))
+    assert reference.facts["model_version"] == production
+    assert (reference.predictions is not None) == decision["promote"]
+    assert sorted(r.name for r in DriftWorkspace.of(Home(home)).runs()) == sorted(s.report_id for s in summaries)
+    # The time it takes was said before it started; training showed its epochs.
+    assert "expect up to about 11 minutes" in stdout
+    assert "train epoch 1/" in stdout and "left" in stdout
 
 
 @pytest.mark.integration
@@ -98,7 +146,10 @@ def test_compile_records_the_image_asked_for(tmp_path: Path) -> None:
     done = shoprec("compile", "--output-dir", str(tmp_path), "--image", "registry.example/shop/rec:1.2",
                    cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    for name in ("training_pipeline.yaml", "monitoring_pipeline.yaml"):
+    asked = "registry.example/shop/rec:1.2"
+    # The GPU step (train) runs on the CUDA variant of the image asked for; every other step on it.
+    expected = {"training_pipeline.yaml": {asked, asked + "-gpu"}, "monitoring_pipeline.yaml": {asked}}
+    for name, wanted in expected.items():
         spec = next(yaml.safe_load_all((tmp_path / name).read_text()))
         images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
-        assert images == {"registry.example/shop/rec:1.2"}, (name, images)
+        assert images == wanted, (name, images)

@@ -10,7 +10,7 @@ import yaml
 
 from shoprec.data.dataset import EventData
 from shoprec.kserve.manifests import render_inference_service
-from shoprec.lifecycle.deployment import deploy_cluster
+from shoprec.lifecycle.deployment import deploy_gitops
 from shoprec.errors import RegistryError
 from shoprec.lifecycle.registry import Registry
 from shoprec.sequences import build_vocab
@@ -69,11 +69,11 @@ def test_promote_then_deploy_under_dsl_if_moves_the_alias_only_when_the_gate_pas
     assert [v.note for v in registry.versions()] == ["", "gate: promote", "gate: reject"]
 
 
-def test_the_cluster_manifest_points_at_the_version_with_a_canary(tmp_path, bundle_factory):
+def test_the_gitops_manifest_points_at_the_version_with_a_canary(tmp_path, bundle_factory):
     registry = Registry(f"memory://shoprec-deploy-{tmp_path.name}/registry")
     version = registry.register(bundle_factory()).version
 
-    event = deploy_cluster(registry, version, tmp_path / "isvc.yaml", reason="gate passed",
+    event = deploy_gitops(registry, version, tmp_path / "isvc.yaml", reason="gate passed",
                            render=render_inference_service, namespace="recs",
                            canary_traffic_percent=10)
 
@@ -84,13 +84,13 @@ def test_the_cluster_manifest_points_at_the_version_with_a_canary(tmp_path, bund
     assert predictor["canaryTrafficPercent"] == 10
     assert predictor["model"]["storageUri"] == registry.version_uri(version)
     assert predictor["model"]["storageUri"].startswith("memory://")
-    assert registry.production() == version and event.reason == "gate passed (canary 10%)"
+    assert registry.production() == version and event.reason == "gate passed (GitOps: rendered, not applied; canary 10%)"
 
 
 def test_a_cluster_deploy_from_a_local_registry_is_refused(registry, bundle_factory, tmp_path):
     version = registry.register(bundle_factory()).version
     with pytest.raises(RegistryError, match="object-store"):
-        deploy_cluster(registry, version, tmp_path / "isvc.yaml", reason="x",
+        deploy_gitops(registry, version, tmp_path / "isvc.yaml", reason="x",
                        render=render_inference_service)
     assert registry.production() is None
 

@@ -8,6 +8,10 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported lazily below: collecting the tests must not need httpx
+    import httpx
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -66,7 +70,7 @@ def hanging_port() -> Iterator[int]:
     server.close()
 
 
-def predict(base: str, instances: list, **kwargs) -> "httpx.Response":  # noqa: F821
+def predict(base: str, instances: list, **kwargs) -> "httpx.Response":
     import httpx
 
     return httpx.post(f"{base}/v1/models/shoprec:predict", json={"instances": instances}, timeout=30, **kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import numpy as np
@@ -129,8 +130,10 @@ def test_v2_with_a_stock_open_inference_protocol_client(servers, demo):
     assert response.parameters["model_version"] == demo.version  # the client keeps parameters, not model_version
 
     metadata = httpx.get(f"{servers.transformer}/v2/models/shoprec").json()
-    assert [i["name"] for i in metadata["inputs"]] == ["user_id", "k"]
+    assert [i["name"] for i in metadata["inputs"]] == ["user_id", "k", "sponsored_item_id", "sponsored_bid",
+                                                       "sponsored_slots", "diversity"]
     assert {o["name"]: o["datatype"] for o in metadata["outputs"]}["score"] == "FP32"
+    assert {o["name"]: o["datatype"] for o in metadata["outputs"]}["sponsored"] == "BOOL"
     assert httpx.get(f"{servers.transformer}/v2/health/ready").json() == {"ready": True}
 
 
@@ -222,8 +225,15 @@ def test_every_answer_is_in_the_prediction_log_with_the_user_hashed(servers, dem
     user = known_users(demo, 1)[0]
     request_id = "log-test-request"
     predict(servers.transformer, [{"user_id": user, "k": 2}], headers={"x-request-id": request_id})
-    frame = read_predictions(demo.home.logs / "predictions")
-    mine = frame[frame["request_id"] == request_id]
+    # The server's log writer is a background thread (an answer never waits for the volume):
+    # the record lands shortly after the answer, so poll for it rather than read once.
+    deadline = time.monotonic() + 5.0
+    while True:
+        frame = read_predictions(demo.home.logs / "predictions")
+        mine = frame[frame["request_id"] == request_id]
+        if len(mine) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert len(mine) == 1
     row = mine.iloc[0]
     assert row["user_hash"] == hash_user(user, "test-salt") and row["kind"] == "user"

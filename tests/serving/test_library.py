@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,7 @@ from shoprec.features.tables import features_max_len
 from shoprec.lifecycle.registry import Registry
 from shoprec.models.inference import BundleRecommender
 from shoprec.serving.reasons import reason_indices
-from shoprec.serving.predictor import LiveModel, answer, filtered_topk
+from shoprec.serving.predictor import LiveModel, ServingUnavailable, answer, filtered_topk
 from shoprec.serving.requests import (
     Query,
     TensorInput,
@@ -65,16 +66,18 @@ def test_predictor_parse_names_the_new_fields(instance, message):
 
 def test_filtered_topk_without_filters_equals_recommend_and_honours_filters(markov, catalog):
     plain = markov.recommend(["i4"], 5)
-    unfiltered = filtered_topk(markov, Query(("i4",), 5, (), None), catalog)
+    unfiltered, row = filtered_topk(markov, Query(("i4",), 5, (), None), catalog)
+    assert row.shape == (1, markov.bundle.model.n_items + 1)
     assert unfiltered["items"] == [r.item_id for r in plain]
     assert unfiltered["scores"] == pytest.approx([r.score for r in plain])
-    excluded = filtered_topk(markov, Query(("i4",), 5, ("i5",)), catalog)
+    excluded, row = filtered_topk(markov, Query(("i4",), 5, ("i5",)), catalog)
+    assert row[0, int(markov.bundle.vocab.index(["i5"])[0])] == float("-inf")  # what re-ranking reads
     six = [r.item_id for r in markov.recommend(["i4"], 6)]
     assert "i5" in six and excluded["items"] == [i for i in six if i != "i5"]
-    even = filtered_topk(markov, Query(("i4",), 5, (), "even"), catalog)
+    even, _ = filtered_topk(markov, Query(("i4",), 5, (), "even"), catalog)
     assert even["items"] and all(int(i[1:]) % 2 == 0 for i in even["items"]) and "i4" not in even["items"]
-    assert filtered_topk(markov, Query(("i4",), 5, (), "no-such-category"), catalog)["items"] == []
-    with pytest.raises(InvalidRequest, match="no item catalogue"):
+    assert filtered_topk(markov, Query(("i4",), 5, (), "no-such-category"), catalog)[0]["items"] == []
+    with pytest.raises(ServingUnavailable, match="without an item catalogue"):  # the server's fault, not the client's
         filtered_topk(markov, Query(("i4",), 5, (), "even"), None)
 
 
@@ -136,11 +139,12 @@ def test_without_a_feature_store_users_get_the_features_unavailable_fallback(cat
     assert user["fallback"] == FEATURES_UNAVAILABLE and [i["item_id"] for i in user["items"]] == ["i9", "i10"]
     assert cart["fallback"] is None and cart["items"][0] == {
         "item_id": "i5", "score": 2.0, "title": "Item 5", "category": "odd", "price": 5.0,
-        "reason": "goes with Item 4 in your cart", "reason_item_id": "i4"}
+        "reason": "goes with Item 4 in your cart", "reason_item_id": "i4", "sponsored": False}
     assert result["lineage"] == {"model_version": "v1", "feature_service": "recommender_v1", "data_snapshot": "s1"}
     outputs = {name: (shape, data) for name, _, shape, data in v2_outputs(result)}
     assert outputs["item_id"] == ([2, 2], ["i9", "i10", "i5", "i6"])
     assert outputs["fallback"] == ([2], [FEATURES_UNAVAILABLE, ""])
+    assert outputs["sponsored"] == ([2, 2], [False] * 4)
     records = core.record(pending, result)
     assert records[0].user_hash and records[0].user_hash != "u1" and records[1].kind == "items"
 
@@ -205,3 +209,83 @@ def test_an_alias_switch_to_a_too_long_window_keeps_serving_the_old_version(tmp_
     with pytest.raises(BundleError, match="max_len=10"):  # the poll loop logs this and goes on
         live.refresh()
     assert live.version == fits
+
+
+class CountingRegistry(Registry):
+    """A real registry that counts its loads (each reads and hashes the whole weights file)."""
+
+    loads = 0
+
+    def load(self, version=None):
+        self.loads += 1
+        return super().load(version)
+
+
+def test_a_broken_version_under_the_alias_is_logged_once_and_retried_with_back_off(tmp_path, caplog):
+    registry = CountingRegistry(tmp_path / "registry")
+    good = registry.register(make_window_bundle(tmp_path / "good", 10), metrics={}).version
+    broken = registry.register(make_window_bundle(tmp_path / "broken", 10), metrics={}).version
+    registry.promote(good, reason="test")
+    live = LiveModel(registry=registry, poll_seconds=0.02)
+    assert live.load() == good
+    registry.promote(broken, reason="test")  # checked when promoted, broken on disk since
+    weights = registry.bundle_dir(broken) / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"corrupt!")  # fails its sha256 check
+    loads_before = registry.loads
+
+    with caplog.at_level("DEBUG", logger="shoprec.serving.predictor"):
+        live.start_polling()
+        time.sleep(0.8)  # 40 polls
+        live.stop_polling()
+
+    assert live.version == good  # the old version keeps answering
+    assert registry.loads - loads_before == 1  # not re-read and re-hashed at every poll
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and broken in errors[0].getMessage() and errors[0].exc_info is None
+    assert "integrity" in errors[0].getMessage() and len(errors[0].getMessage()) < 700
+    assert 0 < live.retry_in(broken) <= 1.0
+
+
+def test_the_default_sponsored_slots_fit_any_k_but_an_explicit_excess_is_a_400():
+    # A k=1 list has room for one paid item: left unset, the default (2) is capped, never a 400
+    # (the transformer's one-item lineage probe is exactly such a request).
+    assert parse_v1({"instances": [{"items": [], "k": 1}]})[0].sponsored_slots == 1
+    assert parse_request_v2([TensorInput("user_id", "BYTES", [1], ["u1"]),
+                             TensorInput("k", "INT32", [1], [1])])[0].options.sponsored_slots == 1
+    with pytest.raises(InvalidRequest, match=r"instances\[0\].sponsored_slots must be an integer between 0 and k \(1\)"):
+        parse_v1({"instances": [{"items": [], "k": 1, "sponsored_slots": 2}]})
+
+
+def test_v2_list_options_apply_to_every_user_and_name_the_input_at_fault():
+    users = TensorInput("user_id", "BYTES", [2], ["u1", "u2"])
+    queries = parse_request_v2([users, TensorInput("sponsored_item_id", "BYTES", [1], [b"i5"]),
+                                TensorInput("sponsored_bid", "FP32", [1], [1.5]),
+                                TensorInput("diversity", "FP32", [2], [0.0, 0.5])])
+    assert [q.options.sponsored[0].item for q in queries] == ["i5", "i5"]
+    assert [q.options.diversity for q in queries] == [0.0, 0.5]
+    with pytest.raises(InvalidRequest, match=r"input sponsored_bid\[0\] must be a finite number >= 0"):
+        parse_request_v2([users, TensorInput("sponsored_item_id", "BYTES", [1], ["i5"]),
+                          TensorInput("sponsored_bid", "FP32", [1], [-1.0])])
+    with pytest.raises(InvalidRequest, match="go together"):
+        parse_request_v2([users, TensorInput("sponsored_item_id", "BYTES", [1], ["i5"])])
+    with pytest.raises(InvalidRequest, match=r"diversity\[0\] must be a number between 0 and 1"):
+        parse_request_v2([users, TensorInput("diversity", "FP32", [1], [2.0])])
+
+
+def test_a_cold_cart_with_preferences_gets_onboarding_and_a_paid_item_is_marked(catalog):
+    core = TransformerCore(catalog, None)
+    stated = parse_request_v1({"instances": [{"items": ["nope"], "k": 2, "preferences": {"categories": ["even"]}},
+                                             {"items": ["i4"], "k": 3}]})
+    core.check(stated)
+    pending = asyncio.run(core.prepare(stated))
+    result = core.finish(pending, {"predictions": [
+        {"items": ["i5"], "scores": [1.0], "reasons": [None], "history_used": 0},
+        {"items": ["i5", "i7", "i6"], "scores": [2.0, 0.5, 1.0], "reasons": ["i4", None, None],
+         "sponsored": [False, True, False], "history_used": 1}]})
+    cold, warm = result["predictions"]
+    assert cold["fallback"] == "empty_history" and cold["onboarding"] == "stated_categories"
+    assert [i["item_id"] for i in cold["items"]] == ["i2", "i4"]  # most popular "even" items
+    assert [i["sponsored"] for i in warm["items"]] == [False, True, False]
+    assert warm["items"][1]["reason"] == "sponsored" and warm["items"][1]["reason_item_id"] is None
+    with pytest.raises(InvalidRequest, match=r"instances\[0\].preferences: unknown category"):
+        core.check(parse_request_v1({"instances": [{"user_id": "u1", "preferences": {"categories": ["neither"]}}]}))

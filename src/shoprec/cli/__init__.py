@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from shoprec.cli import models, monitoring, pipeline, serving
+from shoprec.cli import churn, churn_run, models, monitoring, pipeline, serving
 from shoprec.errors import ShoprecError
 
 
@@ -25,7 +25,7 @@ def cli() -> None:
 for _command in (pipeline.run, pipeline.validate, pipeline.compile_command, pipeline.submit,
                  models.models,
                  serving.serve, serving.recommend, serving.events, serving.demo,
-                 monitoring.drift, monitoring.reports):
+                 monitoring.drift, monitoring.reports, churn.churn, churn_run.churn_run):
     cli.add_command(_command)
 
 

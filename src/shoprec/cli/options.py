@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from shoprec.config import TIMESTAMP_UNITS
 from shoprec.home import Home
 
 HOME_OPTION = click.option(
@@ -24,6 +25,15 @@ REGISTRY_OPTION = click.option(
 
 def validation_options(command: Any) -> Any:
     """The gate's soft-check settings, shared by `run` and `validate`."""
+    command = click.option("--timestamp-unit", type=click.Choice(TIMESTAMP_UNITS), default="auto",
+                           show_default=True,
+                           help="Unit of epoch-number timestamps; auto detects it from their "
+                                "magnitude (the report says which).")(command)
+    command = click.option("--max-quarantine-share", type=click.FloatRange(0, 1), default=0.01,
+                           show_default=True,
+                           help="Future-dated events, unknown items, fractional ids and bad "
+                                "quantities are quarantined; above this share of events, the "
+                                "run stops.")(command)
     command = click.option("--window-end", default="", show_default="open",
                            help="Quarantine events after this date-time (UTC).")(command)
     command = click.option("--window-start", default="1995-01-01", show_default=True,

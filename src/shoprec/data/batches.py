@@ -40,6 +40,10 @@ class FrameEvents:
             batch.index = pd.RangeIndex(start, start + len(batch))
             yield batch
 
+    def is_datetime(self, column: str) -> bool:
+        """Does `column` hold date-times (not numbers or text to parse)?"""
+        return column in self._frame and pd.api.types.is_datetime64_any_dtype(self._frame[column])
+
     def arrow_types(self) -> dict[str, pa.DataType]:
         """The Arrow type of each column beyond the canonical ones (whose output types are
         fixed), inferred over the whole table: it is in memory anyway."""
@@ -78,6 +82,10 @@ class ParquetEvents:
 
     def arrow_types(self) -> dict[str, pa.DataType]:
         return {field.name: field.type for field in self._schema}
+
+    def is_datetime(self, column: str) -> bool:
+        """Does `column` hold date-times (not numbers or text to parse)? From the schema alone."""
+        return column in self.columns and pa.types.is_timestamp(self._schema.field(column).type)
 
 
 class FrameSink:

@@ -6,9 +6,10 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from shoprec import schema as S
 from shoprec.errors import DataSourceError
@@ -40,11 +41,16 @@ class EventData:
         return finish_dataset(out, len(self.events), self.items, self.users, self.source, self.info)
 
     @staticmethod
-    def read(directory: str | Path) -> "EventData":
-        """Read a directory written by `write`."""
+    def read(directory: str | Path, columns: Sequence[str] | None = None) -> "EventData":
+        """Read a directory written by `write`; `columns` (those present of them) limits the
+        events to what the reader uses: a training step needs three of a log's columns, and
+        every text column costs tens of bytes per event in memory."""
         events_path = events_file(directory)
         items, users, source, info = read_companions(directory)
-        return EventData(events=pd.read_parquet(events_path), items=items, users=users,
+        if columns is not None:
+            present = set(pq.ParquetFile(events_path).schema_arrow.names)
+            columns = [name for name in columns if name in present]
+        return EventData(events=pd.read_parquet(events_path, columns=columns), items=items, users=users,
                          source=source, info=info)
 
 

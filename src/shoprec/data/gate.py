@@ -63,7 +63,7 @@ def run_gate(
         staged_quarantine = Path(staging) / S.QUARANTINE_FILE
         with ParquetSink(staged_clean, staged_quarantine, events.arrow_types()) as sink:
             summary = check_events(events, items, users, source, config, sink,
-                                   batch_rows=batch_rows, scratch=staging)
+                                   batch_rows=batch_rows, scratch=staging, info=info)
         write_report_files(summary, report)
         if not summary.passed:
             raise DataValidationError(summary.failed_hard, report.markdown)

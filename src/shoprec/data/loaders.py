@@ -57,14 +57,21 @@ def load_dataset(
 
 
 def limit_to_users(data: EventData, limit_users: int) -> EventData:
-    """Keep the first `limit_users` users (in id order): a small real slice for quick runs."""
-    users = pd.Series(data.events[S.USER_ID].dropna().unique())
+    """Keep the first `limit_users` users (in id order): a small real slice for quick runs.
+
+    Rows without a user id stay in the slice: they belong to no user, and dropping them here
+    would hide from the gate what it must see (a missing user id stops the run on the whole
+    log, so it does on a slice). Without a user id column nothing is cut: the gate names it."""
+    info = {**data.info, "limit_users": limit_users, "rows_before_limit": len(data.events)}
+    if S.USER_ID not in data.events:
+        return EventData(data.events, data.items, data.users, data.source, info)
+    user_ids = data.events[S.USER_ID]
+    users = pd.Series(user_ids.dropna().unique())
     keep = set(users.iloc[np.argsort(users.astype(str).to_numpy(), kind="stable")][:limit_users])
-    events = data.events[data.events[S.USER_ID].isin(keep)].reset_index(drop=True)
+    events = data.events[user_ids.isin(keep) | user_ids.isna()].reset_index(drop=True)
     user_table = data.users
     if user_table is not None and S.USER_ID in user_table:
         user_table = user_table[user_table[S.USER_ID].isin(keep)].reset_index(drop=True)
-    info = {**data.info, "limit_users": limit_users}
     return EventData(events, data.items, user_table, data.source, info)
 
 
@@ -169,12 +176,13 @@ def load_event_files(events_path: str | Path, items_path: str | Path | None = No
     Values are read as they are; the validation gate checks and coerces their types, so a
     broken file is reported there rather than half-parsed here.
     """
-    events = _read_table(Path(events_path), "events")
-    items = _read_table(Path(items_path), "items") if items_path else None
+    events = read_table(Path(events_path), "events")
+    items = read_table(Path(items_path), "items") if items_path else None
     return EventData(events, items, None, str(events_path), {"file": str(events_path)})
 
 
-def _read_table(path: Path, what: str) -> pd.DataFrame:
+def read_table(path: Path, what: str) -> pd.DataFrame:
+    """One table file (CSV, TSV or Parquet) as it is, ids as text; a clear error if unreadable."""
     if not path.exists():
         raise DataSourceError(f"{what} file not found: {path}")
     suffix = "".join(path.suffixes[-2:]).lower()

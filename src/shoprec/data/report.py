@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from shoprec.data.validation import ValidationReport
+from shoprec.data.validation import CheckResult, ValidationReport
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,10 @@ def render_markdown(report: ValidationReport) -> str:
         lines += ["| quarantine reason | rows |", "|---|---:|"]
         lines += [f"| {reason} | {count:,} |" for reason, count in report.quarantined.items()]
         lines.append("")
+    if report.notes:
+        lines += ["## How the input was read", ""]
+        lines += [f"- {note}" for note in report.notes]
+        lines.append("")
     lines += [
         "## Checks",
         "",
@@ -51,17 +55,22 @@ def render_markdown(report: ValidationReport) -> str:
         "|---|---|---|---|---|---:|---:|---|",
     ]
     for check in report.checks:
-        mark = "skipped" if check.skipped else ("pass" if check.success else "**FAIL**")
         lines.append(
-            f"| {mark} | {check.severity} | {check.table} | {check.description} | "
+            f"| {_mark(check)} | {_severity(check)} | {check.table} | {check.description} | "
             f"{check.column or ''} | {check.unexpected_count:,} | {check.element_count:,} | "
             f"`{check.expectation}` |"
         )
-    failed = [c for c in report.checks if not c.success and not c.skipped]
+    # A tolerant check that passed with rows quarantined is shown beside the failed ones.
+    failed = [c for c in report.checks if not c.skipped and (not c.success or _quarantined(c))]
     if failed:
         lines += ["", "## What failed", ""]
     for check in failed:
-        lines += [f"### {check.name} ({check.severity})", "", check.description + "."]
+        lines += [f"### {check.name} ({_severity(check)})", "", check.description + "."]
+        if check.tolerance is not None:
+            share = check.unexpected_count / max(check.element_count, 1)
+            verdict = "over" if not check.success else "within"
+            lines += ["", f"{check.unexpected_count:,} of {check.element_count:,} events ({share:.2%}) "
+                          f"fail it, {verdict} the {check.tolerance:.2%} the run tolerates."]
         if check.error:
             lines += ["", f"Error: `{check.error}`"]
         if check.sample_rows:
@@ -72,3 +81,23 @@ def render_markdown(report: ValidationReport) -> str:
         lines.append("")
     lines += ["## Settings", "", "```json", json.dumps(report.config, indent=2), "```", ""]
     return "\n".join(lines)
+
+
+def _mark(check: CheckResult) -> str:
+    if check.skipped:
+        return "skipped"
+    if not check.success:
+        return "**FAIL**"
+    return "quarantined" if _quarantined(check) else "pass"
+
+
+def _severity(check: CheckResult) -> str:
+    """A tolerant hard check says at which share it stops the run."""
+    if check.tolerance is None:
+        return check.severity
+    return f"{check.severity} above {check.tolerance * 100:g}%"
+
+
+def _quarantined(check: CheckResult) -> bool:
+    """A tolerant check that passed though some rows failed it: those rows went to quarantine."""
+    return check.tolerance is not None and check.success and check.unexpected_count > 0

@@ -7,10 +7,17 @@ The gate reads the events in batches (`check_events`), so its memory follows the
 not the log's: what spans batches (exact duplicates, a user's busiest day) is found first over
 the whole log with DuckDB (`shoprec.data.facts`); then GX checks each batch of events coerced
 to canonical types (ids and event types as categoricals, which keeps GX's pandas engine fast
-on a million rows) plus two derived columns: whether the item is in the items table, and each
-user's busiest-day event count. A check whose columns are missing is reported as skipped
+on a million rows) plus derived columns: each row's own facts (`shoprec.data.quarantine`:
+a whole-number id, an item in the items table, a positive quantity) and each user's
+busiest-day event count. A check whose columns are missing is reported as skipped
 beside the failed "column present" check that explains why. An in-memory frame (`validate`)
 goes through the same code, cut into batches.
+
+Rows that are only slightly wrong (`shoprec.data.quarantine`) are quarantined, and their
+"tolerant" hard checks stop the run only when more than `max_quarantine_share` of the events
+fail them: that share is known only after the last batch, so those checks never stop the
+writing early (a failed gate discards what was written). Epoch-number timestamps are read in
+one unit for the whole log (`shoprec.data.timestamps`); the report says which.
 """
 
 from __future__ import annotations
@@ -31,18 +38,34 @@ from shoprec.config import ValidationConfig
 from shoprec.data.batches import DEFAULT_BATCH_ROWS, FrameEvents, FrameSink
 from shoprec.data.dataset import EventData
 from shoprec.data.facts import GlobalFacts
+from shoprec.data.quarantine import (
+    BOT_ACTIVITY,
+    BUSIEST_DAY_EVENTS,
+    DUPLICATE,
+    FUTURE_TIMESTAMP,
+    ID_COLUMNS,
+    INVALID_ID,
+    INVALID_QUANTITY,
+    ITEM_KNOWN,
+    OUTSIDE_WINDOW,
+    QUANTITY_VALID,
+    QUARANTINE_REASONS,
+    UNKNOWN_ITEM,
+    RowRules,
+    add_row_facts,
+    assign_reasons,
+    excluded_rows,
+    whole_id_column,
+)
+from shoprec.data.timestamps import (
+    UNIT_SAMPLE_VALUES,
+    TimestampReading,
+    UnitChoice,
+    choose_unit,
+    parse_timestamps,
+)
 
 Severity = Literal["hard", "soft"]
-
-# Quarantine reasons, in the order they are assigned: a row gets the first that applies.
-OUTSIDE_WINDOW = "outside_window"
-DUPLICATE = "duplicate"
-BOT_ACTIVITY = "bot_activity"
-QUARANTINE_REASONS = (OUTSIDE_WINDOW, DUPLICATE, BOT_ACTIVITY)
-
-# Derived columns exist only in the frame GX checks, never in an output.
-ITEM_KNOWN = "_item_known"
-BUSIEST_DAY_EVENTS = "_busiest_day_events"
 
 # Columns a sample row of an events check shows, and how many samples a check keeps.
 _ROW_COLUMNS = (S.USER_ID, S.ITEM_ID, S.EVENT_TYPE, S.TIMESTAMP)
@@ -70,6 +93,9 @@ class CheckResult:
     sample_rows: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     skipped: bool = False
+    # A tolerant hard check: its rows are quarantined, and it fails only when more than this
+    # share of the rows it saw are unexpected.
+    tolerance: float | None = None
 
 
 @dataclass
@@ -82,6 +108,10 @@ class ValidationReport:
     rows_clean: int
     quarantined: dict[str, int]
     config: dict[str, Any]
+    # How the timestamps were read (`TimestampReading.to_dict`), and what a person should know
+    # about how the input was read, in sentences (the unit, zone-less times, a user slice).
+    timestamps: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
     created_at: str = field(
         default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
     )
@@ -105,6 +135,8 @@ class ValidationReport:
             "rows_clean": self.rows_clean,
             "rows_quarantined": sum(self.quarantined.values()),
             "quarantined_by_reason": self.quarantined,
+            "timestamps": self.timestamps,
+            "notes": self.notes,
             "config": self.config,
             "checks": [vars(check) for check in self.checks],
         }
@@ -130,6 +162,7 @@ class _Check:
     expectation: Any
     show: tuple[str, ...] = ()
     requires: tuple[str, ...] = ()  # columns that must exist for the check to run
+    tolerance: float | None = None  # see CheckResult.tolerance
 
 
 def validate(
@@ -146,7 +179,7 @@ def validate(
     config = config or ValidationConfig()
     sink = FrameSink()
     report = check_events(FrameEvents(data.events), data.items, data.users, data.source, config,
-                          sink, batch_rows=batch_rows)
+                          sink, batch_rows=batch_rows, info=data.info)
     if report.passed:
         clean_events, quarantine = sink.frames()
     else:
@@ -162,6 +195,8 @@ class EventSource(Protocol):
     columns: list[str]
 
     def batches(self, rows: int) -> Iterator[pd.DataFrame]: ...
+
+    def is_datetime(self, column: str) -> bool: ...
 
 
 class EventSink(Protocol):
@@ -180,21 +215,26 @@ def check_events(
     *,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     scratch: str | Path | None = None,
+    info: dict[str, Any] | None = None,
 ) -> ValidationReport:
     """The gate, in two passes over the events, holding one batch of `batch_rows` at a time.
 
     Pass 1 adds every batch's normalized event key to DuckDB (`GlobalFacts`), which finds the
     later copies of exact duplicates and each user's busiest day over the whole log. Pass 2
     runs the GX suite on each batch (results summed over batches; a check passes when it
-    passes on every batch), assigns each row its quarantine reason and hands the batch's clean
-    and quarantined rows to `sink`, until a hard check fails: then nothing more is written and
-    the caller must discard what was. Scratch files (DuckDB's) live in a temporary folder
-    under `scratch` (default: the system's) and are removed.
+    passes on every batch, a tolerant one when its share over the whole log is small enough),
+    assigns each row its quarantine reason and hands the batch's clean and quarantined rows to
+    `sink`, until a hard check fails: then nothing more is written and the caller must discard
+    what was. Before pass 1, epoch-number timestamps get their unit (given, or detected from
+    the log's first values). Scratch files (DuckDB's) live in a temporary folder under
+    `scratch` (default: the system's) and are removed. `info` is the data set's facts (a
+    `limit_users` slice is named in the report).
     """
     if batch_rows < 1:
         raise ValueError(f"batch_rows must be at least 1, not {batch_rows}")
     config = config or ValidationConfig()
     now = config.now or pd.Timestamp.now(tz="UTC")
+    rules = RowRules(config, now)
     judged = all(c in events.columns for c in S.EVENT_REQUIRED) and events.num_rows > 0
     runner = _GxRunner()
     # The side tables are small and whole: checked first, so a failure there writes nothing.
@@ -205,9 +245,11 @@ def check_events(
         table_checks += runner.run("users", users, _key_table_checks(users, "users", S.USER_ID))
     failed = any(c.severity == "hard" and not c.success for c in table_checks)
     known_items = _known_items(items)
+    reading = TimestampReading(_timestamp_unit(events, config, batch_rows))
+    unit = reading.choice.unit
 
     with tempfile.TemporaryDirectory(prefix="shoprec-gate-", dir=scratch) as work:
-        facts = _first_pass(events, config, batch_rows, work) if judged else None
+        facts = _first_pass(events, rules, known_items, unit, batch_rows, work) if judged else None
         try:
             duplicates, duplicate_rows = facts.duplicate_check(GX_SAMPLES) if facts else (0, [])
             specs: list[_Check] = []
@@ -219,15 +261,19 @@ def check_events(
             rows_clean = 0
             numeric_users = False
             for raw in events.batches(batch_rows):
-                normal = _normalize_batch(raw)
+                normal, read = _normalize_batch(raw, unit, known_items, count_times=True)
+                reading.add(read)
                 if facts is not None:
-                    reasons, detail, busiest = _quarantine_reasons(normal, config, facts)
-                    checked = _with_derived_columns(normal, known_items, busiest)
+                    start = int(normal.index[0]) if len(normal) else 0
+                    later = pd.Series(facts.later_copies(start, start + len(normal)), index=normal.index)
+                    busiest = pd.Series(facts.busiest_day_events(normal[S.USER_ID]), index=normal.index)
+                    reasons, detail = assign_reasons(normal, rules, later, busiest)
+                    checked = normal.assign(**{BUSIEST_DAY_EVENTS: busiest})
                 else:  # a table without its required columns is only checked, never split
                     checked = normal
                 if suite is None:
                     numeric_users = S.USER_ID in raw and pd.api.types.is_numeric_dtype(raw[S.USER_ID])
-                    specs = _event_checks(checked, config, now)
+                    specs = _event_checks(checked, raw, config, now)
                     runnable = {c.name for c in specs if all(column in checked for column in c.requires)}
                     # Duplicates span batches: that check's verdict comes from the first pass.
                     suite = runner.suite("events", [c for c in specs
@@ -236,7 +282,9 @@ def check_events(
                 results = suite.run(checked, raw)
                 for result in results:
                     tallies.setdefault(result.name, []).append(result)
-                failed = failed or any(r.severity == "hard" and not r.success for r in results)
+                # A tolerant check's verdict waits for the whole log's share.
+                failed = failed or any(r.severity == "hard" and not r.success and r.tolerance is None
+                                       for r in results)
                 if duplicate_rows:
                     duplicate_samples += _sample_rows(raw, [r for r in duplicate_rows if r in raw.index],
                                                       _ROW_COLUMNS)
@@ -282,22 +330,54 @@ def check_events(
             "window_start": _text(config.window_start),
             "window_end": _text(config.window_end),
             "now": _text(now),
+            "max_quarantine_share": config.max_quarantine_share,
+            "timestamp_unit": config.timestamp_unit,
         },
+        timestamps=reading.to_dict(),
+        notes=reading.sentences() + _slice_notes(info or {}, events.num_rows),
     )
 
 
-def _first_pass(events: EventSource, config: ValidationConfig, batch_rows: int,
-                work: str) -> GlobalFacts:
+def _timestamp_unit(events: EventSource, config: ValidationConfig, batch_rows: int) -> UnitChoice:
+    """The epoch unit of the whole log, chosen once so that every batch reads its numbers alike:
+    the configured one, else detected from the first values (read only when they are not
+    date-times already)."""
+    if config.timestamp_unit != "auto" or S.TIMESTAMP not in events.columns \
+            or events.is_datetime(S.TIMESTAMP):
+        return choose_unit(config.timestamp_unit, [])
+    batches = events.batches(min(batch_rows, UNIT_SAMPLE_VALUES))
+    try:
+        return choose_unit("auto", (raw[S.TIMESTAMP] for raw in batches))
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()  # the rest of the log is not read
+
+
+def _slice_notes(info: dict[str, Any], rows: int) -> list[str]:
+    """A `--limit-users` slice, named so that no one reads its row count as the whole log's."""
+    if not info.get("limit_users"):
+        return []
+    note = (f"The input is a slice (--limit-users {info['limit_users']}): {rows:,} rows, the "
+            f"events of the first {info['limit_users']:,} users in id order and every row "
+            "without a user id")
+    if "rows_before_limit" in info:
+        note += f", of {int(info['rows_before_limit']):,} rows in the source"
+    return [note + "."]
+
+
+def _first_pass(events: EventSource, rules: RowRules, known_items: pd.Index | None, unit: str,
+                batch_rows: int, work: str) -> GlobalFacts:
     """Every batch's normalized key into DuckDB, then grouped: the log's global facts.
 
     No GX runs here, so smaller batches cost little: they leave DuckDB the memory."""
     facts: GlobalFacts | None = None
     try:
         for raw in events.batches(min(batch_rows, FIRST_PASS_BATCH_ROWS)):
-            normal = _normalize_batch(raw)
+            normal, _ = _normalize_batch(raw, unit, known_items)
             if facts is None:
                 facts = GlobalFacts(work, _event_key(normal))
-            facts.add(normal, _outside_window(normal, config).to_numpy())
+            facts.add(normal, excluded_rows(normal, rules))
         assert facts is not None, "a judged source has at least one batch"
         facts.finish()
     except BaseException:
@@ -319,102 +399,80 @@ def _split(normal: pd.DataFrame, reasons: pd.Series,
     return clean, quarantine
 
 
-def _normalize_batch(raw: pd.DataFrame) -> pd.DataFrame:
-    normal = normalize_events(raw)
+def _normalize_batch(raw: pd.DataFrame, unit: str, known_items: pd.Index | None,
+                     count_times: bool = False) -> tuple[pd.DataFrame, dict[str, int]]:
+    """One batch in canonical types with the row checks' derived columns, indexed by row
+    number in the whole log, and how its timestamps were read (counted when `count_times`)."""
+    normal, fractional, read = _normalize(raw, unit, count_times)
     normal.index = raw.index  # row numbers in the whole log
-    return normal
+    return add_row_facts(normal, raw, known_items, fractional), read
 
 
-def normalize_events(events: pd.DataFrame) -> pd.DataFrame:
+def normalize_events(events: pd.DataFrame, timestamp_unit: str = "s") -> pd.DataFrame:
     """Coerce an events table to canonical types, as far as its columns allow.
 
     Ids and event types become categoricals with string categories (ids are text: integer ids
-    from a file become "7", not 7.0). Timestamps are parsed to UTC (numbers as Unix seconds);
+    from a file become "7", not 7.0; a fractional float id keeps its digits, "12.7", for the
+    gate to quarantine). Timestamps are parsed to UTC (numbers as epochs in `timestamp_unit`);
     what does not parse becomes NaT, a hard failure. Numeric columns become float64; a price or
     quantity column that is not numeric is left as it came, for the type check to name. Missing
     optional columns are added empty; missing required ones are not.
     """
+    return _normalize(events, timestamp_unit, False)[0]
+
+
+def _normalize(events: pd.DataFrame, unit: str,
+               count_times: bool) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, int]]:
+    """`normalize_events`, plus the rows of each id column whose id is a fractional float and
+    the timestamp reading's counts."""
     # A shallow copy: columns are replaced, never written into, so the input stays as it was.
     out = events.copy(deep=False)
     out.index = pd.RangeIndex(len(out))
+    fractional: dict[str, np.ndarray] = {}
     for column in (S.USER_ID, S.ITEM_ID, S.EVENT_TYPE, S.SESSION_ID):
         if column in out:
-            out[column] = _string_categorical(out[column])
+            out[column], bad = _string_categorical(out[column])
+            if bad is not None and column in ID_COLUMNS:
+                fractional[column] = bad
     if S.SESSION_ID not in out:
         out[S.SESSION_ID] = pd.Categorical([None] * len(out), categories=[])
+    read = {"numbers": 0, "aware": 0, "naive": 0}
     if S.TIMESTAMP in out:
-        out[S.TIMESTAMP] = _parse_timestamps(out[S.TIMESTAMP])
+        out[S.TIMESTAMP], read = parse_timestamps(out[S.TIMESTAMP], unit, count=count_times)
     for column in (S.PRICE, S.QUANTITY):
         if column not in out:
             out[column] = np.nan
         elif pd.api.types.is_numeric_dtype(out[column]):
             out[column] = out[column].astype("float64")
     ordered = [c for c in S.EVENT_COLUMNS if c in out] + [c for c in out if c not in S.EVENT_COLUMNS]
-    return out[ordered]
+    return out[ordered], fractional, read
 
 
-def _string_categorical(column: pd.Series) -> pd.Series:
+# A float holds every integer up to 2**53 exactly; a larger float id may be another id.
+_EXACT_FLOAT_IDS = 2.0**53
+
+
+def _string_categorical(column: pd.Series) -> tuple[pd.Series, np.ndarray | None]:
+    """The column as a categorical of text, and (for float ids) the rows whose value is not a
+    whole number a float holds exactly (None: not a float column)."""
     categorical = column.astype("category")
     categories = categorical.cat.categories
+    bad_rows = None
     if not (categories.dtype == object and all(isinstance(v, str) for v in categories[:50])):
-        # Integer ids from a CSV or Parquet file: the same ids as text ("7", not 7.0).
-        text = categories.astype("int64").astype(str) if categories.dtype.kind == "f" else categories.astype(str)
+        if categories.dtype.kind == "f":
+            # Integer ids from a CSV or Parquet file (read as floats beside a missing value): the
+            # same ids as text ("7", not 7.0). A fractional id keeps its digits: truncated, 12.7
+            # would silently become user 12.
+            values = categories.to_numpy(dtype="float64")
+            whole = (np.floor(values) == values) & (np.abs(values) <= _EXACT_FLOAT_IDS)
+            text = pd.Series(values).astype(str).to_numpy(dtype=object)
+            text[whole] = values[whole].astype("int64").astype(str)
+            codes = categorical.cat.codes.to_numpy()
+            bad_rows = (codes >= 0) & ~np.append(whole, True)[codes]
+        else:
+            text = categories.astype(str)
         categorical = categorical.cat.rename_categories(text)
-    return categorical
-
-
-def _parse_timestamps(column: pd.Series) -> pd.Series:
-    if isinstance(column.dtype, pd.DatetimeTZDtype):
-        return column.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
-    if pd.api.types.is_datetime64_dtype(column):
-        return column.dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
-    if pd.api.types.is_numeric_dtype(column):
-        return pd.to_datetime(column, unit="s", utc=True, errors="coerce").astype("datetime64[ns, UTC]")
-    parsed = pd.to_datetime(column, utc=True, errors="coerce", format="ISO8601")
-    retry = parsed.isna() & column.notna()
-    if retry.any():  # other layouts ("03/01/2024 10:00"): slower, so only where ISO 8601 failed
-        parsed[retry] = pd.to_datetime(column[retry], utc=True, errors="coerce", format="mixed")
-    return parsed.astype("datetime64[ns, UTC]")
-
-
-def _outside_window(normal: pd.DataFrame, config: ValidationConfig) -> pd.Series:
-    stamps = normal[S.TIMESTAMP]
-    outside = pd.Series(False, index=normal.index)
-    if config.window_start is not None:
-        outside |= stamps < config.window_start
-    if config.window_end is not None:
-        outside |= stamps > config.window_end
-    return outside & stamps.notna()
-
-
-def _quarantine_reasons(
-    normal: pd.DataFrame, config: ValidationConfig, facts: GlobalFacts
-) -> tuple[pd.Series, pd.Series, pd.Series]:
-    """Each row's quarantine reason (None = clean), a human-readable detail, and its user's
-    busiest-day count (events neither outside the window nor later copies, whole log)."""
-    index = normal.index
-    reasons = pd.Series(np.full(len(normal), None, dtype=object), index=index)
-    details = pd.Series(np.full(len(normal), None, dtype=object), index=index)
-    stamps = normal[S.TIMESTAMP]
-    outside = _outside_window(normal, config)
-    reasons[outside] = OUTSIDE_WINDOW
-    details[outside] = (
-        "timestamp " + stamps[outside].astype(str)
-        + f" outside [{_text(config.window_start) or '-'}, {_text(config.window_end) or '-'}]"
-    )
-    start = int(index[0]) if len(index) else 0
-    later = pd.Series(facts.later_copies(start, start + len(index)), index=index)
-    duplicate = later & reasons.isna()
-    reasons[duplicate] = DUPLICATE
-    details[duplicate] = "exact copy of an earlier event"
-    busiest = pd.Series(facts.busiest_day_events(normal[S.USER_ID]), index=index)
-    bot = (busiest > config.max_events_per_user_day) & reasons.isna()
-    reasons[bot] = BOT_ACTIVITY
-    details[bot] = (
-        "user has " + busiest[bot].astype("int64").astype(str)
-        + f" events on one day (ceiling {config.max_events_per_user_day})"
-    )
-    return reasons, details, busiest
+    return categorical, bad_rows
 
 
 def _event_key(frame: pd.DataFrame) -> list[str]:
@@ -425,17 +483,7 @@ def _event_key(frame: pd.DataFrame) -> list[str]:
 def _known_items(items: pd.DataFrame | None) -> pd.Index | None:
     if items is None or S.ITEM_ID not in items:
         return None
-    return pd.Index(_string_categorical(items[S.ITEM_ID]).dropna().astype(str).unique())
-
-
-def _with_derived_columns(
-    normal: pd.DataFrame, known_items: pd.Index | None, busiest: pd.Series
-) -> pd.DataFrame:
-    checked = normal.copy(deep=False)
-    if known_items is not None:
-        checked[ITEM_KNOWN] = normal[S.ITEM_ID].isin(known_items).to_numpy() | normal[S.ITEM_ID].isna().to_numpy()
-    checked[BUSIEST_DAY_EVENTS] = busiest
-    return checked
+    return pd.Index(_string_categorical(items[S.ITEM_ID])[0].dropna().astype(str).unique())
 
 
 def _key_table_checks(table: pd.DataFrame, name: str, key: str) -> list[_Check]:
@@ -462,11 +510,19 @@ def _key_table_checks(table: pd.DataFrame, name: str, key: str) -> list[_Check]:
     return checks
 
 
-def _event_checks(checked: pd.DataFrame, config: ValidationConfig, now: pd.Timestamp) -> list[_Check]:
-    """Every check on the events table, hard ones first."""
+def _event_checks(checked: pd.DataFrame, raw: pd.DataFrame, config: ValidationConfig,
+                  now: pd.Timestamp) -> list[_Check]:
+    """Every check on the events table, hard ones first (tolerant ones among them).
+
+    `checked` is the first normalized batch with its derived columns, `raw` the same batch as
+    it came: a float id column and a given quantity column get their checks."""
     import great_expectations.expectations as gxe
 
     row = _ROW_COLUMNS
+    share = config.max_quarantine_share
+    # GX's own `mostly` says the same as the tolerance (per batch; the whole log's share decides).
+    mostly = 1.0 - share
+    ceiling = f"quarantined; more than {share * 100:g}% of events stop the run"
     checks = [
         _Check("events_not_empty", "hard", None, "the events table has at least one row",
                gxe.ExpectTableRowCountToBeBetween(min_value=1)),
@@ -488,14 +544,25 @@ def _event_checks(checked: pd.DataFrame, config: ValidationConfig, now: pd.Times
                gxe.ExpectColumnValuesToNotBeNull(column=column), row, requires=row)
         for column in (S.USER_ID, S.ITEM_ID, S.EVENT_TYPE)
     ]
+    # A float id column (integer ids beside a missing value, or ids that went through a float)
+    # must hold whole numbers: 12.7 is no id, and truncated it would be another one.
+    checks += [
+        _Check(f"{column}_whole_number", "hard", column,
+               f"numeric '{column}' ids are whole numbers a float holds exactly ({INVALID_ID}: {ceiling})",
+               gxe.ExpectColumnValuesToBeInSet(column=whole_id_column(column), value_set=[True],
+                                               mostly=mostly),
+               row + tuple({column} - set(row)), requires=row, tolerance=share)
+        for column in ID_COLUMNS if column in raw and pd.api.types.is_float_dtype(raw[column])
+    ]
     checks += [
         _Check("timestamp_parseable", "hard", S.TIMESTAMP,
                "every event has a 'timestamp' that parses as a date-time",
                gxe.ExpectColumnValuesToNotBeNull(column=S.TIMESTAMP), row, requires=row),
         _Check("timestamp_not_in_future", "hard", S.TIMESTAMP,
-               f"no 'timestamp' is after {now.isoformat(timespec='seconds')} (now)",
-               gxe.ExpectColumnValuesToBeBetween(column=S.TIMESTAMP, max_value=now), row,
-               requires=row),
+               f"no 'timestamp' is after {now.isoformat(timespec='seconds')} (now) "
+               f"({FUTURE_TIMESTAMP}: {ceiling})",
+               gxe.ExpectColumnValuesToBeBetween(column=S.TIMESTAMP, max_value=now, mostly=mostly),
+               row, requires=row, tolerance=share),
         _Check("event_type_in_set", "hard", S.EVENT_TYPE,
                f"'event_type' is one of {', '.join(S.EVENT_TYPES)}",
                gxe.ExpectColumnValuesToBeInSet(column=S.EVENT_TYPE, value_set=list(S.EVENT_TYPES)),
@@ -507,11 +574,22 @@ def _event_checks(checked: pd.DataFrame, config: ValidationConfig, now: pd.Times
             _Check("price_not_negative", "hard", S.PRICE, "'price' is >= 0",
                    gxe.ExpectColumnValuesToBeBetween(column=S.PRICE, min_value=0),
                    row + (S.PRICE,), requires=row))
+    # A quantity the source gives must be a positive number on every event: missing, zero,
+    # negative or infinite, it is wrong (a text column fails its type check instead).
+    if S.QUANTITY in raw and pd.api.types.is_float_dtype(checked[S.QUANTITY]):
+        checks.append(
+            _Check("quantity_positive", "hard", S.QUANTITY,
+                   f"every event's 'quantity' is a positive number, not missing ({INVALID_QUANTITY}: "
+                   f"{ceiling})",
+                   gxe.ExpectColumnValuesToBeInSet(column=QUANTITY_VALID, value_set=[True],
+                                                   mostly=mostly),
+                   row + (S.QUANTITY,), requires=row, tolerance=share))
     if ITEM_KNOWN in checked:
         checks.append(
-            _Check("item_id_known", "hard", S.ITEM_ID, "every event's 'item_id' is in the items table",
-                   gxe.ExpectColumnValuesToBeInSet(column=ITEM_KNOWN, value_set=[True]), row,
-                   requires=row))
+            _Check("item_id_known", "hard", S.ITEM_ID,
+                   f"every event's 'item_id' is in the items table ({UNKNOWN_ITEM}: {ceiling})",
+                   gxe.ExpectColumnValuesToBeInSet(column=ITEM_KNOWN, value_set=[True], mostly=mostly),
+                   row, requires=row, tolerance=share))
     checks += [
         _Check(DUPLICATE, "soft", None,
                "no event appears twice (all copies after the first are quarantined)",
@@ -561,18 +639,24 @@ def _bot_samples(bots: dict[str, int], config: ValidationConfig,
 
 
 def _merge(results: list[CheckResult]) -> CheckResult:
-    """One check's per-batch results as one: counts summed, the first samples and error kept."""
-    if len(results) == 1:
-        return results[0]
-    samples = [row for result in results for row in result.sample_rows][:GX_SAMPLES]
-    return replace(
-        results[0],
+    """One check's per-batch results as one: counts summed, the first samples and error kept.
+
+    A tolerant check passes when its unexpected rows are at most its share of all the rows
+    it saw, whichever batches they sit in."""
+    first = results[0]
+    merged = first if len(results) == 1 else replace(
+        first,
         success=all(r.success for r in results),
         element_count=sum(r.element_count for r in results),
         unexpected_count=sum(r.unexpected_count for r in results),
-        sample_rows=samples,
+        sample_rows=[row for result in results for row in result.sample_rows][:GX_SAMPLES],
         error=next((r.error for r in results if r.error), None),
     )
+    if merged.tolerance is not None and merged.error is None:
+        # Compared as counts (with a hair for float rounding): 1 of 100 rows is within 1%.
+        allowed = merged.tolerance * merged.element_count * (1 + 1e-9)
+        merged = replace(merged, success=merged.unexpected_count <= allowed)
+    return merged
 
 
 def _sample_rows(frame: pd.DataFrame, index: list[Any], show: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -672,9 +756,11 @@ class _Suite:
                     error = str(value.get("exception_message"))
         samples: list[dict[str, Any]] = []
         index = details.get("partial_unexpected_index_list") or []
-        if not result.success and index and check.show:
+        # A tolerant check may pass with rows quarantined: those rows are shown too.
+        show = not result.success or (check.tolerance is not None and details.get("unexpected_count"))
+        if show and index and check.show:
             samples = _sample_rows(frame, index, check.show)
-        elif not result.success and details.get("partial_unexpected_list"):
+        elif show and details.get("partial_unexpected_list"):
             samples = [{"value": _cell(v)} for v in details["partial_unexpected_list"]]
         return CheckResult(
             name=check.name,
@@ -688,4 +774,5 @@ class _Suite:
             unexpected_count=int(details.get("unexpected_count") or 0),
             sample_rows=samples,
             error=error,
+            tolerance=check.tolerance,
         )

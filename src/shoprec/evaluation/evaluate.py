@@ -36,8 +36,11 @@ def rank_targets(
                 mask_seen(scores, histories)
             targets = torch.as_tensor(eval_set.targets[s:s + batch_size])
             ranks.append(M.pessimistic_ranks(scores, targets))
-            top = torch.argsort(scores, dim=1, descending=True, stable=True)[:, :k]
-            lists.append(top.numpy())
+            # topk, not a full argsort: linear in the catalogue; and its own [B, k] tensor (a
+            # numpy view of an argsort's first k columns kept the whole [B, N+1] result alive,
+            # one per batch: gigabytes on a large catalogue).
+            top = torch.topk(scores, min(k, scores.shape[1]), dim=1, sorted=True).indices
+            lists.append(top.numpy().copy())
     model.train(was_training)
     if not ranks:
         return np.zeros(0, dtype=np.int64), np.zeros((0, k), dtype=np.int64)

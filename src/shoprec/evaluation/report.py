@@ -16,7 +16,7 @@ from shoprec.models.bundle import load_bundle
 from shoprec.data.dataset import EventData
 from shoprec.evaluation.evaluate import evaluate
 from shoprec.evaluation.splits import SplitSpec, events_for_training, make_split
-from shoprec.models.baselines import BASELINES
+from shoprec.evaluation.tuning import baseline_kinds, fit_baseline
 from shoprec.models.content import category_codes
 
 
@@ -35,7 +35,8 @@ def evaluate_bundle(
     bootstrap: int = 1000,
     k: int = 10,
 ) -> BundleEvaluation:
-    """Evaluate the bundled model and the baselines on the bundle's split of `data`."""
+    """Evaluate the bundled model and the baselines on the bundle's split of `data` (on
+    repeat-purchase data also BuyAgain, the time-decayed frequency and TIFU-KNN)."""
     bundle = load_bundle(bundle_dir)
     spec = SplitSpec.from_dict(bundle.config.get("training", {}).get("split"))
     split = make_split(events_for_training(data, training_set), bundle.vocab, spec)
@@ -44,9 +45,11 @@ def evaluate_bundle(
     codes, names = category_codes(data.items, bundle.vocab)
     category = codes.numpy() if names else None
     exclude = bundle.exclude_seen
-    names_ = list(baselines) + ([] if exclude else ["buyagain"])
     models = {bundle.config["kind"]: bundle.model}
-    models.update({n: BASELINES[n](bundle.vocab.n_items).fit(split.train) for n in names_ if n not in models})
+    # The same baselines, tuned by the same rule on the same training sequences, as training
+    # compared with (`evaluation.tuning`): the figures here equal the model card's.
+    models.update({n: fit_baseline(n, bundle.vocab.n_items, split.train, exclude_seen=exclude, k=k).model
+                   for n in baseline_kinds(exclude, baselines) if n not in models})
     rows = []
     for name, model in models.items():
         result = evaluate(model, split.test, exclude_seen=exclude, popularity=popularity,

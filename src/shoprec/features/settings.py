@@ -166,6 +166,9 @@ def repo_config(settings: FeatureStoreSettings) -> "RepoConfig":
 
     if settings.feature_store_yaml is not None:
         config = _load_yaml_config(settings)
+        online = config.online_store  # a named yaml's Redis gets the same timeouts as ours
+        if getattr(online, "type", None) == "redis":
+            online.connection_string = redis_connection_string(online.connection_string)
         if settings.offline_store == "spark" and offline_store_of(config) != "spark":
             # The yaml names every store; a Spark setting it would silently ignore is an error.
             raise FeatureStoreConfigError(

@@ -17,8 +17,8 @@ from shoprec.errors import GateError
 from shoprec.evaluation import metrics as M
 from shoprec.evaluation.evaluate import rank_targets
 from shoprec.evaluation.splits import EvalSet, Split, SplitSpec, make_split
+from shoprec.evaluation.tuning import baseline_kinds, fit_baseline
 from shoprec.models.base import Recommender as Model
-from shoprec.models.baselines import BuyAgain, Markov1, MostPop
 from shoprec.models.bundle import load_bundle
 from shoprec.sequences import ItemVocab, build_vocab
 
@@ -128,19 +128,19 @@ def score_bundle(bundle_dir: str | Path, window: GateWindow, k: int = 10,
 
 
 def baseline_scores(window: GateWindow, exclude_seen: bool, k: int = 10) -> dict[str, GateScores]:
-    """MostPop and Markov-1 - and on repeat-purchase data (past items kept) "buy again", the
-    strongest simple model there - fit on the window's training sequences and scored on it."""
+    """MostPop and Markov-1 - and on repeat-purchase data (past items kept) BuyAgain, the
+    time-decayed frequency and TIFU-KNN, the strongest simple models there - fit on the
+    window's training sequences (settings chosen on their held-out newest items, as training
+    chooses them: `evaluation.tuning`) and scored on it."""
     if not window.train:
         raise GateError("the window carries no training sequences to fit the first-run baselines on")
     vocab = ItemVocab(tuple(sorted({i for s in window.train for i in s} |
                                    {i for h in window.histories for i in h} | set(window.targets))))
     train = [vocab.index(list(s)) for s in window.train]
     scores = {}
-    models: list[Model] = [MostPop(vocab.n_items), Markov1(vocab.n_items)]
-    if not exclude_seen:
-        models.append(BuyAgain(vocab.n_items))
-    for model in models:
-        scores[model.kind] = score_model(model.fit(train), vocab, exclude_seen, window, k)
+    for kind in baseline_kinds(exclude_seen, ("mostpop", "markov1")):
+        model = fit_baseline(kind, vocab.n_items, train, exclude_seen=exclude_seen, k=k).model
+        scores[kind] = score_model(model, vocab, exclude_seen, window, k)
     return scores
 
 

@@ -1,7 +1,10 @@
-"""Honest baselines under the same contract: MostPop, Markov-1, ItemKNN and BuyAgain.
+"""Honest baselines under the same contract: MostPop, Markov-1, ItemKNN, BuyAgain, a
+time-decayed personal frequency and TIFU-KNN (the strongest simple next-basket method).
 
 Their statistics live in buffers, so they save to safetensors like the transformer. Every
 baseline breaks ties by popularity (a fraction below one count), the strongest simple choice.
+Hyper-parameters (decays, neighbours, alpha) are chosen on validation by
+`evaluation.tuning.fit_baseline`, never on test.
 """
 
 from __future__ import annotations
@@ -180,6 +183,179 @@ class BuyAgain(_PopularityBase):
         return scores
 
 
+def decayed_counts(histories: Sequence[np.ndarray], n_items: int, decay: float) -> sp.csr_matrix:
+    """[B, N+1] sparse: per history, sum over its occurrences of each item of decay ** age,
+    the age being how many items came after that one (the newest has age 0). decay 1 gives
+    plain counts ("buy again"). The whole history counts: old purchases fade, never vanish."""
+    rows, cols, vals = [], [], []
+    for row, history in enumerate(histories):
+        items = np.asarray(history, dtype=np.int64)
+        if len(items):
+            rows.append(np.full(len(items), row))
+            cols.append(items)
+            vals.append(np.power(float(decay), np.arange(len(items) - 1, -1, -1, dtype=np.float64)))
+    if not rows:
+        return sp.csr_matrix((len(histories), n_items + 1))
+    matrix = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                           shape=(len(histories), n_items + 1))  # duplicates summed
+    matrix.sum_duplicates()
+    return matrix
+
+
+def _seen_first(weights: sp.csr_matrix, popularity: torch.Tensor) -> torch.Tensor:
+    """[B, N+1]: items with a positive weight first, by weight; every other item after them,
+    by popularity (weights are not integer counts, so the tie-break cannot simply be added)."""
+    scores = (_tie_break(popularity) - 1.0).expand(weights.shape[0], -1).clone()  # [-1, -0.5)
+    dense = torch.from_numpy(np.asarray(weights.todense(), dtype=np.float32))
+    scores = torch.where(dense > 0, dense, scores)
+    scores[:, PAD] = float("-inf")
+    return scores
+
+
+class DecayedFrequency(_PopularityBase):
+    """Time-decayed personal frequency: "buy again" where a purchase counts decay ** (items
+    bought since), so what the user buys now outweighs what they bought a year ago. decay 1 is
+    BuyAgain; the decay is chosen on validation (`evaluation.tuning`)."""
+
+    kind: ClassVar[str] = "decayfreq"
+
+    def __init__(self, n_items: int, decay: float = 0.99) -> None:
+        super().__init__(n_items)
+        if not 0.0 < decay <= 1.0:
+            raise ValueError(f"decay must be in (0, 1], not {decay}")
+        self.decay = float(decay)
+
+    def config(self) -> dict[str, Any]:
+        return {"n_items": self.n_items, "decay": self.decay}
+
+    def fit(self, sequences: Sequence[np.ndarray]) -> "DecayedFrequency":
+        self._set_popularity(sequences)
+        return self
+
+    def score_all(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
+        return _seen_first(decayed_counts(histories, self.n_items, self.decay), self.popularity)
+
+
+def tifu_vectors(histories: Sequence[np.ndarray], n_items: int, basket_size: int, within_decay: float,
+                 group_decay: float, groups: int) -> sp.csr_matrix:
+    """[B, N+1] sparse TIFU user vectors (Hu et al. 2020, "Modeling Personalized Item Frequency
+    Information for Next-basket Recommendation").
+
+    A history is split into baskets, newest first; basket j (0 oldest of n) weighs its items
+    within_decay ** (n - 1 - j); the baskets fall into `groups` consecutive groups as equal as
+    possible (fewer when there are fewer baskets), each group is the mean of its baskets, and the
+    vector is the mean over groups of group_decay ** (groups from the newest) x the group.
+    The histories of this contract carry items, not basket boundaries, so a basket is a run of
+    `basket_size` consecutive items counted from the newest (the Instacart sample's orders hold
+    9.9 items on average; the size is tuned on validation like the decays)."""
+    rows, cols, vals = [], [], []
+    for row, history in enumerate(histories):
+        items = np.asarray(history, dtype=np.int64)
+        length = len(items)
+        if not length:
+            continue
+        age = (length - 1 - np.arange(length)) // basket_size  # baskets from the newest, per item
+        n_baskets = int(age[0]) + 1
+        basket = n_baskets - 1 - age  # 0 = oldest
+        n_groups = min(groups, n_baskets)
+        group_of_basket = np.arange(n_baskets) * n_groups // n_baskets  # equal consecutive groups
+        group_sizes = np.bincount(group_of_basket, minlength=n_groups)
+        group = group_of_basket[basket]
+        weight = (np.power(within_decay, age.astype(np.float64))
+                  * np.power(group_decay, (n_groups - 1 - group).astype(np.float64))
+                  / (group_sizes[group] * n_groups))
+        rows.append(np.full(length, row))
+        cols.append(items)
+        vals.append(weight)
+    if not rows:
+        return sp.csr_matrix((len(histories), n_items + 1))
+    matrix = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                           shape=(len(histories), n_items + 1))
+    matrix.sum_duplicates()
+    return matrix
+
+
+class TIFUKNN(_PopularityBase):
+    """TIFU-KNN: alpha x the user's TIFU vector + (1 - alpha) x the mean vector of their
+    `neighbours` nearest training users (Euclidean distance between TIFU vectors, as in the
+    authors' code). The authors' Instacart settings are the defaults; `evaluation.tuning`
+    chooses among nearby ones on validation.
+
+    Memory: the training users' vectors are one sparse matrix (CSR buffers); a query batch's
+    distances to the users are computed `USER_BLOCK` users at a time and only the best
+    `neighbours` of each block are kept, so no dense users x items or users x users matrix is
+    ever built. A user's own training vector is a candidate neighbour (in evaluation and
+    serving alike): with hundreds of neighbours its share is negligible."""
+
+    kind: ClassVar[str] = "tifuknn"
+    USER_BLOCK: ClassVar[int] = 8192
+
+    def __init__(self, n_items: int, neighbours: int = 900, within_decay: float = 0.9,
+                 group_decay: float = 0.7, alpha: float = 0.9, groups: int = 3, basket_size: int = 10) -> None:
+        super().__init__(n_items)
+        if neighbours < 1 or groups < 1 or basket_size < 1 or not 0.0 <= alpha <= 1.0:
+            raise ValueError("TIFU-KNN needs neighbours, groups, basket_size >= 1 and alpha in [0, 1]")
+        self.neighbours, self.within_decay, self.group_decay = int(neighbours), float(within_decay), float(group_decay)
+        self.alpha, self.groups, self.basket_size = float(alpha), int(groups), int(basket_size)
+        # The training users' TIFU vectors as CSR [U, N+1], and their squared norms [U].
+        self.register_buffer("user_indptr", torch.zeros(1, dtype=torch.int64))
+        self.register_buffer("user_indices", torch.zeros(0, dtype=torch.int64))
+        self.register_buffer("user_values", torch.zeros(0, dtype=torch.float32))
+        self.register_buffer("user_norms", torch.zeros(0, dtype=torch.float32))
+
+    def config(self) -> dict[str, Any]:
+        return {"n_items": self.n_items, "neighbours": self.neighbours, "within_decay": self.within_decay,
+                "group_decay": self.group_decay, "alpha": self.alpha, "groups": self.groups,
+                "basket_size": self.basket_size}
+
+    def vectors(self, histories: Sequence[np.ndarray]) -> sp.csr_matrix:
+        return tifu_vectors(histories, self.n_items, self.basket_size, self.within_decay,
+                            self.group_decay, self.groups)
+
+    def fit(self, sequences: Sequence[np.ndarray]) -> "TIFUKNN":
+        self._set_popularity(sequences)
+        users = self.vectors(sequences).astype(np.float32)
+        self.user_indptr = torch.as_tensor(users.indptr.astype(np.int64))
+        self.user_indices = torch.as_tensor(users.indices.astype(np.int64))
+        self.user_values = torch.as_tensor(users.data)
+        self.user_norms = torch.as_tensor(np.asarray(users.multiply(users).sum(1), dtype=np.float32).ravel())
+        return self
+
+    def _users(self) -> sp.csr_matrix:
+        return sp.csr_matrix((self.user_values.numpy(), self.user_indices.numpy(), self.user_indptr.numpy()),
+                             shape=(len(self.user_indptr) - 1, self.n_items + 1))
+
+    def nearest(self, queries: sp.csr_matrix) -> np.ndarray:
+        """[B, k] indices of each query's k nearest training users (k = min(neighbours, U))."""
+        users, norms = self._users(), self.user_norms.numpy().astype(np.float64)
+        k = min(self.neighbours, users.shape[0])
+        best_d = np.zeros((queries.shape[0], 0))
+        best_i = np.zeros((queries.shape[0], 0), dtype=np.int64)
+        for start in range(0, users.shape[0], self.USER_BLOCK):
+            block = users[start:start + self.USER_BLOCK]
+            # |q - u|^2 up to the query's own norm, which does not change the order: [B, block]
+            dist = norms[None, start:start + block.shape[0]] - 2.0 * np.asarray((queries @ block.T).todense())
+            keep = min(k, dist.shape[1])
+            top = np.argpartition(dist, keep - 1, axis=1)[:, :keep]
+            best_d = np.concatenate([best_d, np.take_along_axis(dist, top, 1)], axis=1)
+            best_i = np.concatenate([best_i, top + start], axis=1)
+            if best_d.shape[1] > k:  # keep only the k best so far: bounded by B x 2k
+                top = np.argpartition(best_d, k - 1, axis=1)[:, :k]
+                best_d, best_i = np.take_along_axis(best_d, top, 1), np.take_along_axis(best_i, top, 1)
+        return best_i
+
+    def score_all(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
+        queries = self.vectors(histories)
+        if len(self.user_norms) == 0:  # not fitted on anyone: the user's own vector only
+            return _seen_first(queries, self.popularity)
+        neighbours = self.nearest(queries)  # [B, k]
+        batch, k = neighbours.shape
+        mean = sp.csr_matrix((np.full(batch * k, 1.0 / k), (np.repeat(np.arange(batch), k), neighbours.ravel())),
+                             shape=(batch, len(self.user_norms)))
+        blended = self.alpha * queries + (1.0 - self.alpha) * (mean @ self._users())  # [B, N+1] sparse
+        return _seen_first(sp.csr_matrix(blended), self.popularity)
+
+
 BASELINES: dict[str, type[Recommender]] = {
-    cls.kind: cls for cls in (MostPop, Markov1, ItemKNN, BuyAgain)
+    cls.kind: cls for cls in (MostPop, Markov1, ItemKNN, BuyAgain, DecayedFrequency, TIFUKNN)
 }

@@ -9,12 +9,17 @@
     items.json          the item vocabulary (index i+1 <-> item id)
     metrics.json        test metrics of the model and of every baseline, with intervals
     MODEL_CARD.md       data, metrics against the baselines, segments, intended use
+
+A bundle served from a registry version also holds the registry's version.json, whose "files"
+map (every file's sha256, recorded at registration) is checked on load: the copy KServe's
+storage initializer downloads into /mnt/models is verified file by file before it is served.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,17 +40,73 @@ CONFIG_FILE = "config.json"
 VOCAB_FILE = "items.json"
 METRICS_FILE = "metrics.json"
 CARD_FILE = "MODEL_CARD.md"
+# The registry's record of a version (shoprec.lifecycle.registry writes it next to the bundle
+# files). Only its name is known here: the record is read as plain JSON, never imported.
+RECORD_FILE = "version.json"
 DEFAULT_FEATURE_SERVICE = "recommender_v1"
 
 MODEL_CLASSES: dict[str, type[Recommender]] = {SASRec.kind: SASRec, **BASELINES}
 
 
 def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+class BundleFileIntegrityError(BundleIntegrityError):
+    """A bundle file (any of them, not only the weights) is not the one recorded: refused."""
+
+    def __init__(self, path: Path, expected: str, actual: str) -> None:
+        self.path, self.expected, self.actual = path, expected, actual
+        BundleError.__init__(
+            self,
+            f"bundle file {path.name} ({path}) fails the integrity check: sha256 {actual[:16]}... "
+            f"but {expected[:16]}... was recorded; refusing to load")
+
+
+def file_digests(directory: str | Path, *, skip: tuple[str, ...] = (RECORD_FILE,)) -> dict[str, str]:
+    """sha256 of every regular file directly in `directory` (name -> hex), except `skip`."""
+    root = Path(directory)
+    return {p.name: sha256_of(p) for p in sorted(root.iterdir())
+            if p.is_file() and p.name not in skip and not p.name.startswith(".")}
+
+
+def verify_files(directory: str | Path, expected: Mapping[str, str]) -> None:
+    """Every file named in `expected` exists in `directory` with that sha256: else BundleError
+    naming the missing file, or BundleFileIntegrityError naming the changed one. Files not in
+    `expected` are ignored (nothing reads them)."""
+    root = Path(directory)
+    for name, digest in sorted(expected.items()):
+        path = root / name
+        if not path.is_file():
+            raise BundleError(f"model bundle {root} has no {name} (recorded with sha256 {digest[:16]}...)")
+        actual = sha256_of(path)
+        if actual != digest:
+            # The weights keep their long-standing error; any other file is named as such.
+            error = BundleIntegrityError if name == WEIGHTS_FILE else BundleFileIntegrityError
+            raise error(path, digest, actual)
+
+
+def read_record(directory: str | Path) -> dict[str, Any]:
+    """The registry's version.json in a bundle folder ({} for a plain bundle folder)."""
+    root = Path(directory)
+    if not (root / RECORD_FILE).is_file():
+        return {}
+    try:
+        return dict(json.loads((root / RECORD_FILE).read_text()))
+    except ValueError as exc:
+        raise BundleError(f"model bundle {root}: {RECORD_FILE} is unreadable: {exc}") from exc
+
+
+def recorded_digests(directory: str | Path) -> dict[str, str]:
+    """The sha256 of every file as the registry recorded it, when the folder is a registry
+    version (its version.json, e.g. downloaded with it by KServe's storage initializer); {} for
+    a plain bundle folder, whose weights are still checked against config.json."""
+    return dict(read_record(directory).get("files") or {})
 
 
 @dataclass
@@ -57,6 +118,8 @@ class Bundle:
     vocab: ItemVocab
     config: dict[str, Any]
     metrics: dict[str, Any]
+    # The registry version this folder is a copy of (its version.json), e.g. in /mnt/models.
+    version: str | None = None
 
     @property
     def exclude_seen(self) -> bool:
@@ -110,12 +173,18 @@ def save_bundle(
     return out
 
 
-def load_bundle(directory: str | Path) -> Bundle:
-    """Read a bundle, refusing weights whose sha256 differs from the recorded one."""
+def load_bundle(directory: str | Path, expected_files: Mapping[str, str] | None = None) -> Bundle:
+    """Read a bundle, refusing any file whose sha256 differs from the recorded one.
+
+    expected_files: name -> sha256 to check (the registry passes its version record); default:
+    what the folder records itself (version.json's "files" in a registry version).
+    Either way the weights must also match config.json's weights_sha256."""
     root = Path(directory)
     for name in (WEIGHTS_FILE, CONFIG_FILE, VOCAB_FILE):
         if not (root / name).exists():
             raise BundleError(f"model bundle {root} has no {name}")
+    checked = dict(expected_files) if expected_files is not None else recorded_digests(root)
+    verify_files(root, checked)
     config = json.loads((root / CONFIG_FILE).read_text())
     expected = config.get("weights_sha256")
     if not expected:
@@ -124,7 +193,8 @@ def load_bundle(directory: str | Path) -> Bundle:
         recorded = (root / SHA_FILE).read_text().split()[0]
         if recorded != expected:
             raise BundleIntegrityError(root / WEIGHTS_FILE, expected, recorded)
-    actual = sha256_of(root / WEIGHTS_FILE)
+    # The weights were just hashed when a record covers them: compare, do not read them again.
+    actual = checked[WEIGHTS_FILE] if WEIGHTS_FILE in checked else sha256_of(root / WEIGHTS_FILE)
     if actual != expected:
         raise BundleIntegrityError(root / WEIGHTS_FILE, expected, actual)
     kind = config.get("kind")
@@ -133,4 +203,6 @@ def load_bundle(directory: str | Path) -> Bundle:
     model = MODEL_CLASSES[kind].from_state(config["model_config"], load_file(str(root / WEIGHTS_FILE)))
     metrics_path = root / METRICS_FILE
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-    return Bundle(root, model, ItemVocab.read(root / VOCAB_FILE), config, metrics)
+    version = read_record(root).get("version")
+    return Bundle(root, model, ItemVocab.read(root / VOCAB_FILE), config, metrics,
+                  str(version) if version else None)

@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from shoprec.models.base import Recommender
+from shoprec.models.baselines import decayed_counts
 from shoprec.sequences import PAD, pad_histories
 
 
@@ -401,6 +402,7 @@ class SASRec(Recommender):
         chunk_rows: int = 2048,
         ffn_multiplier: int = 1,
         repeat_weight: float = 0.0,
+        repeat_decay: float = 1.0,
         attention_dropout: float = 0.0,
         residual_gates: bool = False,
         ffn_activation: str = "gelu",
@@ -425,9 +427,14 @@ class SASRec(Recommender):
         uniform[PAD] = 0.0
         self.register_buffer("negative_probs", uniform / max(1, n_items), persistent=False)
         # Repeat-purchase data: scores of items the user already has get
-        # repeat_weight * log(1 + times among the newest max_len items). 0 = off; set after
+        # repeat_weight * log(1 + time-decayed count over the WHOLE history) (each purchase
+        # counts repeat_decay ** items bought since; 1 = plain counts), not only over the window
+        # the transformer reads: on Instacart 92% of users have more items than the window, and
+        # "buy again" over the whole history beat the transformer. 0 = off; both are set after
         # training by `fit.tune_repeat_weight` on validation (grocery baskets repeat a lot).
-        self.repeat_weight = float(repeat_weight)
+        if not 0.0 < repeat_decay <= 1.0:
+            raise ValueError(f"repeat_decay must be in (0, 1], not {repeat_decay}")
+        self.repeat_weight, self.repeat_decay = float(repeat_weight), float(repeat_decay)
         self.max_len, self.hidden, self.blocks_n, self.heads = max_len, hidden, blocks, heads
         self.dropout_p, self.n_categories, self.text_dim = dropout, n_categories, text_dim
         self.chunk_rows, self.ffn_multiplier = chunk_rows, ffn_multiplier
@@ -468,7 +475,8 @@ class SASRec(Recommender):
             "blocks": self.blocks_n, "heads": self.heads, "dropout": self.dropout_p,
             "n_categories": self.n_categories, "text_dim": self.text_dim,
             "chunk_rows": self.chunk_rows, "ffn_multiplier": self.ffn_multiplier,
-            "repeat_weight": self.repeat_weight, "attention_dropout": self.attention_dropout,
+            "repeat_weight": self.repeat_weight, "repeat_decay": self.repeat_decay,
+            "attention_dropout": self.attention_dropout,
             "residual_gates": self.residual_gates, "ffn_activation": self.ffn_activation,
             "loss": self.loss_kind, "negatives": self.negatives, "negative_sampling": self.negative_sampling,
         }
@@ -604,6 +612,15 @@ class SASRec(Recommender):
     def _scores(self, histories: Sequence[np.ndarray], columns: torch.Tensor | None) -> torch.Tensor:
         """[B, N+1] scores (columns None) or [B, R] for the item indices `columns`: padding is
         -inf, an empty history scores every item 0 (ties, broken by index), plus the repeat bonus."""
+        scores = self.transformer_scores(histories, columns)
+        if self.repeat_weight:
+            columns = torch.arange(self.n_items + 1) if columns is None else columns.cpu()
+            scores += self.repeat_bonus(histories)[:, columns]
+        return scores
+
+    def transformer_scores(self, histories: Sequence[np.ndarray], columns: torch.Tensor | None = None) -> torch.Tensor:
+        """`_scores` without the repeat bonus: the transformer's own logits over the newest
+        `max_len` items of each history (CPU, [B, N+1] or [B, R])."""
         device = self.item_embedding.weight.device
         inputs = pad_histories(histories, self.max_len).to(device)
         matrix = self.scoring_items()
@@ -617,19 +634,16 @@ class SASRec(Recommender):
         if empty.any():
             scores[empty] = 0.0
         scores[:, columns.to(device) == PAD] = float("-inf")
-        scores = scores.cpu()
-        if self.repeat_weight:
-            scores += self.repeat_bonus(histories)[:, columns.cpu()]
-        return scores
+        return scores.cpu()
 
-    def repeat_bonus(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
-        """[B, N+1]: repeat_weight * log(1 + count) for the items among each history's newest
-        max_len items (the window the model reads, so serving and evaluation agree)."""
-        bonus = torch.zeros(len(histories), self.n_items + 1)
-        for row, history in enumerate(histories):
-            recent = np.asarray(history, dtype=np.int64)[-self.max_len:]
-            if len(recent):
-                items, counts = np.unique(recent, return_counts=True)
-                bonus[row, torch.as_tensor(items)] = torch.log1p(torch.as_tensor(counts, dtype=torch.float32))
+    def repeat_bonus(self, histories: Sequence[np.ndarray], weight: float | None = None,
+                     decay: float | None = None) -> torch.Tensor:
+        """[B, N+1]: weight * log(1 + sum over the item's purchases of decay ** items bought
+        since) over each WHOLE history (default: the model's repeat_weight and repeat_decay).
+        Serving passes the history the request carries, so it scores exactly as evaluation."""
+        weight = self.repeat_weight if weight is None else weight
+        counts = decayed_counts(histories, self.n_items, self.repeat_decay if decay is None else decay)
+        counts.data = np.log1p(counts.data) * weight
+        bonus = torch.from_numpy(np.asarray(counts.todense(), dtype=np.float32))
         bonus[:, PAD] = 0.0
-        return bonus * self.repeat_weight
+        return bonus

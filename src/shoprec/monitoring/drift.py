@@ -14,12 +14,15 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from shoprec.errors import EmptyWindowError, MonitoringError, SchemaMismatchError
+
+if TYPE_CHECKING:
+    from shoprec.monitoring.workspace import DriftWorkspace
 
 # The kinds of report one monitoring run writes (file names inside the run folder).
 USER_FEATURES = "user_features"
@@ -118,6 +121,8 @@ def drift_report(
     num_method: str | None = None,
     cat_method: str | None = None,
     max_rows: int | None = DEFAULT_MAX_ROWS,
+    verdict: str | None = None,
+    workspace: "DriftWorkspace | None" = None,
 ) -> ReportSummary:
     """Compare `current` against `reference` with Evidently's DataDriftPreset (over the
     `numerical` + `categorical` columns) and DataSummaryPreset; write `<kind>.html` and
@@ -130,6 +135,10 @@ def drift_report(
         same distance from 250,000 rows as from millions (their error shrinks as 1/sqrt(n)),
         while Evidently's run time grows with the rows; the summary keeps the true counts
         and says when a sample was compared.
+    verdict: the report's verdict when the caller decides it (the quality report's "quality
+        drop"); None = drift / no drift from Evidently's tests.
+    workspace: also store Evidently's snapshot in this local Evidently workspace (project
+        of `kind`, named `report_id`); the summary's metrics name the snapshot.
 
     Raises:
         EmptyWindowError: either side has no rows.
@@ -186,6 +195,10 @@ def drift_report(
         snapshot = Report(items, include_tests=True).run(
             current_data=Dataset.from_pandas(current, data_definition=definition),
             reference_data=Dataset.from_pandas(reference, data_definition=definition),
+            # What the workspace UI shows beside each snapshot (and a panel can filter on).
+            tags=["shoprec", kind],
+            metadata={"report_id": report_id, "reference_window": reference_window,
+                      "current_window": current_window},
         )
         result = snapshot.dict()
     tests = column_tests(result)
@@ -211,11 +224,13 @@ def drift_report(
         all_null_columns={side: cols for side, cols in null_columns.items() if cols},
         metrics=dict(metrics or {}),
         html=html_path.name,
-        verdict=DRIFT if dataset_drift else NO_DRIFT,
+        verdict=verdict or (DRIFT if dataset_drift else NO_DRIFT),
     )
     summary.metrics.setdefault("evidently", _evidently_values(result))
     if len(reference) < rows["reference"] or len(current) < rows["current"]:
         summary.metrics["compared_sample_rows"] = {"reference": len(reference), "current": len(current)}
+    if workspace is not None:
+        summary.metrics["evidently_workspace"] = workspace.add(snapshot, kind, report_id)
     add_verdict_banner(html_path, summary)
     summary.write(out_dir / f"{kind}.json")
     return summary
@@ -276,12 +291,24 @@ def add_verdict_banner(html_path: Path, summary: ReportSummary) -> None:
         + (f"<br>all-null columns (not tested): {_escape(nulls)}" if nulls else "")
         + (f"<br>compared on uniform samples: {summary.metrics['compared_sample_rows']}"
            if "compared_sample_rows" in summary.metrics else "")
+        + _outage_line(summary)
         + "</div>"
     )
     text = html_path.read_text(encoding="utf-8")
     at = text.find("<body")
     at = text.find(">", at) + 1 if at >= 0 else 0
     html_path.write_text(text[:at] + banner + text[at:], encoding="utf-8")
+
+
+def _outage_line(summary: ReportSummary) -> str:
+    """The serving-outage alert, apart from the verdict: answers given while the feature
+    store was down say nothing about drift, so they are left out of the compared data."""
+    outage = summary.metrics.get("outage") or {}
+    if not outage.get("answers"):
+        return ""
+    return (f'<br><b style="color:#e65100">ALERT: serving outage</b>: {outage["answers"]:,} answer(s) '
+            f'({outage["rate"]:.0%}) were fallbacks because the feature store was unavailable; '
+            f"they are left out of this report (an outage is an alert, not drift)")
 
 
 def _evidently_values(result: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from shoprec import schema as S
 from shoprec.errors import EmptyWindowError
 from shoprec.features import names as N
 from shoprec.features.tables import build_feature_tables
+from shoprec.serving.cold_start import FEATURES_UNAVAILABLE
 
 # Feature columns under drift test. Cumulative "_all" counts are left out: they grow with the
 # history a window happens to have, not with how people behave.
@@ -35,6 +36,10 @@ SCORE = "score"
 RANK = "rank"
 FALLBACK = "fallback"
 MODEL_ANSWERED = "none"  # the fallback column's value when the model itself answered
+# Fallbacks that say the serving stack was down (the feature store did not answer), not that
+# shoppers or items changed: an outage is an alert, never drift, so these answers are kept out
+# of the drift and quality frames and counted on their own (`outage_rate`).
+OUTAGE_FALLBACKS: tuple[str, ...] = (FEATURES_UNAVAILABLE,)
 PREDICTION_NUMERICAL: tuple[str, ...] = (POPULARITY_PERCENTILE, SCORE, RANK)
 PREDICTION_CATEGORICAL: tuple[str, ...] = (S.CATEGORY, FALLBACK)
 
@@ -117,9 +122,28 @@ def prediction_rows(
     return pd.DataFrame(rows, columns=[POPULARITY_PERCENTILE, SCORE, RANK, S.CATEGORY, FALLBACK])
 
 
+def is_outage(log: pd.DataFrame) -> pd.Series:
+    """True for each logged answer that was a fallback because the serving stack was down."""
+    return log[FALLBACK].isin(OUTAGE_FALLBACKS) if len(log) else pd.Series([], dtype=bool)
+
+
+def without_outage(log: pd.DataFrame) -> pd.DataFrame:
+    """The logged answers given while the serving stack was up (what drift is measured on)."""
+    return log[~is_outage(log)].reset_index(drop=True) if len(log) else log
+
+
 def fallback_rate(log: pd.DataFrame) -> float:
-    """Share of answers not given by the model."""
-    return float(log[FALLBACK].notna().mean()) if len(log) else 0.0
+    """Share of answers not given by the model for a reason about the shoppers (unknown user,
+    empty history), among the answers given while the serving stack was up: the drift signal.
+    Outage fallbacks are `outage_rate`'s."""
+    served = without_outage(log)
+    return float(served[FALLBACK].notna().mean()) if len(served) else 0.0
+
+
+def outage_rate(log: pd.DataFrame) -> float:
+    """Share of all answers that were fallbacks because the feature store was unavailable:
+    the alert signal."""
+    return float(is_outage(log).mean()) if len(log) else 0.0
 
 
 def log_prediction_frame(log: pd.DataFrame, popularity: pd.DataFrame) -> pd.DataFrame:

@@ -4,7 +4,7 @@ model predictions and on the logged answers that have ground truth in the curren
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -12,15 +12,19 @@ from shoprec.monitoring import drift as D
 from shoprec.monitoring import frames as F
 from shoprec.monitoring.settings import MonitoringSettings
 
+if TYPE_CHECKING:
+    from shoprec.monitoring.workspace import DriftWorkspace
+
 QUALITY_METRICS = ("NDCG", "HitRate", "MRR", "RecallTopK", "PrecisionTopK")
 
 
 def quality_report(
     reference: pd.DataFrame, current: pd.DataFrame, *, run_id: str, out_dir: Path,
     reference_window: str, current_window: str, settings: MonitoringSettings,
+    workspace: "DriftWorkspace | None" = None,
 ) -> D.ReportSummary:
     """Evidently's recsys metrics at k on both sides; verdict 'quality drop' when NDCG@k
-    fell by more than `settings.quality_drop` (relative)."""
+    fell by more than `settings.quality_drop` (relative). `workspace`: see `drift_report`."""
     ref_values = recsys_at_k(reference, settings.k)
     cur_values = recsys_at_k(current, settings.k)
     quality = {
@@ -29,19 +33,16 @@ def quality_report(
         for name in ref_values
     }
     metrics = _recsys_metrics(settings.k)
-    summary = D.drift_report(
+    ndcg = quality[f"NDCG@{settings.k}"]["drop"]
+    dropped = ndcg is not None and ndcg > settings.quality_drop
+    return D.drift_report(
         reference, current, kind=D.QUALITY, report_id=f"{run_id}/{D.QUALITY}", out_dir=out_dir,
         numerical=[], categorical=[], reference_window=reference_window, current_window=current_window,
         metrics={"k": settings.k, "quality": quality, "users_current": int(current[F.QUALITY_USER].nunique())},
         extra_metrics=metrics, data_definition_extra=_recsys_definition(),
         summary_columns=[F.QUALITY_PREDICTION, F.QUALITY_TARGET], max_rows=None,
+        verdict=D.QUALITY_DROP if dropped else None, workspace=workspace,
     )
-    ndcg = quality[f"NDCG@{settings.k}"]["drop"]
-    if ndcg is not None and ndcg > settings.quality_drop:
-        summary.verdict = D.QUALITY_DROP
-        D.add_verdict_banner(out_dir / summary.html, summary)
-        summary.write(out_dir / f"{D.QUALITY}.json")
-    return summary
 
 
 def recsys_at_k(frame: pd.DataFrame, k: int) -> dict[str, float]:

@@ -6,6 +6,8 @@
         <run id>/             one folder per run: <kind>.html + <kind>.json per report, run.json
         trigger_state.json    the trigger's cool-down memory (see trigger.py)
     <home>/reports/index.html the index of every report (see index.py)
+    <home>/reports/evidently/ the same reports as an Evidently workspace (see workspace.py):
+                              `evidently ui --workspace <home>/reports/evidently`
 
 The quality report is quality.py's; MonitoringSettings lives in settings.py and is importable
 from here too (the CLI and the KFP components take it from this module).
@@ -29,8 +31,11 @@ from shoprec.monitoring import drift as D
 from shoprec.monitoring.drift import RUN_FILE
 from shoprec.monitoring import frames as F
 from shoprec.monitoring.quality import quality_report
-from shoprec.monitoring.reference import Reference, load_reference, save_reference
+from shoprec.monitoring.reference import (
+    Reference, ServingModel, load_reference, reference_facts, save_reference,
+)
 from shoprec.monitoring.settings import MonitoringSettings
+from shoprec.monitoring.workspace import DriftWorkspace
 
 
 @dataclass
@@ -41,6 +46,9 @@ class MonitoringRun:
     folder: Path
     reports: list[D.ReportSummary]
     skipped: dict[str, str] = field(default_factory=dict)  # kind -> why it was not written
+    # Serving outage in the window (answers given while the feature store was down): an alert
+    # for people, never a drift signal: {"rate", "answers", "answers_total"}; empty when none.
+    outage: dict[str, Any] = field(default_factory=dict)
 
     @property
     def verdict(self) -> str:
@@ -52,13 +60,14 @@ class MonitoringRun:
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "verdict": self.verdict, "skipped": self.skipped,
-                "reports": [r.to_dict() for r in self.reports]}
+                "outage": self.outage, "reports": [r.to_dict() for r in self.reports]}
 
     @staticmethod
     def read(folder: Path) -> "MonitoringRun":
         data = json.loads((folder / RUN_FILE).read_text())
         return MonitoringRun(data["run_id"], folder,
-                             [D.ReportSummary.from_dict(r) for r in data["reports"]], data.get("skipped", {}))
+                             [D.ReportSummary.from_dict(r) for r in data["reports"]], data.get("skipped", {}),
+                             data.get("outage", {}))
 
 
 def new_run_id(prefix: str = "drift") -> str:
@@ -92,6 +101,7 @@ def run_monitoring(
     reference = load_reference(home)
     run_id = run_id or new_run_id()
     folder = home.monitoring_run(run_id)
+    workspace = DriftWorkspace.of(home)
     reports: list[D.ReportSummary] = []
     skipped: dict[str, str] = {}
     window = pd.Timedelta(days=settings.window_days)
@@ -101,7 +111,8 @@ def run_monitoring(
         cur_start, cur_end = F.last_window(current.events, settings.window_days)
         reports += feature_reports(
             reference.events, current.events, reference.items if current.items is None else current.items,
-            (ref_start, ref_end), (cur_start, cur_end), run_id, folder, settings, reference.items)
+            (ref_start, ref_end), (cur_start, cur_end), run_id, folder, settings, reference.items,
+            workspace=workspace)
     else:
         cur_end = F.utc(now) if now is not None else pd.Timestamp.now(tz="UTC")
         cur_start = cur_end - window
@@ -109,37 +120,52 @@ def run_monitoring(
 
     log_dir = predictions_dir or home.predictions
     log = read_predictions(log_dir, cur_start, cur_end) if log_dir.exists() else pd.DataFrame()
+    outage = _outage(log)
+    # Answers given during an outage are fallbacks for the stack's sake, not the shoppers':
+    # drift and quality are measured on the others only (the outage is reported apart).
+    served = F.without_outage(log)
     if reference.predictions is None:
         skipped[D.PREDICTIONS] = skipped[D.QUALITY] = "the reference has no model predictions"
     elif log.empty:
         skipped[D.PREDICTIONS] = skipped[D.QUALITY] = (
             f"no prediction log records in {D.window_label(cur_start, cur_end)} under {log_dir}")
+    elif served.empty:
+        skipped[D.PREDICTIONS] = skipped[D.QUALITY] = (
+            f"every one of the {len(log):,} logged answers was an outage fallback (feature store "
+            f"unavailable): an alert, nothing to compare")
     else:
         reports.append(D.drift_report(
-            reference.predictions, F.log_prediction_frame(log, reference.popularity),
+            reference.predictions, F.log_prediction_frame(served, reference.popularity),
             kind=D.PREDICTIONS, report_id=f"{run_id}/{D.PREDICTIONS}", out_dir=folder,
             numerical=list(F.PREDICTION_NUMERICAL), categorical=list(F.PREDICTION_CATEGORICAL),
             reference_window=_reference_label(reference), current_window=D.window_label(cur_start, cur_end),
             drift_share=settings.drift_share, max_rows=settings.max_rows,
             metrics={"fallback_rate": {"reference": reference.facts.get("fallback_rate", 0.0),
                                        "current": F.fallback_rate(log)},
-                     "answers_current": int(len(log))},
+                     "answers_current": int(len(served)), "outage": outage},
+            workspace=workspace,
         ))
-        truth = F.log_quality_frame(log, current.events, settings.k) if current is not None else None
+        truth = F.log_quality_frame(served, current.events, settings.k) if current is not None else None
         if truth is None or truth.empty or reference.quality is None or reference.quality.empty:
             skipped[D.QUALITY] = "no ground truth: no logged user did anything after their answer in the window"
         else:
             reports.append(quality_report(reference.quality, truth, run_id=run_id, out_dir=folder,
                                           reference_window=_reference_label(reference),
                                           current_window=D.window_label(cur_start, cur_end),
-                                          settings=settings))
+                                          settings=settings, workspace=workspace))
     if not reports:
         raise EmptyWindowError("current", f"{D.window_label(cur_start, cur_end)} (nothing to compare: "
                                + "; ".join(f"{k}: {v}" for k, v in skipped.items()) + ")")
-    result = MonitoringRun(run_id, folder, reports, skipped)
+    result = MonitoringRun(run_id, folder, reports, skipped, outage if outage["answers"] else {})
     (folder / RUN_FILE).write_text(json.dumps(result.to_dict(), indent=2, default=D._json_default))
     write_index(home)
     return result
+
+
+def _outage(log: pd.DataFrame) -> dict[str, Any]:
+    """The outage facts of a prediction-log window (see `MonitoringRun.outage`)."""
+    answers = int(F.is_outage(log).sum()) if len(log) else 0
+    return {"rate": round(F.outage_rate(log), 4), "answers": answers, "answers_total": int(len(log))}
 
 
 def feature_reports(
@@ -152,8 +178,10 @@ def feature_reports(
     folder: Path,
     settings: MonitoringSettings,
     reference_items: pd.DataFrame | None = None,
+    workspace: DriftWorkspace | None = None,
 ) -> list[D.ReportSummary]:
-    """The user-feature and item-feature drift reports of two equally long windows."""
+    """The user-feature and item-feature drift reports of two equally long windows (also
+    stored in `workspace` when given)."""
     check_event_schema(reference_events, current_events)
     ref_users, ref_items = F.feature_frames(reference_events, reference_items if reference_items is not None else items,
                                             *reference_window, what="reference")
@@ -167,7 +195,7 @@ def feature_reports(
         out.append(D.drift_report(ref, cur, kind=kind, report_id=f"{run_id}/{kind}", out_dir=folder,
                                   numerical=list(num), categorical=list(cat), reference_window=labels[0],
                                   current_window=labels[1], drift_share=settings.drift_share,
-                                  max_rows=settings.max_rows))
+                                  max_rows=settings.max_rows, workspace=workspace))
     return out
 
 
@@ -195,11 +223,18 @@ def first_report(
     features_dir: str | Path | None = None,
     bundle_dir: str | Path | None = None,
     settings: MonitoringSettings | None = None,
+    serving: ServingModel | None = None,
 ) -> MonitoringRun:
     """The training pipeline's last step: the newest `window_days` of the clean data are held
     out; the training window before them is the reference. Writes the first feature drift
     report (real temporal drift: the window before the hold-out against the hold-out) and
-    saves the whole clean data as the reference of later checks.
+    saves the whole clean data as the reference of later checks, with the answers of the
+    model in production (`serving`, see `ServingModel.after_gate`).
+
+    serving: None = `bundle_dir` is the model in production (a run without a gate). When the
+        gate rejected the candidate (`serving.promoted` false), a reference already saved for
+        the same production version is kept as it is: it is the window that model was
+        promoted on, and replacing it with newer data would hide the drift the model faces.
 
     features_dir: the pipeline's feature tables; their `features.json` (as_of, snapshot id)
     goes into the report's lineage. The drift frames themselves are rebuilt per window from
@@ -218,13 +253,24 @@ def first_report(
     reports = feature_reports(
         data.events, data.events, data.items,
         (hold_start - pd.Timedelta(days=settings.window_days), hold_start), (hold_start, hold_end),
-        run_id, folder, settings)
+        run_id, folder, settings, workspace=DriftWorkspace.of(home))
     result = MonitoringRun(run_id, folder, reports,
                            {D.PREDICTIONS: "first report: no prediction log yet",
                             D.QUALITY: "first report: no prediction log yet"})
+    serving = serving or ServingModel(Path(bundle_dir) if bundle_dir else None, None, promoted=True)
+    existing = reference_facts(home) if not serving.promoted else None
+    if existing is not None and serving.version is not None and existing.get("model_version") == serving.version:
+        lineage["reference"] = (f"kept: the gate rejected the candidate and the reference of "
+                                f"{serving.version} (in production) stays")
+    else:
+        save_reference(home, data, bundle_dir=serving.bundle_dir, settings=settings,
+                       lineage={"training_run": run_id, "promoted": serving.promoted},
+                       model_version=serving.version)
+        lineage["reference"] = (f"saved with the predictions of {serving.version or serving.bundle_dir}"
+                                + (" (promoted)" if serving.promoted else " (in production; the candidate was rejected)")
+                                if serving.bundle_dir else "saved without model predictions: no model in production")
     (folder / RUN_FILE).write_text(json.dumps({**result.to_dict(), "lineage": lineage}, indent=2,
                                               default=D._json_default))
-    save_reference(home, data, bundle_dir=bundle_dir, settings=settings, lineage={"training_run": run_id})
     from shoprec.monitoring.index import write_index
 
     write_index(home)

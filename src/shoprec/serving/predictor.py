@@ -4,15 +4,27 @@ answers to V1 requests (parsed and bounded by `shoprec.serving.requests`) throug
 follows a registry alias.
 
 An instance may also carry `exclude` (item ids never to return), `category` (only items of it;
-needs an item catalogue) and `reasons` (true: each item also gets the history item that
-contributed most, and the answer says how many history items the model knew). A plain
-instance is answered by `BundleRecommender.recommend_batch`, exactly as the evaluator ranks.
+needs an item catalogue), `reasons` (true: each item also gets the history item that
+contributed most, and the answer says how many history items the model knew), `diversity`
+(0..1: MMR re-ranking over the catalogue's categories, `shoprec.serving.diversity`; the answer
+gains "diversity@k") and `sponsored` candidates with `sponsored_slots` (placed by
+`shoprec.serving.sponsored` above the server's relevance floor, `sponsored_floor`, which no
+request can lower; the answer gains "sponsored", one flag per item). A plain instance is
+answered by `BundleRecommender.recommend_batch`, exactly as the evaluator ranks; the others
+from one masked score row, in this order: diversity re-ranks it, reasons explain the list,
+sponsored items are placed into it (a paid item has no reason: the model did not choose it).
 
 Following an alias: a background thread reads the alias pointer every `poll_seconds`; when it
 names another version, the new bundle is loaded and verified completely, then one reference
 (version, recommender) is swapped. Requests always read that one reference, so each is answered
 wholly by the old model or wholly by the new one, none waits for a load, and a version that
-fails to load is logged and never served (the old one keeps answering).
+fails to load is logged once (one line) and never served (the old one keeps answering); it is
+tried again after a back-off that doubles up to `MAX_RETRY_SECONDS`, not at every poll (a
+load reads and hashes the whole weights file).
+
+Scoring is CPU work: `ScoringPool` runs it in worker threads, at most `concurrency` requests at
+once and at most `max_waiting` more queued (beyond: `ServerBusy`), so the server's event loop
+keeps answering health probes and other requests while a large one is scored.
 
 The window check: given the window of the feature tables the histories come from
 (`features_max_len`, from their features.json), a bundle whose model reads a longer window is
@@ -23,45 +35,125 @@ trained on.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from shoprec.serving.catalog import ItemCatalog
-from shoprec.errors import BundleError, InvalidRequest, RegistryError
+from shoprec.errors import BundleError, InvalidRequest, RegistryError, ShoprecError
 from shoprec.models.inference import MAX_HISTORY, BundleRecommender
 from shoprec.models.base import mask_seen
+from shoprec.ranking.sponsored import DEFAULT_FLOOR
+from shoprec.serving.diversity import catalog_categories, diversified
 from shoprec.serving.reasons import reason_indices
-from shoprec.serving.requests import Query, parse_v1
+from shoprec.serving.requests import Query, bounded, history_limit, parse_v1
+from shoprec.serving.sponsored import with_sponsored
 from shoprec.lifecycle.registry import PRODUCTION, Registry
 
 logger = logging.getLogger(__name__)
 
+MAX_RETRY_SECONDS = 300.0  # the longest wait before a version that failed to load is tried again
+T = TypeVar("T")
+
+
+class ServingUnavailable(ShoprecError):
+    """The server cannot answer this request as it is configured or loaded: a 503 naming what
+    the operator must fix, never a 400 (the request itself is fine)."""
+
+
+class ServerBusy(ServingUnavailable):
+    """Every scoring slot is taken and the queue is full: retry shortly."""
+
+
+class ScoringPool:
+    """Runs scoring functions in `concurrency` worker threads, never on the caller's event loop.
+
+    A bounded semaphore admits `concurrency` calls; up to `max_waiting` more wait for a slot
+    (each holds only its parsed request); beyond that `run` raises ServerBusy at once, so a
+    flood cannot queue unbounded work or memory."""
+
+    def __init__(self, concurrency: int = 1, max_waiting: int = 64) -> None:
+        if concurrency < 1 or max_waiting < 0:
+            raise ValueError("concurrency must be >= 1 and max_waiting >= 0")
+        self.concurrency, self.max_waiting = concurrency, max_waiting
+        self._executor = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="shoprec-scoring")
+        self._slots: asyncio.BoundedSemaphore | None = None  # made on the loop that uses it
+        self._waiting = 0
+
+    async def run(self, function: Callable[..., T], *args: Any) -> T:
+        """`function(*args)` in a worker thread once a slot is free; ServerBusy when the queue is full."""
+        if self._slots is None:
+            self._slots = asyncio.BoundedSemaphore(self.concurrency)
+        if self._slots.locked() and self._waiting >= self.max_waiting:
+            raise ServerBusy(f"the predictor is busy: {self.concurrency} request(s) scoring and "
+                             f"{self._waiting} waiting; retry shortly")
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+        finally:
+            self._slots.release()
+
+    def close(self) -> None:
+        """Stop the worker threads once the calls in flight are done."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
 
 def answer(recommender: BundleRecommender, queries: Sequence[Query],
-           catalog: ItemCatalog | None = None) -> list[dict[str, Any]]:
+           catalog: ItemCatalog | None = None, *, features: np.ndarray | None = None,
+           sponsored_floor: float = DEFAULT_FLOOR) -> list[dict[str, Any]]:
     """One {"items": [...], "scores": [...]} per query, best first (one batch per distinct k).
 
-    Plain queries go through `recommend_batch`; filtered ones through `filtered_topk` (the same
-    scores and order, minus the excluded and off-category items). With `reasons`, each answer
-    also has "reasons" (history item id or None per item) and "history_used"."""
+    Plain queries go through `recommend_batch`; the others through `filtered_topk` (the same
+    scores and order, minus the excluded and off-category items), then, in this order, MMR
+    re-ranking (`diversity`), reasons, sponsored placement. With `reasons`, each answer also
+    has "reasons" (history item id or None per item) and "history_used".
+
+    features: [N+1] category code per vocabulary index (`catalog_categories`, built once per
+    loaded bundle); without it a `diversity` query is ServingUnavailable (the server's set-up
+    is at fault). sponsored_floor: the server's relevance floor. Unknown sponsored items or
+    bad bids are InvalidRequest."""
     out: list[dict[str, Any] | None] = [None] * len(queries)
+    rows_of: dict[int, torch.Tensor] = {}  # the masked score row each non-plain answer came from
     plain = [n for n, q in enumerate(queries) if q.plain]
     for k in sorted({queries[n].k for n in plain}):
         rows = [n for n in plain if queries[n].k == k]
         for n, recs in zip(rows, recommender.recommend_batch([queries[n].history for n in rows], k)):
             out[n] = {"items": [r.item_id for r in recs], "scores": [r.score for r in recs]}
+    vocab = recommender.bundle.vocab
     for n, query in enumerate(queries):
-        if not query.plain:
-            out[n] = filtered_topk(recommender, query, catalog)
+        if query.plain:
+            continue
+        out[n], rows_of[n] = filtered_topk(recommender, query, catalog)
+        if query.diversity > 0.0:
+            if features is None:
+                raise ServingUnavailable("diversity re-ranking is unavailable: this predictor was started "
+                                         "without an item catalogue to take categories from (operator: "
+                                         "start it with --catalog FEATURES_DIR or --items ITEMS)")
+            out[n] = diversified(rows_of[n], vocab, features, k=min(query.k, recommender.bundle.model.n_items),
+                                 diversity=query.diversity)
     explained = [n for n, q in enumerate(queries) if q.reasons]
     if explained:
         add_reasons(recommender, [queries[n] for n in explained], [out[n] for n in explained])  # type: ignore[misc]
+    for n, query in enumerate(queries):
+        if query.sponsored:
+            try:
+                out[n] = with_sponsored(out[n], rows_of[n], vocab, query.sponsored,  # type: ignore[arg-type]
+                                        k=min(query.k, recommender.bundle.model.n_items),
+                                        slots=query.sponsored_slots, floor=sponsored_floor)
+            except ValueError as exc:  # unknown items, repeats: the request's fault
+                raise InvalidRequest(bounded(f"instances[{n}]: {exc}")) from exc
     return out  # type: ignore[return-value]
 
 
@@ -71,9 +163,12 @@ def _indexed(recommender: BundleRecommender, history: Sequence[str]) -> np.ndarr
     return index[index > 0].astype(np.int64)
 
 
-def filtered_topk(recommender: BundleRecommender, query: Query, catalog: ItemCatalog | None) -> dict[str, Any]:
+def filtered_topk(recommender: BundleRecommender, query: Query,
+                  catalog: ItemCatalog | None) -> tuple[dict[str, Any], torch.Tensor]:
     """Top-k of the bundle's model with the seen-items policy, never an excluded item and, with
-    a category, only items of it (ties broken as `Model.topk` does: stable, by index)."""
+    a category, only items of it (ties broken as `Model.topk` does: stable, by index); and the
+    masked [1, N+1] score row it came from (-inf: never to be shown), which the re-ranking and
+    the sponsored relevance read, so neither can bring back an excluded item."""
     bundle = recommender.bundle
     history = _indexed(recommender, query.history)
     scores = bundle.model.score_all([history]).float()  # [1, N+1]
@@ -84,8 +179,10 @@ def filtered_topk(recommender: BundleRecommender, query: Query, catalog: ItemCat
     if len(banned):
         scores[0, torch.as_tensor(banned)] = float("-inf")
     if query.category is not None:
-        if catalog is None:
-            raise InvalidRequest("category filter: this predictor has no item catalogue (start it with --catalog)")
+        if catalog is None:  # the server's configuration is at fault, not the request
+            raise ServingUnavailable("the category filter is unavailable: this predictor was started "
+                                     "without an item catalogue (operator: start it with --catalog "
+                                     "FEATURES_DIR or --items ITEMS)")
         allowed = bundle.vocab.index(catalog.items_in(query.category))
         keep = torch.zeros(scores.shape[1], dtype=torch.bool)
         keep[torch.as_tensor(allowed[allowed > 0], dtype=torch.long)] = True
@@ -98,7 +195,7 @@ def filtered_topk(recommender: BundleRecommender, query: Query, catalog: ItemCat
         if index > 0 and np.isfinite(score):
             items.append(bundle.vocab.ids[index - 1])
             values.append(float(score))
-    return {"items": items, "scores": values}
+    return {"items": items, "scores": values}, scores
 
 
 def add_reasons(recommender: BundleRecommender, queries: Sequence[Query], answers: Sequence[dict[str, Any]]) -> None:
@@ -124,16 +221,28 @@ class LiveModel:
 
     def __init__(self, *, bundle_dir: str | Path | None = None, registry: Registry | None = None,
                  alias: str = PRODUCTION, poll_seconds: float = 1.0,
-                 catalog: ItemCatalog | None = None, features_max_len: int | None = None) -> None:
+                 catalog: ItemCatalog | None = None, features_max_len: int | None = None,
+                 sponsored_floor: float = DEFAULT_FLOOR) -> None:
         """features_max_len: the window of the feature tables the users' histories come from
-        (`shoprec.features.tables.features_max_len`); a bundle reading a longer one is refused."""
+        (`shoprec.features.tables.features_max_len`); a bundle reading a longer one is refused.
+        sponsored_floor: the relevance percentile a sponsored item must be above (a server
+        setting: requests cannot change it)."""
+        if not 0.0 <= sponsored_floor <= 1.0:
+            raise ValueError(f"sponsored_floor is a relevance percentile in [0, 1], not {sponsored_floor}")
+        self.sponsored_floor = sponsored_floor
         if (bundle_dir is None) == (registry is None):
             raise ValueError("give exactly one of bundle_dir (a fixed bundle) or registry (follow an alias)")
         self.bundle_dir = Path(bundle_dir) if bundle_dir is not None else None
         self.registry, self.alias, self.poll_seconds = registry, alias, poll_seconds
         self.catalog = catalog
         self.features_max_len = features_max_len
-        self._current: tuple[str, BundleRecommender] | None = None
+        # (version, recommender, category codes per vocabulary index or None): swapped as one
+        # reference, so a request never pairs one bundle with another's item features.
+        self._current: tuple[str, BundleRecommender, np.ndarray | None] | None = None
+        # version -> (failed attempts, monotonic time of the next try): a broken version is not
+        # read and hashed again at every poll, and is logged once.
+        self._failed: dict[str, tuple[int, float]] = {}
+        self._last_failure: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -141,7 +250,9 @@ class LiveModel:
         """Load the bundle (or the alias's version) now; returns the version served."""
         if self.bundle_dir is not None:
             recommender = self.check_window(BundleRecommender.from_bundle(self.bundle_dir), str(self.bundle_dir))
-            self._current = (self.bundle_dir.name, recommender)
+            # The registry version when the folder is a copy of one (/mnt/models on a cluster).
+            self._current = (recommender.bundle.version or self.bundle_dir.name, recommender,
+                             self._features(recommender))
         else:
             self.refresh()
             if self._current is None:
@@ -154,17 +265,40 @@ class LiveModel:
         return self._current[0] if self._current else None
 
     def refresh(self) -> bool:
-        """Follow the alias once: True when a new version was loaded and swapped in."""
+        """Follow the alias once: True when a new version was loaded and swapped in. A version
+        that failed to load raises here, then is skipped until its back-off has passed."""
         if self.registry is None:
             return False
         pointer = self.registry.alias(self.alias)
         if pointer is None or (self._current is not None and pointer.version == self._current[0]):
             return False
-        recommender = self.registry.load(pointer.version)  # fully loaded and verified first
-        self.check_window(recommender, f"{self.alias} version {pointer.version}")
-        self._current = (pointer.version, recommender)  # one reference swap: atomic for readers
+        attempts, next_try = self._failed.get(pointer.version, (0, 0.0))
+        if time.monotonic() < next_try:
+            return False
+        try:
+            recommender = self.registry.load(pointer.version)  # fully loaded and verified first
+            self.check_window(recommender, f"{self.alias} version {pointer.version}")
+        except Exception:
+            self._last_failure = pointer.version
+            wait = min(MAX_RETRY_SECONDS, max(self.poll_seconds, 1.0) * 2 ** attempts)
+            self._failed[pointer.version] = (attempts + 1, time.monotonic() + wait)
+            raise
+        self._failed.pop(pointer.version, None)
+        # Built before the swap: one reference swap stays atomic for readers.
+        self._current = (pointer.version, recommender, self._features(recommender))
         logger.info("now serving %s version %s", self.alias, pointer.version)
         return True
+
+    def _features(self, recommender: BundleRecommender) -> np.ndarray | None:
+        """Category codes of the bundle's vocabulary from the catalogue, once per loaded bundle
+        (a vocabulary walk: never per request); None without a catalogue."""
+        return catalog_categories(self.catalog, recommender.bundle.vocab) if self.catalog is not None else None
+
+    def retry_in(self, version: str) -> float | None:
+        """Seconds until a version that failed to load is tried again (None: it has not failed)."""
+        if version not in self._failed:
+            return None
+        return max(0.0, self._failed[version][1] - time.monotonic())
 
     def check_window(self, recommender: BundleRecommender, what: str) -> BundleRecommender:
         """The recommender, unless its model reads a longer window than the feature tables keep:
@@ -195,15 +329,23 @@ class LiveModel:
         while not self._stop.wait(self.poll_seconds):
             try:
                 self.refresh()
-            except Exception:  # a broken new version must not take the server down
-                logger.exception("could not load the new %s version; still serving %s",
-                                 self.alias, self.version)
+            except Exception as exc:  # a broken new version must not take the server down
+                version = self._last_failure
+                attempts = self._failed.get(version or "", (0, 0.0))[0]
+                # One line per broken version, at its first failure, without the traceback (the
+                # message names the fault); the retries after the back-off log at debug level.
+                log = logger.error if attempts <= 1 else logger.debug
+                log("could not load %s version %s (%s); still serving %s; next try in %.0f s",
+                    self.alias, version, bounded(f"{type(exc).__name__}: {exc}", 300), self.version,
+                    self.retry_in(version or "") or 0.0)
 
     def predict_v1(self, payload: Any) -> dict[str, Any]:
         """A V1 answer: {"predictions": [...], "model_version": ..., "lineage": {...}}."""
-        queries = parse_v1(payload)
-        if self._current is None:
-            raise RuntimeError("the model is not loaded")
-        version, recommender = self._current  # read once: the whole request uses one model
-        return {"predictions": answer(recommender, queries, self.catalog), "model_version": version,
-                "lineage": lineage(recommender, version)}
+        current = self._current  # read once: the whole request uses one model
+        if current is None:
+            raise ServingUnavailable("the model is not loaded yet")
+        version, recommender, features = current
+        queries = parse_v1(payload, history_limit(recommender.bundle.max_len, self.features_max_len))
+        predictions = answer(recommender, queries, self.catalog, features=features,
+                             sponsored_floor=self.sponsored_floor)
+        return {"predictions": predictions, "model_version": version, "lineage": lineage(recommender, version)}

@@ -1,38 +1,131 @@
 """Request parsing and its bounds, for both servers: the predictor's V1 instances (`parse_v1`:
-item ids, `k`, `exclude`, `category`, `reasons`) and the transformer's requests (`parse_request_v1`:
-`user_id` or `items`; `parse_request_v2`: Open Inference Protocol tensors). Every fault is an
-InvalidRequest naming the field at fault; sizes are bounded so one call cannot exhaust memory.
+item ids, `k`, `exclude`, `category`, `reasons`, `sponsored`, `sponsored_slots`, `diversity`)
+and the transformer's requests (`parse_request_v1`: `user_id` or `items`, the same list options
+plus a new user's `preferences`; `parse_request_v2`: Open Inference Protocol tensors). Every fault is an
+InvalidRequest naming the field at fault; sizes are bounded so one call cannot exhaust memory:
+the body (`MAX_BODY_BYTES`, checked by the servers before they read it), the instances, the ids
+in all (`MAX_TOTAL_IDS`) and each history (`history_limit`: the model's window). Messages never
+echo a client's value unbounded (`shown`).
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from shoprec.errors import InvalidRequest
 from shoprec.models.inference import MAX_HISTORY, MAX_K
+from shoprec.ranking.sponsored import DEFAULT_SLOTS, Candidate
+from shoprec.serving.cold_start import Preferences, preferences_from
+from shoprec.serving.sponsored import candidates_from
 
 MAX_INSTANCES = 256  # users per request: bounds memory and latency of one call
 MAX_ITEM_ID_CHARS = 256
 MAX_EXCLUDE = 1_000
-INSTANCE_FIELDS = ("items", "k", "exclude", "category", "reasons")
+# Every id of a request together (user ids, history and exclude items): without it 256 instances
+# of 1,000 excluded ids each would pass every per-field bound. 256 users with a 200-item window
+# fit with room for their exclude lists.
+MAX_TOTAL_IDS = 100_000
+# The largest body a server reads (413 above it, from Content-Length before reading): the
+# largest valid request (MAX_TOTAL_IDS ids of a few dozen characters) fits.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+MAX_SHOWN_CHARS = 60  # how much of a client's value an error message repeats
+MAX_MESSAGE_CHARS = 500  # the longest error message a server answers
+
+
+def shown(value: Any) -> str:
+    """A client's value as an error message may repeat it: its repr, cut to MAX_SHOWN_CHARS."""
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN_CHARS else text[:MAX_SHOWN_CHARS] + "...(cut)"
+
+
+def bounded(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """An error message cut to `limit` characters (one line)."""
+    message = " ".join(message.split())
+    return message if len(message) <= limit else message[:limit] + "...(cut)"
+
+
+def under(where: str, exc: ValueError) -> str:
+    """A library ValueError about a field ("'sponsored'[0].bid must be ...") as a request error
+    naming the instance ("instances[0].sponsored[0].bid must be ..."), bounded."""
+    return bounded(re.sub(r"^'([\w.]+)'", lambda m: f"{where}.{m.group(1)}", str(exc), count=1))
+
+
+def history_limit(model_window: int | None, features_window: int | None = None) -> int:
+    """How many history items one instance may carry: the model reads only its newest
+    `model_window` items, so longer histories are refused rather than read and dropped; the
+    feature tables may keep a longer window than the model reads (the predictor refuses the
+    opposite), and the transformer forwards what they hold, so their window is accepted too.
+    Models without a window (baselines) take up to MAX_HISTORY."""
+    windows = [w for w in (model_window, features_window) if w]
+    return min(max(windows), MAX_HISTORY) if windows else MAX_HISTORY
+
+# The list options both servers take: paid candidates, how many may be placed, MMR re-ranking.
+LIST_FIELDS = ("sponsored", "sponsored_slots", "diversity")
+INSTANCE_FIELDS = ("items", "k", "exclude", "category", "reasons", *LIST_FIELDS)
 
 
 @dataclass(frozen=True)
 class Query:
-    """One V1 instance: a user's item ids (oldest first) and how many items to return."""
+    """One V1 instance: a user's item ids (oldest first) and how many items to return.
+
+    sponsored: paid candidates (placed only above the server's relevance floor, which a client
+    cannot set); sponsored_slots: at most this many placed (0..k); diversity: MMR weight in
+    [0, 1], 0 keeps the model's order."""
 
     history: tuple[str, ...]
     k: int = 10
     exclude: tuple[str, ...] = ()
     category: str | None = None
     reasons: bool = False
+    sponsored: tuple[Candidate, ...] = ()
+    sponsored_slots: int = DEFAULT_SLOTS
+    diversity: float = 0.0
 
     @property
     def plain(self) -> bool:
-        """No filter: answered by `BundleRecommender.recommend_batch` itself."""
-        return not self.exclude and self.category is None
+        """No filter, no sponsored candidates, no re-ranking: answered by
+        `BundleRecommender.recommend_batch` itself."""
+        return not self.exclude and self.category is None and not self.sponsored and self.diversity == 0.0
+
+
+@dataclass(frozen=True)
+class ListOptions:
+    """The parsed `LIST_FIELDS` of one instance."""
+
+    sponsored: tuple[Candidate, ...] = ()
+    sponsored_slots: int = DEFAULT_SLOTS
+    diversity: float = 0.0
+
+
+def list_options(instance: dict[str, Any], where: str, k: int) -> ListOptions:
+    """`sponsored`, `sponsored_slots` (0..k) and `diversity` (0..1) of an instance;
+    InvalidRequest names the field (the candidates' own faults come from `candidates_from`)."""
+    sponsored: tuple[Candidate, ...] = ()
+    if "sponsored" in instance:
+        try:
+            sponsored = tuple(candidates_from(instance["sponsored"]))
+        except ValueError as exc:
+            raise InvalidRequest(under(where, exc)) from exc
+    # Unset, the default is capped at k: a k=1 list has room for one, and asking for none is no fault.
+    return ListOptions(sponsored, _slots(instance.get("sponsored_slots", min(DEFAULT_SLOTS, k)), f"{where}.sponsored_slots", k),
+                       _diversity(instance.get("diversity", 0.0), f"{where}.diversity"))
+
+
+def _slots(value: Any, where: str, k: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= k:
+        raise InvalidRequest(f"{where} must be an integer between 0 and k ({k}), got {shown(value)}")
+    return value
+
+
+def _diversity(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0.0 <= value <= 1.0:
+        raise InvalidRequest(f"{where} must be a number between 0 and 1, got {shown(value)}")
+    return float(value)
 
 
 def v1_instances(payload: Any, example: str, fields: Sequence[str],
@@ -43,7 +136,7 @@ def v1_instances(payload: Any, example: str, fields: Sequence[str],
     most MAX_INSTANCES objects holding only `fields`. `example` is one instance as the error
     messages show it; InvalidRequest names the fault."""
     if isinstance(payload, (bytes, str)):
-        raise InvalidRequest("the body was not read as JSON: send it with Content-Type: application/json")
+        raise InvalidRequest("the body is not JSON: send a JSON object (Content-Type: application/json)")
     if not isinstance(payload, dict) or "instances" not in payload:
         raise InvalidRequest(f'expected a JSON object with "instances": [{example}]')
     unknown = sorted(set(payload) - {"instances"})
@@ -54,6 +147,10 @@ def v1_instances(payload: Any, example: str, fields: Sequence[str],
         raise InvalidRequest('"instances" must be a non-empty list')
     if len(instances) > MAX_INSTANCES:
         raise InvalidRequest(f'"instances" holds {len(instances)} entries; at most {MAX_INSTANCES} per request')
+    total = sum(_ids_in(instance) for instance in instances)
+    if total > MAX_TOTAL_IDS:
+        raise InvalidRequest(f"the request holds {total} ids in all (users, items, exclude); "
+                             f"at most {MAX_TOTAL_IDS} per request")
     checked = []
     for n, instance in enumerate(instances):
         where = f"instances[{n}]"
@@ -66,15 +163,25 @@ def v1_instances(payload: Any, example: str, fields: Sequence[str],
     return checked
 
 
-def parse_v1(payload: Any) -> list[Query]:
-    """`{"instances": [{"items": [...], "k": 10}, ...]}` -> queries; InvalidRequest names the fault."""
+def _ids_in(instance: Any) -> int:
+    """How many ids an instance carries (a user id counts one), before any field is checked."""
+    if not isinstance(instance, dict):
+        return 0
+    lists = sum(len(instance[f]) for f in ("items", "exclude") if isinstance(instance.get(f), list))
+    return lists + ("user_id" in instance)
+
+
+def parse_v1(payload: Any, max_history: int = MAX_HISTORY) -> list[Query]:
+    """`{"instances": [{"items": [...], "k": 10}, ...]}` -> queries; InvalidRequest names the fault.
+    max_history: the most items one history may hold (`history_limit` of the served model)."""
     queries = []
     for where, instance in v1_instances(payload, '{"items": ["i1", "i2"], "k": 10}', INSTANCE_FIELDS):
         items = instance.get("items")
         if not isinstance(items, list):
             raise InvalidRequest(f'{where}.items must be a list of item ids')
-        if len(items) > MAX_HISTORY:
-            raise InvalidRequest(f"{where}.items holds {len(items)} ids; at most {MAX_HISTORY}")
+        if len(items) > max_history:
+            raise InvalidRequest(f"{where}.items holds {len(items)} ids; at most {max_history} "
+                                 f"(the newest items the model reads)")
         for m, item in enumerate(items):
             if isinstance(item, bool) or not isinstance(item, (str, int)):
                 raise InvalidRequest(f"{where}.items[{m}] must be a string or integer item id, "
@@ -83,13 +190,15 @@ def parse_v1(payload: Any) -> list[Query]:
                 raise InvalidRequest(f"{where}.items[{m}] is longer than {MAX_ITEM_ID_CHARS} characters")
         k = instance.get("k", 10)
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-            raise InvalidRequest(f"{where}.k must be an integer between 1 and {MAX_K}, got {k!r}")
+            raise InvalidRequest(f"{where}.k must be an integer between 1 and {MAX_K}, got {shown(k)}")
         exclude = item_id_list(instance.get("exclude", []), f"{where}.exclude", MAX_EXCLUDE)
         category = optional_category(instance.get("category"), f"{where}.category")
         reasons = instance.get("reasons", False)
         if not isinstance(reasons, bool):
-            raise InvalidRequest(f"{where}.reasons must be true or false, got {reasons!r}")
-        queries.append(Query(tuple(str(i) for i in items), k, exclude, category, reasons))
+            raise InvalidRequest(f"{where}.reasons must be true or false, got {shown(reasons)}")
+        options = list_options(instance, where, k)
+        queries.append(Query(tuple(str(i) for i in items), k, exclude, category, reasons,
+                             options.sponsored, options.sponsored_slots, options.diversity))
     return queries
 
 
@@ -108,6 +217,7 @@ def item_id_list(value: Any, where: str, limit: int) -> tuple[str, ...]:
 
 
 def optional_category(value: Any, where: str) -> str | None:
+    """A category filter: None, or a non-empty string of at most MAX_ITEM_ID_CHARS."""
     if value is None:
         return None
     if not isinstance(value, str) or not value or len(value) > MAX_ITEM_ID_CHARS:
@@ -117,18 +227,22 @@ def optional_category(value: Any, where: str) -> str | None:
 
 # --- transformer requests ---------------------------------------------------------------------
 
-REQUEST_FIELDS = ("user_id", "items", "k", "exclude", "category")
+REQUEST_FIELDS = ("user_id", "items", "k", "exclude", "category", *LIST_FIELDS, "preferences")
 
 
 @dataclass(frozen=True)
 class UserQuery:
-    """One request instance: a user (history from Feast) or a list of items (a cart)."""
+    """One request instance: a user (history from Feast) or a list of items (a cart), with the
+    list options (`ListOptions`) and what a new user stated (`preferences`: used when the
+    answer is a cold-start one)."""
 
     user_id: str | None
     items: tuple[str, ...] | None
     k: int = 10
     exclude: tuple[str, ...] = ()
     category: str | None = None
+    options: ListOptions = ListOptions()
+    preferences: Preferences | None = None
 
     @property
     def kind(self) -> str:
@@ -138,7 +252,7 @@ class UserQuery:
 
 def _user_id(value: Any, where: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value) == "":
-        raise InvalidRequest(f"{where} must be a non-empty string or integer user id, got {value!r}")
+        raise InvalidRequest(f"{where} must be a non-empty string or integer user id, got {shown(value)}")
     if len(str(value)) > MAX_ITEM_ID_CHARS:
         raise InvalidRequest(f"{where} is longer than {MAX_ITEM_ID_CHARS} characters")
     return str(value)
@@ -146,23 +260,32 @@ def _user_id(value: Any, where: str) -> str:
 
 def _k(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_K:
-        raise InvalidRequest(f"{where} must be an integer between 1 and {MAX_K}, got {value!r}")
+        raise InvalidRequest(f"{where} must be an integer between 1 and {MAX_K}, got {shown(value)}")
     return value
 
 
-def parse_request_v1(payload: Any) -> list[UserQuery]:
-    """`{"instances": [{"user_id": "u1", "k": 10}, {"items": ["i1"], "exclude": [...]}]}`."""
+def parse_request_v1(payload: Any, max_history: int = MAX_HISTORY) -> list[UserQuery]:
+    """`{"instances": [{"user_id": "u1", "k": 10}, {"items": ["i1"], "exclude": [...]}]}`;
+    max_history: the most items a cart (`items`) may hold."""
     queries = []
     for where, instance in v1_instances(payload, '{"user_id": "u1", "k": 10}', REQUEST_FIELDS,
                                         strict_top_level=True):
         if ("user_id" in instance) == ("items" in instance):
             raise InvalidRequest(f"{where} needs exactly one of user_id (a shopper) or items (a cart)")
         user = _user_id(instance["user_id"], f"{where}.user_id") if "user_id" in instance else None
-        items = item_id_list(instance["items"], f"{where}.items", MAX_HISTORY) if "items" in instance else None
+        items = item_id_list(instance["items"], f"{where}.items", max_history) if "items" in instance else None
+        k = _k(instance.get("k", 10), f"{where}.k")
+        preferences = None
+        if "preferences" in instance:
+            try:
+                preferences = preferences_from(instance["preferences"])
+            except ValueError as exc:
+                raise InvalidRequest(under(where, exc)) from exc
         queries.append(UserQuery(
-            user, items, _k(instance.get("k", 10), f"{where}.k"),
+            user, items, k,
             item_id_list(instance.get("exclude", []), f"{where}.exclude", MAX_EXCLUDE),
             optional_category(instance.get("category"), f"{where}.category"),
+            list_options(instance, where, k), preferences,
         ))
     return queries
 
@@ -177,37 +300,105 @@ class TensorInput:
     data: list[Any]
 
 
+V2_INPUTS = {"user_id": "BYTES", "k": "INT32", "sponsored_item_id": "BYTES", "sponsored_bid": "FP32",
+             "sponsored_slots": "INT32", "diversity": "FP32"}
+NUMERIC = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "FP16", "FP32", "FP64")
+
+
 def parse_request_v2(inputs: Sequence[TensorInput]) -> list[UserQuery]:
-    """Open Inference Protocol inputs `user_id` (BYTES, [n]) and optional `k` (INT32, [1] or [n])."""
+    """Open Inference Protocol inputs: `user_id` (BYTES, [n]) and optional `k` (INT32, [1] or
+    [n]); the list options as tensors applying to every user of the request: sponsored
+    candidates `sponsored_item_id` (BYTES, [m]) with `sponsored_bid` (FP32, [m]),
+    `sponsored_slots` (INT32, [1]) and `diversity` (FP32, [1] or [n])."""
     by_name: dict[str, TensorInput] = {}
     for tensor in inputs:
-        if tensor.name not in ("user_id", "k"):
-            raise InvalidRequest(f"unknown input '{tensor.name}'; inputs are user_id (BYTES) and k (INT32)")
+        if tensor.name not in V2_INPUTS:
+            raise InvalidRequest(f"unknown input {shown(tensor.name)}; inputs are "
+                                 f"{', '.join(f'{n} ({t})' for n, t in V2_INPUTS.items())}")
+        if tensor.name in by_name:
+            raise InvalidRequest(f"input '{tensor.name}' is given twice")
         by_name[tensor.name] = tensor
     if "user_id" not in by_name:
         raise InvalidRequest("input 'user_id' (BYTES, shape [n]) is required")
     users_in = by_name["user_id"]
     if users_in.datatype != "BYTES":
-        raise InvalidRequest(f"input 'user_id' must have datatype BYTES, got {users_in.datatype}")
-    users = [u.decode() if isinstance(u, bytes) else u for u in _flat(users_in.data)]
+        raise InvalidRequest(f"input 'user_id' must have datatype BYTES, got {shown(users_in.datatype)}")
+    users = [u.decode(errors="replace") if isinstance(u, bytes) else u for u in _flat(users_in.data)]
+    _check_shape(users_in, len(users))
     if not users:
         raise InvalidRequest("input 'user_id' holds no user ids")
     if len(users) > MAX_INSTANCES:
         raise InvalidRequest(f"input 'user_id' holds {len(users)} ids; at most {MAX_INSTANCES} per request")
-    ks: list[Any] = [10] * len(users)
-    if "k" in by_name:
-        k_in = by_name["k"]
-        if k_in.datatype not in ("INT32", "INT64"):
-            raise InvalidRequest(f"input 'k' must have datatype INT32, got {k_in.datatype}")
-        values = _flat(k_in.data)
-        if len(values) == 1:
-            ks = values * len(users)
-        elif len(values) == len(users):
-            ks = values
-        else:
-            raise InvalidRequest(f"input 'k' must hold 1 value or one per user ({len(users)}), got {len(values)}")
-    return [UserQuery(_user_id(u, f"user_id[{n}]"), None, _k(int(k) if isinstance(k, float) and k.is_integer() else k, f"k[{n}]"))
-            for n, (u, k) in enumerate(zip(users, ks))]
+    ks = _per_user(by_name.get("k"), len(users), 10, ("INT32", "INT64"))
+    diversities = _per_user(by_name.get("diversity"), len(users), 0.0, NUMERIC)
+    sponsored: tuple[Candidate, ...] = ()
+    slots: Any = None  # unset: DEFAULT_SLOTS capped at each user's k
+    if ("sponsored_item_id" in by_name) != ("sponsored_bid" in by_name):
+        raise InvalidRequest("inputs 'sponsored_item_id' (BYTES, [m]) and 'sponsored_bid' (FP32, [m]) go together")
+    if "sponsored_item_id" in by_name:
+        ids_in, bids_in = by_name["sponsored_item_id"], by_name["sponsored_bid"]
+        if ids_in.datatype != "BYTES":
+            raise InvalidRequest(f"input 'sponsored_item_id' must have datatype BYTES, got {shown(ids_in.datatype)}")
+        if bids_in.datatype not in NUMERIC:
+            raise InvalidRequest(f"input 'sponsored_bid' must have a numeric datatype (FP32), got {shown(bids_in.datatype)}")
+        ids = [i.decode(errors="replace") if isinstance(i, bytes) else i for i in _flat(ids_in.data)]
+        bids = _flat(bids_in.data)
+        _check_shape(ids_in, len(ids))
+        _check_shape(bids_in, len(bids))
+        if len(ids) != len(bids):
+            raise InvalidRequest(f"inputs 'sponsored_item_id' ({len(ids)} values) and 'sponsored_bid' "
+                                 f"({len(bids)}) must hold one bid per item")
+        try:
+            sponsored = tuple(candidates_from([{"item_id": i, "bid": b} for i, b in zip(ids, bids)]))
+        except ValueError as exc:  # "'sponsored'[3].bid ..." -> "input sponsored_bid[3] ...": what was sent
+            message = re.sub(r"'sponsored'\[(\d+)\]\.(bid|item_id)", r"input sponsored_\2[\1]", str(exc))
+            raise InvalidRequest(bounded(message.replace("'sponsored'", "input sponsored_item_id"))) from exc
+    if "sponsored_slots" in by_name:
+        slots_in = by_name["sponsored_slots"]
+        if slots_in.datatype not in ("INT32", "INT64"):
+            raise InvalidRequest(f"input 'sponsored_slots' must have datatype INT32, got {shown(slots_in.datatype)}")
+        values = _flat(slots_in.data)
+        _check_shape(slots_in, len(values))
+        if len(values) != 1:
+            raise InvalidRequest(f"input 'sponsored_slots' must hold 1 value, got {len(values)}")
+        slots = values[0]
+    queries = []
+    for n, (user, k, diversity) in enumerate(zip(users, ks, diversities)):
+        k = _k(int(k) if isinstance(k, float) and k.is_integer() else k, f"k[{n}]")
+        options = ListOptions(sponsored, _slots(min(DEFAULT_SLOTS, k) if slots is None else slots,
+                                                f"sponsored_slots (for k[{n}])", k),
+                              _diversity(diversity, f"diversity[{n}]"))
+        queries.append(UserQuery(_user_id(user, f"user_id[{n}]"), None, k, options=options))
+    return queries
+
+
+def _per_user(tensor: TensorInput | None, users: int, default: Any, datatypes: Sequence[str]) -> list[Any]:
+    """One value per user from an optional input of shape [1] (every user) or [n]."""
+    if tensor is None:
+        return [default] * users
+    if tensor.datatype not in datatypes:
+        raise InvalidRequest(f"input '{tensor.name}' must have datatype {datatypes[0] if len(datatypes) < 3 else 'FP32'}, "
+                             f"got {shown(tensor.datatype)}")
+    values = _flat(tensor.data)
+    _check_shape(tensor, len(values))
+    if len(values) == 1:
+        return values * users
+    if len(values) == users:
+        return values
+    raise InvalidRequest(f"input '{tensor.name}' must hold 1 value or one per user ({users}), got {len(values)}")
+
+
+def _check_shape(tensor: TensorInput, count: int) -> None:
+    """The Open Inference Protocol's contract: a tensor holds exactly prod(shape) values. A
+    shape that disagrees with the data is a malformed request, never silently reshaped."""
+    shape = list(tensor.shape)
+    if any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in shape):
+        raise InvalidRequest(f"input '{tensor.name}' has shape {shown(shape)}: dimensions must be "
+                             f"non-negative integers")
+    expected = math.prod(shape)
+    if expected != count:
+        raise InvalidRequest(f"input '{tensor.name}' has shape {shown(shape)} ({expected} values) "
+                             f"but its data holds {count}")
 
 
 def _flat(data: Any) -> list[Any]:

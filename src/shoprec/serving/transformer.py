@@ -9,7 +9,13 @@ users get fallback answers with `fallback: "features_unavailable"`.
 
 Instance fields (V1): exactly one of `user_id` (a shopper: history from Feast) or `items` (a
 cart or an anonymous session: "bought together"); optional `k` (1..1000, default 10),
-`exclude` (item ids) and `category` (only items of it).
+`exclude` (item ids), `category` (only items of it), `sponsored` / `sponsored_slots` /
+`diversity` (forwarded to the predictor, which applies them to the model's answer: a
+cold-start answer has no model relevance to hold a paid item to, so it never shows one and is
+not re-ranked) and `preferences` (what a new user stated: a cold-start answer then comes from
+`cold_start.onboarding_items` and names it in "onboarding", beside "fallback", which still
+says why the user is cold; a `category` filter wins over it, as over every fallback).
+Every item says whether it is `sponsored`.
 """
 
 from __future__ import annotations
@@ -22,18 +28,22 @@ from typing import Any
 
 from shoprec import schema as S
 from shoprec.serving.catalog import TITLE, ItemCatalog
-from shoprec.serving.cold_start import EMPTY_HISTORY, FEATURES_UNAVAILABLE, UNKNOWN_USER, fallback_items
+from shoprec.errors import InvalidRequest
+from shoprec.ranking.onboarding import OnboardingPopularity
+from shoprec.serving.cold_start import (EMPTY_HISTORY, FEATURES_UNAVAILABLE, UNKNOWN_USER, FallbackItem,
+                                        check_preferences, fallback_items, onboarding_items)
 from shoprec.features import names as N
 from shoprec.features.online import MISSING_FLAG
 from shoprec.models.inference import MAX_HISTORY
 from shoprec.serving.feature_sources import FeatureSource, read_features
 from shoprec.serving.prediction_log import PredictionLog, PredictionRecord, hash_user
-from shoprec.serving.requests import UserQuery
+from shoprec.serving.requests import UserQuery, bounded
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_FEATURE_TIMEOUT_S = 0.050
 HEADER_PREFIX = "x-shoprec-"
+SPONSORED_REASON = "sponsored"  # a paid placement: the model did not pick it, so no "because"
 
 
 @dataclass
@@ -63,9 +73,26 @@ class TransformerCore:
     """Everything the transformer does, with no KServe in sight."""
 
     def __init__(self, catalog: ItemCatalog, source: FeatureSource | None, *,
-                 timeout_s: float = DEFAULT_FEATURE_TIMEOUT_S, log: PredictionLog | None = None) -> None:
+                 timeout_s: float = DEFAULT_FEATURE_TIMEOUT_S, log: PredictionLog | None = None,
+                 max_history: int = MAX_HISTORY, onboarding: OnboardingPopularity | None = None) -> None:
+        """max_history: the most history items forwarded per instance (and a cart may hold):
+        the feature tables' window (`shoprec.serving.requests.history_limit`). onboarding:
+        popularity per category and user segment for new users' stated preferences (built at
+        start from a dataset); without it, preferences use the catalogue's categories only."""
         self.catalog, self.source, self.timeout_s, self.log = catalog, source, timeout_s, log
+        self.max_history = max_history
+        self.onboarding = onboarding
         self.lineage: dict[str, Any] = {}  # from the latest predictor answer
+
+    def check(self, queries: list[UserQuery]) -> None:
+        """InvalidRequest naming stated preferences this server cannot use (an unknown category
+        or attribute): checked before any store read, for warm and cold users alike."""
+        for n, query in enumerate(queries):
+            if query.preferences is not None:
+                try:
+                    check_preferences(query.preferences, table=self.onboarding, catalog=self.catalog)
+                except ValueError as exc:
+                    raise InvalidRequest(bounded(f"instances[{n}].preferences: {exc}")) from exc
 
     async def prepare(self, queries: list[UserQuery], request_id: str | None = None,
                       protocol: str = "v1") -> Pending:
@@ -95,7 +122,7 @@ class TransformerCore:
                 if row[MISSING_FLAG]:
                     plan.fallback = UNKNOWN_USER
                 else:
-                    plan.history = tuple(str(i) for i in row.get(N.RECENT_ITEMS) or ())[-MAX_HISTORY:]
+                    plan.history = tuple(str(i) for i in row.get(N.RECENT_ITEMS) or ())[-self.max_history:]
                     if not plan.history:
                         plan.fallback = EMPTY_HISTORY
             if plan.fallback is None:
@@ -114,6 +141,12 @@ class TransformerCore:
                 instance["exclude"] = list(plan.query.exclude)
             if plan.query.category is not None:
                 instance["category"] = plan.query.category
+            options = plan.query.options
+            if options.sponsored:
+                instance["sponsored"] = [{"item_id": c.item, "bid": c.bid} for c in options.sponsored]
+                instance["sponsored_slots"] = options.sponsored_slots
+            if options.diversity > 0.0:
+                instance["diversity"] = options.diversity
             instances.append(instance)
         return {"instances": instances} if instances else {}
 
@@ -127,22 +160,45 @@ class TransformerCore:
             model_answer = predictions[plan.slot] if plan.slot is not None else None
             if model_answer is not None and model_answer.get("history_used", 1) == 0:
                 plan.fallback = EMPTY_HISTORY  # nothing in the history is known to the model
+            onboarding = None
             if plan.fallback is None and model_answer is not None:
-                items = [self._item(i, s, self._reason(plan, r), r)
-                         for i, s, r in zip(model_answer["items"], model_answer["scores"],
-                                            model_answer.get("reasons") or [None] * len(model_answer["items"]))]
+                n = len(model_answer["items"])
+                items = [self._item(i, s, SPONSORED_REASON if paid else self._reason(plan, r), r, paid)
+                         for i, s, r, paid in zip(model_answer["items"], model_answer["scores"],
+                                                  model_answer.get("reasons") or [None] * n,
+                                                  model_answer.get("sponsored") or [False] * n)]
             else:
-                exclude = set(plan.query.exclude) | set(plan.history)
-                items = [self._item(f.item_id, f.score, f.reason, None) for f in fallback_items(
-                    self.catalog, plan.query.k, recent_category=plan.recent_category,
-                    category=plan.query.category, exclude=exclude)]
+                onboarding, fallback = self._cold_start(plan)
+                items = [self._item(f.item_id, f.score, f.reason, None) for f in fallback]
             prediction: dict[str, Any] = {"items": items, "fallback": plan.fallback,
                                           "model_version": self.lineage.get("model_version")}
+            if onboarding is not None:
+                prediction["onboarding"] = onboarding
+            if model_answer is not None and plan.fallback is None:
+                # The re-ranked list's intra-list diversity ("diversity@k", k as the model capped it).
+                measured = [v for key, v in model_answer.items() if key.startswith("diversity@")]
+                if measured:
+                    prediction["intra_list_diversity"] = measured[0]
             if plan.query.user_id is not None:
                 prediction = {"user_id": plan.query.user_id, **prediction}
             out.append(prediction)
         return {"predictions": out, "model_version": self.lineage.get("model_version"),
                 "lineage": self.lineage_body()}
+
+    def _cold_start(self, plan: Plan) -> tuple[str | None, list[FallbackItem]]:
+        """(the onboarding fallback used or None, the items) for an instance the model does not
+        answer: stated preferences when there are some and no category filter, else the
+        category / recent-category / trending fallback."""
+        exclude = set(plan.query.exclude) | set(plan.history)
+        preferences = plan.query.preferences
+        if preferences is not None and plan.query.category is None:
+            try:
+                return onboarding_items(plan.query.k, preferences, table=self.onboarding,
+                                        catalog=self.catalog, exclude=exclude)
+            except ValueError as exc:  # `check` runs first; this keeps a 400 a 400 regardless
+                raise InvalidRequest(bounded(f"preferences: {exc}")) from exc
+        return None, fallback_items(self.catalog, plan.query.k, recent_category=plan.recent_category,
+                                    category=plan.query.category, exclude=exclude)
 
     def lineage_body(self) -> dict[str, Any]:
         return {"model_version": self.lineage.get("model_version"),
@@ -158,9 +214,10 @@ class TransformerCore:
                 f"{HEADER_PREFIX}data-snapshot": str(lineage["data_snapshot"] or ""),
                 f"{HEADER_PREFIX}fallback": ",".join(fallbacks) or "none"}
 
-    def _item(self, item_id: str, score: float, reason: str, reason_item: str | None) -> dict[str, Any]:
+    def _item(self, item_id: str, score: float, reason: str, reason_item: str | None,
+              sponsored: bool = False) -> dict[str, Any]:
         return {"item_id": item_id, "score": float(score), **self.catalog.metadata(item_id),
-                "reason": reason, "reason_item_id": reason_item}
+                "reason": reason, "reason_item_id": reason_item, "sponsored": bool(sponsored)}
 
     def _reason(self, plan: Plan, reason_item: str | None) -> str:
         if reason_item is None:
@@ -190,23 +247,24 @@ class TransformerCore:
             ))
         if self.log is not None:
             for record in records:
-                self.log.append(record)
+                self.log.submit(record)  # queued: a failing log volume never fails the answer
         return records
 
 
 def v2_outputs(answer: dict[str, Any]) -> list[tuple[str, str, list[int], list[Any]]]:
     """The answer as Open Inference Protocol outputs (name, datatype, shape, flat data):
-    item_id BYTES [n, k], score FP32 [n, k], reason BYTES [n, k], fallback BYTES [n]; rows
-    shorter than the longest are padded with "" and 0.0."""
+    item_id BYTES [n, k], score FP32 [n, k], reason BYTES [n, k], sponsored BOOL [n, k],
+    fallback BYTES [n]; rows shorter than the longest are padded with "", 0.0 and false."""
     rows = answer["predictions"]
     width = max((len(p["items"]) for p in rows), default=0)
-    ids, scores, reasons = [], [], []
+    ids, scores, reasons, sponsored = [], [], [], []
     for p in rows:
         pad = width - len(p["items"])
         ids += [i["item_id"] for i in p["items"]] + [""] * pad
         scores += [i["score"] for i in p["items"]] + [0.0] * pad
         reasons += [i["reason"] for i in p["items"]] + [""] * pad
+        sponsored += [bool(i.get("sponsored", False)) for i in p["items"]] + [False] * pad
     shape = [len(rows), width]
     return [("item_id", "BYTES", shape, ids), ("score", "FP32", shape, scores),
-            ("reason", "BYTES", shape, reasons),
+            ("reason", "BYTES", shape, reasons), ("sponsored", "BOOL", shape, sponsored),
             ("fallback", "BYTES", [len(rows)], [p["fallback"] or "" for p in rows])]

@@ -3,7 +3,11 @@
     torchrun --nproc_per_node=2 -m shoprec.training.ddp --data DATASET_DIR --out BUNDLE_DIR
 
 gloo on CPU, NCCL on GPU. Every rank trains on its slice of each global batch; rank 0
-validates, evaluates every model and writes the bundle (plus --result-json when given)."""
+validates, evaluates every model and writes the bundle (plus --result-json when given).
+
+--training-set: the point-in-time training set (Parquet) the pipeline's train step built from
+Feast; every rank trains on it exactly as the in-pod train step does (`fit_and_evaluate`'s
+`training_set`), and the bundle records --feature-service as its source."""
 
 from __future__ import annotations
 
@@ -45,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="leave-one-out (benchmarks) or a global temporal split (the pipeline)")
     parser.add_argument("--cutoff", default=None,
                         help="temporal split: the cut time (default: the 90%% time quantile)")
+    parser.add_argument("--training-set", type=Path, default=None,
+                        help="a Parquet point-in-time training set (default: the clean events)")
+    parser.add_argument("--feature-service", default=None,
+                        help="the Feast feature service the training set came from (recorded)")
     parser.add_argument("--result-json", type=Path, default=None)
     args = parser.parse_args(argv)
 
@@ -57,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         configure_cpu_threads()
     try:
         data = EventData.read(args.data)
+        # pandas only here: a job without a training set never needs pyarrow's reader.
+        training_set = None
+        if args.training_set is not None:
+            import pandas as pd
+
+            training_set = pd.read_parquet(args.training_set)
         config = FitConfig(
             model={"hidden": args.hidden, "max_len": args.max_len, "dropout": args.dropout},
             train=TrainConfig(max_epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
@@ -66,9 +80,12 @@ def main(argv: list[str] | None = None) -> int:
             content=not args.no_content,
             bootstrap=200,
         )
-        outcome = fit_and_evaluate(data, config)
+        outcome = fit_and_evaluate(data, config, training_set=training_set)
         if not dist.is_initialized() or dist.get_rank() == 0:
-            save_outcome(outcome, args.out, source=data.source, snapshot_id=data.info.get("snapshot_id"))
+            # The bundle's own default service name unless the step said which one it joined.
+            service = {"feature_service": args.feature_service} if args.feature_service else {}
+            save_outcome(outcome, args.out, source=data.source, snapshot_id=data.info.get("snapshot_id"),
+                         **service)
             if args.result_json:
                 args.result_json.write_text(json.dumps(
                     {"train": outcome.train_result.to_dict(), "results": outcome.comparison()}, default=str))

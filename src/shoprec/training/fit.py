@@ -12,16 +12,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from shoprec.models.bundle import DEFAULT_FEATURE_SERVICE, save_bundle
 from shoprec.data.dataset import EventData
 from shoprec.errors import DataSourceError
 from shoprec.evaluation import metrics as M
-from shoprec.evaluation.evaluate import EvalResult, evaluate, rank_targets
+from shoprec.evaluation.evaluate import EvalResult, evaluate
 from shoprec.evaluation.report import comparison_markdown
 from shoprec.evaluation.splits import EvalSet, Split, SplitSpec, events_for_training, make_split
+from shoprec.evaluation.tuning import TUNING_USERS, baseline_kinds, fit_baseline
 from shoprec.models.base import Recommender
-from shoprec.models.baselines import BuyAgain, ItemKNN, Markov1, MostPop
 from shoprec.models.cold_items import ColdImputation, impute_cold_item_embeddings
 from shoprec.models.content import ItemFeatures, item_features
 from shoprec.models.sasrec import SASRec
@@ -53,6 +54,10 @@ class FitConfig:
     # Up to weights so large that past items rank first by count (the transformer then only
     # orders equal counts and the rest): validation decides how much "buy again" there is.
     repeat_weights: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 256.0)
+    # ... and the decays of its per-purchase weight (decay ** items bought since; 1 = counts).
+    repeat_decays: tuple[float, ...] = (1.0, 0.999, 0.995, 0.99, 0.98, 0.95)
+    # Always compared; on repeat-purchase data BuyAgain, the time-decayed frequency and TIFU-KNN
+    # join them (`evaluation.tuning.baseline_kinds`), each tuned on held-out training items.
     baselines: tuple[str, ...] = ("mostpop", "markov1", "itemknn")
     bootstrap: int = 1000
     k: int = 10
@@ -74,6 +79,7 @@ class FitOutcome:
     config: FitConfig
     cold_items: ColdImputation | None = None  # None: no content features, or imputation off
     repeat_tuning: dict[str, float] | None = None  # weight -> validation NDCG@k (repeat data only)
+    baseline_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # chosen on validation
 
     @property
     def n_items(self) -> int:
@@ -123,8 +129,7 @@ def fit_and_evaluate(
     np.add.at(popularity, np.concatenate(split.train), 1.0)
     features = item_features(data.items, vocab, text=config.content) if config.content else \
         item_features(None, vocab, text=False)
-    names = list(config.baselines) + ([] if exclude or "buyagain" in config.baselines else ["buyagain"])
-    classes = {"mostpop": MostPop, "markov1": Markov1, "itemknn": ItemKNN, "buyagain": BuyAgain}
+    names = baseline_kinds(exclude, config.baselines)
     models: dict[str, Recommender] = {}
     seconds: dict[str, float] = {}
     seed_everything(config.train.seed)  # the initial weights too, not only the data order
@@ -138,11 +143,16 @@ def fit_and_evaluate(
         cold_items = impute_cold_item_embeddings(sasrec, popularity)
     repeat_tuning = None
     if not exclude and len(config.repeat_weights) > 1 and len(split.valid):
-        repeat_tuning = tune_repeat_weight(sasrec, split.valid, config.repeat_weights, config.k)
+        repeat_tuning = tune_repeat_weight(sasrec, split.valid, config.repeat_weights, config.k,
+                                           config.repeat_decays)
     models["sasrec"], seconds["sasrec"] = sasrec, time.perf_counter() - started
+    baseline_settings: dict[str, dict[str, Any]] = {}
     for name in names:
         started = time.perf_counter()
-        models[name] = classes[name](vocab.n_items).fit(split.train)
+        tuned = fit_baseline(name, vocab.n_items, split.train, exclude_seen=exclude, k=config.k)
+        models[name] = tuned.model
+        if tuned.chosen:
+            baseline_settings[name] = tuned.chosen
         seconds[name] = time.perf_counter() - started
     results: dict[str, EvalResult] = {}
     rank, _ = distributed_context()
@@ -154,26 +164,48 @@ def fit_and_evaluate(
                 k=config.k, bootstrap=config.bootstrap, name=name,
             )
     return FitOutcome(vocab, split, exclude, popularity, features, models, results, seconds,
-                      train_result, config, cold_items, repeat_tuning)
+                      train_result, config, cold_items, repeat_tuning, baseline_settings)
 
 
-def tune_repeat_weight(model: SASRec, valid: EvalSet, weights: tuple[float, ...], k: int = 10) -> dict[str, float]:
-    """Pick the repeat bonus with the best validation NDCG@k (ties: the smaller weight) and
-    leave it set on `model`; returns every weight's validation NDCG@k.
+def tune_repeat_weight(model: SASRec, valid: EvalSet, weights: tuple[float, ...],
+                       k: int = 10, decays: tuple[float, ...] = (1.0,), batch_size: int = 256,
+                       max_users: int = TUNING_USERS) -> dict[str, float]:
+    """Pick the repeat bonus (weight, decay) with the best validation NDCG@k (ties: the smaller
+    weight, then the earlier decay) and leave it set on `model`; returns every setting's
+    validation NDCG@k, keyed "weight" (one decay tried) or "weight@decay".
 
     Why: under full softmax the transformer learns what comes next, but on grocery data the
-    next basket mostly repeats earlier ones, which the "buy again" baseline exploits and the
-    transformer under-weights; a validated bonus lets it do both. Test data is never used."""
+    next basket mostly repeats earlier ones, which "buy again" exploits over the whole history
+    and the transformer, reading a window, under-weights; a validated bonus lets it do both.
+    The transformer's logits are computed once per batch and every setting reuses them. At most
+    `max_users` validation users (a fixed sample) take part. Test data is never used."""
+    users = np.arange(len(valid))
+    if len(users) > max_users:
+        users = np.sort(np.random.default_rng(0).choice(users, max_users, replace=False))
+    settings = [(float(w), float(d)) for w in sorted(weights) for d in decays]
+    gains = {s: [] for s in settings}
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(users), batch_size):
+            rows = users[start:start + batch_size]
+            histories = [valid.histories[r] for r in rows]
+            targets = torch.as_tensor(valid.targets[rows])
+            logits = model.transformer_scores(histories)  # [B, N+1], once for every setting
+            for decay in decays:
+                unit = model.repeat_bonus(histories, 1.0, decay)  # [B, N+1], weight 1
+                for weight in sorted(weights):
+                    ranks = M.pessimistic_ranks(logits + unit * weight if weight else logits, targets)
+                    gains[(float(weight), float(decay))].append(M.ndcg_at_k(ranks, k))
+    model.train(was_training)
     found: dict[str, float] = {}
-    best_weight, best_score = 0.0, -1.0
-    for weight in sorted(weights):
-        model.repeat_weight = float(weight)
-        ranks, _ = rank_targets(model, valid, False, k)  # repeat data: seen items stay
-        score = float(M.ndcg_at_k(ranks, k).mean()) if len(ranks) else 0.0
-        found[f"{weight:g}"] = score
+    best, best_score = settings[0], -1.0
+    for setting in settings:
+        score = float(np.concatenate(gains[setting]).mean()) if gains[setting] else 0.0
+        found[f"{setting[0]:g}" if len(decays) == 1 else f"{setting[0]:g}@{setting[1]:g}"] = score
         if score > best_score + 1e-9:
-            best_weight, best_score = float(weight), score
-    model.repeat_weight = best_weight
+            best, best_score = setting, score
+    model.repeat_weight, model.repeat_decay = best
     return found
 
 
@@ -191,9 +223,22 @@ def repeat_line(outcome: FitOutcome) -> str:
     if outcome.repeat_tuning is None:
         return "repeat-purchase bonus: off (this data set's policy excludes past items)" if outcome.exclude_seen \
             else "repeat-purchase bonus: not tuned"
-    weight = getattr(outcome.models["sasrec"], "repeat_weight", 0.0)
-    tried = ", ".join(f"{w}: {s:.4f}" for w, s in outcome.repeat_tuning.items())
-    return f"repeat-purchase bonus weight {weight:g}, chosen on validation NDCG@{outcome.config.k} ({tried})"
+    model = outcome.models["sasrec"]
+    weight, decay = getattr(model, "repeat_weight", 0.0), getattr(model, "repeat_decay", 1.0)
+    best = sorted(outcome.repeat_tuning.items(), key=lambda kv: -kv[1])[:5]
+    tried = ", ".join(f"{w}: {s:.4f}" for w, s in best)
+    return (f"repeat-purchase bonus weight {weight:g} x log(1 + purchases over the whole history, each "
+            f"decayed {decay:g} per later item), chosen on validation NDCG@{outcome.config.k} among "
+            f"{len(outcome.repeat_tuning)} settings (best: {tried})")
+
+
+def baselines_line(outcome: FitOutcome) -> str:
+    """The model card's sentence on the baselines' settings (chosen on held-out training items)."""
+    if not outcome.baseline_settings:
+        return "baseline settings: defaults (no tuning grid)"
+    chosen = "; ".join(f"{name} {', '.join(f'{k}={v}' for k, v in setting.items())}"
+                       for name, setting in outcome.baseline_settings.items())
+    return f"baseline settings chosen on held-out training items (never test): {chosen}"
 
 
 def model_card(outcome: FitOutcome, source: str, snapshot_id: str | None, feature_service: str) -> str:
@@ -210,6 +255,7 @@ def model_card(outcome: FitOutcome, source: str, snapshot_id: str | None, featur
 - item features: {len(outcome.features.categories)} categories; title embeddings: {'MiniLM (all-MiniLM-L6-v2)' if outcome.features.text is not None else 'none'}
 - {cold_items_line(outcome.cold_items)}
 - {repeat_line(outcome)}
+- {baselines_line(outcome)}
 
 ## Training
 - device {tr.device} (bf16 {tr.bf16}, {tr.world_size} process(es)); {tr.epochs} epochs, best epoch {tr.best_epoch}
@@ -245,6 +291,7 @@ def save_outcome(
         "train": outcome.train_result.to_dict(),
         "cold_items": None if outcome.cold_items is None else outcome.cold_items.to_dict(),
         "repeat_tuning": outcome.repeat_tuning,
+        "baseline_settings": outcome.baseline_settings,
     }
     return save_bundle(
         directory, outcome.models[model_name], outcome.vocab,

@@ -1,10 +1,13 @@
 """The training loop: Adam on `model.loss`, validation NDCG@10 each epoch, early stopping,
-the best weights kept, a progress bar; DDP when launched by torchrun (gloo on CPU, NCCL on GPU)."""
+the best weights kept, a progress bar and one progress line per epoch (epoch of the planned
+number, validation NDCG@10, time left: `progress_line`); DDP when launched by torchrun (gloo on
+CPU, NCCL on GPU)."""
 
 from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -187,10 +190,12 @@ def train(
         log["seconds"] = time.perf_counter() - epoch_start
         history.append(log)
         if config.progress and rank == 0:
-            valid_text = (f" valid NDCG@{k} {log['valid_ndcg']:.4f} HR@{k} {log['valid_hr']:.4f}"
-                          if "valid_ndcg" in log else "")
-            tqdm.write(f"epoch {epoch:3d} loss {log['loss']:.4f}{valid_text} "
-                       f"({log['seconds']:.1f}s){' *' if best_epoch == epoch else ''}")
+            elapsed = time.perf_counter() - started
+            # A plain line per epoch, flushed: a pipeline step's log (and `shoprec run`) shows
+            # it as it happens, where the bar alone would be a silent spinner.
+            tqdm.write(progress_line(epoch, planned_epochs(config, epoch, elapsed), log, elapsed, config,
+                                     best_score, best_epoch, k), file=sys.stdout)
+            sys.stdout.flush()
         if stale >= config.patience:
             stopped = "early_stopping"
             break
@@ -213,6 +218,30 @@ def train(
         seconds_per_epoch=float(np.mean([h["train_seconds"] for h in history])) if history else 0.0,
         device=str(device), bf16=bf16, world_size=world, stopped=stopped, history=history,
     )
+
+
+PROGRESS_PREFIX = "[train]"  # the start of every progress line (`shoprec run` looks for it)
+
+
+def progress_line(epoch: int, planned: int, log: dict[str, float], elapsed: float, config: TrainConfig,
+                  best_score: float, best_epoch: int, k: int = 10) -> str:
+    """One epoch's progress as people read it: epoch of the planned number, loss, validation
+    NDCG@k and HR@k, the best so far, the time spent and the time left at most (the budget's
+    end, or the planned epochs at the mean epoch time; early stopping may end it sooner)."""
+    mean_epoch = elapsed / max(epoch, 1)
+    left = max(0.0, (planned - epoch) * mean_epoch)
+    if config.budget_minutes is not None:
+        left = min(left, max(0.0, config.budget_minutes * 60.0 - elapsed))
+    valid = (f" valid NDCG@{k} {log['valid_ndcg']:.4f} HR@{k} {log['valid_hr']:.4f}"
+             f" (best {best_score:.4f} @ {best_epoch})" if "valid_ndcg" in log else "")
+    return (f"{PROGRESS_PREFIX} epoch {epoch}/{planned} loss {log['loss']:.4f}{valid}"
+            f" | {log['seconds']:.1f}s/epoch, {_clock(elapsed)} spent, at most {_clock(left)} left"
+            f"{' *' if best_epoch == epoch else ''}")
+
+
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{rest:02d}s"
 
 
 def _agree(value: int, world: int) -> int:
