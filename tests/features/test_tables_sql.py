@@ -19,6 +19,7 @@ import pytest
 
 from shoprec import schema as S
 from shoprec.data.dataset import EventData
+from shoprec.config import DEFAULT_MAX_LEN
 from shoprec.data.loaders import load_instacart, load_movielens_100k
 from shoprec.features import names as N
 from shoprec.features.tables import build_feature_tables, build_features
@@ -28,7 +29,8 @@ from .conftest import AS_OF
 _DAY = pd.Timedelta(days=1)
 
 
-def _oracle(events: pd.DataFrame, items: pd.DataFrame | None = None, as_of=None, max_len: int = 50) -> dict:
+def _oracle(events: pd.DataFrame, items: pd.DataFrame | None = None, as_of=None,
+            max_len: int = DEFAULT_MAX_LEN) -> dict:
     """The tables as the pandas implementation built them (its `build_feature_tables`)."""
     ev = _prepared(events, items)
     cutoff = _utc(as_of) if as_of is not None else ev[S.TIMESTAMP].max()

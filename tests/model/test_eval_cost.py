@@ -89,3 +89,24 @@ def test_ranking_a_large_catalogue_does_not_keep_every_batchs_ordering():
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["lists"] == [4096, 10]
     assert result["grew_mb"] < 300, result
+
+
+def test_a_budget_shorter_than_one_epoch_stops_inside_it_with_a_validated_model():
+    # One epoch of a large log can outlast the whole budget: the loop must stop inside the epoch
+    # (validating what it learnt), not run the epoch to its end.
+    from shoprec.models.sasrec import SASRec
+    from shoprec.training.loop import TrainConfig, train
+
+    rng = np.random.default_rng(0)
+    sequences = [rng.integers(1, 200, size=30) for _ in range(6000)]  # ~190 batches of 32 per epoch
+    valid = EvalSet(np.arange(50).astype(object), [s[:-1] for s in sequences[:50]],
+                    np.array([int(s[-1]) for s in sequences[:50]]))
+    model = SASRec(200, max_len=30, hidden=16, blocks=1, heads=1)
+    config = TrainConfig(max_epochs=3, batch_size=32, budget_minutes=0.5 / 60, progress=False)
+
+    result = train(model, sequences, valid, config, exclude_seen=False)
+
+    assert result.stopped == "budget" and result.epochs == 1
+    assert result.best_epoch == 1 and result.best_valid_ndcg >= 0.0  # validated before stopping
+    batches = -(-len(sequences) // 32)
+    assert 0 < result.history[0]["steps"] < batches, result.history  # stopped inside the epoch

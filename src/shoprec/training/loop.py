@@ -157,7 +157,15 @@ def train(
             disable=not config.progress or rank != 0, mininterval=2.0,
         )
         losses = []
+        cut_short = False
         for batch in bar:
+            if budget is not None and step % BUDGET_CHECK_STEPS == 0 and losses and \
+                    _agree(int(time.perf_counter() - started > budget), world):
+                # The budget ends inside this epoch (one epoch of a large log can outlast the
+                # whole budget): validate what was learnt so far and stop. Checked every few
+                # steps, rank 0's clock for all ranks, so every rank leaves at the same step.
+                cut_short = True
+                break
             rate = scheduled_rate(config, step / max(1, total_epochs * n_batches))
             for group in optimizer.param_groups:
                 group["lr"] = rate
@@ -172,10 +180,10 @@ def train(
             if len(losses) % 10 == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
         bar.close()
-        log = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
+        log = {"epoch": epoch, "steps": len(losses), "loss": float(np.mean(losses)) if losses else float("nan"),
                "train_seconds": time.perf_counter() - epoch_start,
                "learning_rate": optimizer.param_groups[0]["lr"]}
-        if epoch % config.eval_every == 0 or epoch == config.max_epochs:
+        if epoch % config.eval_every == 0 or epoch == config.max_epochs or cut_short:
             score = _validate(model, valid, exclude_seen, k, rank, world, device, log)
             if score > best_score:
                 best_score, best_epoch, stale = score, epoch, 0
@@ -196,6 +204,9 @@ def train(
             tqdm.write(progress_line(epoch, planned_epochs(config, epoch, elapsed), log, elapsed, config,
                                      best_score, best_epoch, k), file=sys.stdout)
             sys.stdout.flush()
+        if cut_short:
+            stopped = "budget"
+            break
         if stale >= config.patience:
             stopped = "early_stopping"
             break
@@ -242,6 +253,9 @@ def progress_line(epoch: int, planned: int, log: dict[str, float], elapsed: floa
 def _clock(seconds: float) -> str:
     minutes, rest = divmod(int(round(seconds)), 60)
     return f"{minutes}m{rest:02d}s"
+
+
+BUDGET_CHECK_STEPS = 20  # how often (training steps) the budget is checked inside an epoch
 
 
 def _agree(value: int, world: int) -> int:
