@@ -199,17 +199,22 @@ def test_feast_down_answers_from_the_fallback_and_sigterm_stops_gracefully(serve
         assert user["fallback"] == "features_unavailable" and len(user["items"]) == 3
         assert cart["fallback"] is None  # a cart needs no features
         assert response.headers["x-shoprec-fallback"] == "features_unavailable"
-        assert stop(process) == 0  # SIGTERM: graceful stop, exit code 0
+        # SIGTERM: graceful stop, exit code 0 (given time: on a loaded machine closing the
+        # prediction log and the unreachable store's client took over 10 s).
+        assert stop(process, timeout_s=45) == 0
 
 
 def test_feast_slow_times_out_to_the_fallback(servers, demo, hanging_port):
     host = servers.predictor.removeprefix("http://")
     with running_transformer(host, home=demo.home.root, env=feast_redis_env(hanging_port),
                              feature_timeout_ms=50) as (base, _):
+        cart = predict(base, [{"items": ["50"], "k": 3}])  # needs no features: the server's own pace
         response = predict(base, [{"user_id": known_users(demo, 1)[0], "k": 3}])
         assert response.status_code == 200, response.text
         assert response.json()["predictions"][0]["fallback"] == "features_unavailable"
-        assert response.elapsed.total_seconds() < 2
+        # The 50 ms feature timeout, not Redis's own socket timeouts (1 s, one retry), decides:
+        # compared with a request that waits on no store, so a loaded machine does not fail it.
+        assert response.elapsed.total_seconds() < cart.elapsed.total_seconds() + 1.0
 
 
 def test_predictor_down_is_503_not_500(demo, closed_port):
