@@ -38,14 +38,25 @@ def running_predictor(source_args: Sequence[str], *, port: int | None = None,
                       timeout_s: float = 60.0) -> Iterator[str]:
     """Run the real predictor (`--model_dir B` or `--registry R ...`) until the block ends; yields
     its base URL once it reports ready. InfraCheckError carries its error line if it dies first."""
+    with running_model_server("shoprec.kserve.predictor", source_args, MODEL_NAME, "the predictor",
+                              port=port, timeout_s=timeout_s) as base:
+        yield base
+
+
+@contextlib.contextmanager
+def running_model_server(module: str, args: Sequence[str], model_name: str, what: str, *,
+                         port: int | None = None, env: dict[str, str] | None = None,
+                         timeout_s: float = 60.0) -> Iterator[str]:
+    """Run one KServe model server (`python -m MODULE ARGS --http_port P`) until the block ends;
+    yields its base URL once `/v1/models/MODEL_NAME` reports ready, and stops it (SIGTERM)."""
     port = port or free_port()
-    command = [sys.executable, "-m", "shoprec.kserve.predictor", *source_args,
-               "--http_port", str(port), "--enable_grpc", "false"]
+    command = [sys.executable, "-m", module, *args, "--http_port", str(port), "--enable_grpc", "false"]
     with tempfile.TemporaryFile("w+") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                   env=None if env is None else {**os.environ, **env})
         try:
             base = f"http://127.0.0.1:{port}"
-            wait_ready(process, f"{base}/v1/models/{MODEL_NAME}", timeout_s, log, "the predictor")
+            wait_ready(process, f"{base}/v1/models/{model_name}", timeout_s, log, what)
             yield base
         finally:
             stop(process)
