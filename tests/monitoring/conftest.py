@@ -67,29 +67,26 @@ def current_window(shifted: bool, seed: int = 7) -> EventData:
     return EventData(events, catalogue(), None, "synthetic-current")
 
 
-@pytest.fixture(scope="session")
-def bundle_dir(tmp_path_factory, training_data) -> Path:
-    """A real bundle: the Markov-1 baseline fitted on the training window's sequences."""
+def baseline_bundle(directory: Path, training_data: EventData, baseline: str) -> Path:
+    """A real bundle: the named baseline fitted on the training window's sequences."""
     from shoprec.models.bundle import save_bundle
     from shoprec.models.baselines import BASELINES
     from shoprec.sequences import build_sequences, build_vocab
 
     vocab = build_vocab(training_data.events, training_data.items)
     sequences = build_sequences(training_data.events, vocab)
-    model = BASELINES["markov1"](vocab.n_items).fit(sequences.items)
-    return save_bundle(tmp_path_factory.mktemp("bundle") / "model", model, vocab, exclude_seen=False,
+    model = BASELINES[baseline](vocab.n_items).fit(sequences.items)
+    return save_bundle(directory / "model", model, vocab, exclude_seen=False,
                        metrics={}, snapshot_id="synthetic-1")
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory, training_data) -> Path:
+    """A real bundle: the Markov-1 baseline."""
+    return baseline_bundle(tmp_path_factory.mktemp("bundle"), training_data, "markov1")
 
 
 @pytest.fixture(scope="session")
 def popular_bundle_dir(tmp_path_factory, training_data) -> Path:
     """A second real bundle whose answers differ from the Markov-1 one: most-popular items."""
-    from shoprec.models.bundle import save_bundle
-    from shoprec.models.baselines import BASELINES
-    from shoprec.sequences import build_sequences, build_vocab
-
-    vocab = build_vocab(training_data.events, training_data.items)
-    sequences = build_sequences(training_data.events, vocab)
-    model = BASELINES["mostpop"](vocab.n_items).fit(sequences.items)
-    return save_bundle(tmp_path_factory.mktemp("bundle") / "model", model, vocab, exclude_seen=False,
-                       metrics={}, snapshot_id="synthetic-1")
+    return baseline_bundle(tmp_path_factory.mktemp("bundle"), training_data, "mostpop")
