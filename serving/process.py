@@ -164,9 +164,10 @@ def running_servers(home: Home | str | Path, *, registry: str | Path | None = No
                     transformer_port: int | None = None,
                     predictor_port: int | None = None, items: str | Path | None = None,
                     feature_timeout_ms: float | None = None, env: dict[str, Any] | None = None,
-                    timeout_s: float = 90.0) -> Iterator[ServingURLs]:
+                    timeout_s: float = 90.0, campaigns: str | Path | None = None) -> Iterator[ServingURLs]:
     """Predictor on the registry's production alias (or a fixed bundle) with the home's item
-    catalogue, then the transformer forwarding to it; both stopped (SIGTERM) when the block ends."""
+    catalogue (and a campaigns table, when given), then the transformer forwarding to it; both
+    stopped (SIGTERM) when the block ends."""
     home = Home.at(home)
     if model_dir is not None:
         source = ["--model_dir", str(model_dir)]
@@ -176,6 +177,8 @@ def running_servers(home: Home | str | Path, *, registry: str | Path | None = No
         source += ["--catalog", str(home.features)]
     if items:
         source += ["--items", str(items)]
+    if campaigns:
+        source += ["--campaigns", str(campaigns)]
     previous = {key: os.environ.get(key) for key in (env or {})}
     os.environ.update({k: str(v) for k, v in (env or {}).items()})  # the predictor inherits it
     try:

@@ -1,6 +1,7 @@
 """Entry point: `python -m shoprec.kserve.predictor --model_dir BUNDLE` serves one verified bundle;
 `--registry URI` serves the version an alias names and follows the alias without a restart.
-Every kserve ModelServer option (--http_port, --enable_grpc, ...) is accepted too."""
+`--campaigns PATH` (or $SHOPREC_CAMPAIGNS) loads the campaigns table a request's `campaign`
+names. Every kserve ModelServer option (--http_port, --enable_grpc, ...) is accepted too."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from kserve import ModelServer, model_server
 from shoprec.kserve.predictor.model import MODEL_NAME, ShoprecPredictor
 from shoprec.kserve.http import install_error_handlers, serve
 from shoprec.features.tables import features_max_len
+from shoprec.serving.campaigns import CAMPAIGNS_ENV, load_campaigns
 from shoprec.serving.catalog import load_catalog
 from shoprec.lifecycle.registry import PRODUCTION, Registry
 from shoprec.ranking.sponsored import DEFAULT_FLOOR
@@ -51,6 +53,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "when its percentile in the user's full ranking is above it (1 = the "
                              "model's top item). A server setting: requests cannot lower it "
                              f"[default: {DEFAULT_FLOOR}].")
+    parser.add_argument("--campaigns", default=os.environ.get(CAMPAIGNS_ENV) or None,
+                        help="A campaigns table (Parquet or CSV: campaign_id, item_id, bid, optional "
+                             "start / end in UTC) loaded at start: a request's \"campaign\" names one "
+                             "instead of listing its sponsored items; a table that does not check "
+                             f"stops the start [default: ${CAMPAIGNS_ENV}; none: naming a campaign is a 503].")
     parser.add_argument("--max_body_bytes", type=int, default=MAX_BODY_BYTES,
                         help=f"Largest request body read; a larger one is a 413 [default: {MAX_BODY_BYTES}].")
     args = parser.parse_args(argv)
@@ -70,13 +77,18 @@ def main(argv: list[str] | None = None) -> None:
     catalog = load_catalog(args.catalog, args.items) if (args.catalog or args.items) else None
     # The window of the users' recent items: a model reading a longer one is refused at load.
     window = features_max_len(args.catalog) if args.catalog else None
+    # Read and checked once here: a bad table stops the start, never a request.
+    campaigns = load_campaigns(args.campaigns) if args.campaigns else None
+    if campaigns is not None:
+        logging.getLogger("shoprec").info("%d campaign(s) from %s: %s", len(campaigns), campaigns.source,
+                                          ", ".join(campaigns.names[:20]))
     if args.model_dir:
         live = LiveModel(bundle_dir=args.model_dir, catalog=catalog, features_max_len=window,
-                         sponsored_floor=args.sponsored_floor)
+                         sponsored_floor=args.sponsored_floor, campaigns=campaigns)
     else:
         live = LiveModel(registry=Registry(args.registry), alias=args.alias,
                          poll_seconds=args.poll_seconds, catalog=catalog, features_max_len=window,
-                         sponsored_floor=args.sponsored_floor)
+                         sponsored_floor=args.sponsored_floor, campaigns=campaigns)
     predictor = ShoprecPredictor(live, name=args.model_name,
                                  pool=ScoringPool(args.scoring_threads, args.max_queued))
     predictor.load()

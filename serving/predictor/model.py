@@ -1,4 +1,5 @@
-"""The KServe adapter: V1 dicts in and out; all logic lives in `shoprec.serving.predictor`.
+"""The KServe adapter: V1 dicts and V2 InferRequests in and out; all logic lives in
+`shoprec.serving.predictor`.
 
 `predict` is a coroutine that hands the parsing and scoring to a `ScoringPool` (worker threads
 behind a bounded semaphore): KServe calls a synchronous `predict` on its event loop, where one
@@ -6,21 +7,23 @@ large request would stall every other request and the health probes."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
-from kserve import Model
+from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput
 
 from shoprec.config import MODEL_NAME
 from shoprec.errors import InvalidRequest
-from shoprec.serving.predictor import LiveModel, ScoringPool
-from shoprec.serving.requests import bounded
+from shoprec.serving.predictor import LiveModel, ScoringPool, v2_outputs
+from shoprec.serving.requests import PREDICTOR_V2_INPUTS, TensorInput, bounded
 
 
 class ShoprecPredictor(Model):
     """`POST /v1/models/shoprec:predict` with {"instances": [{"items": [...], "k": 10}]}
-    (optional per instance: "exclude", "category", "reasons", "sponsored", "sponsored_slots",
-    "diversity")."""
+    (optional per instance: "exclude", "category", "reasons", "sponsored" or "campaign",
+    "sponsored_slots", "diversity"), and `POST /v2/models/shoprec/infer` with a BYTES `items`
+    input [n, L] (histories padded with "") and the same list options as tensors."""
 
     def __init__(self, live: LiveModel, name: str = MODEL_NAME, pool: ScoringPool | None = None) -> None:
         super().__init__(name)
@@ -33,11 +36,35 @@ class ShoprecPredictor(Model):
         self.ready = True
         return self.ready
 
-    async def predict(self, payload: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    async def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
         try:
+            if isinstance(payload, InferRequest):
+                # The answer's id is the request's (the V2 response must carry one).
+                request_id = payload.id or (headers or {}).get("x-request-id") or str(uuid.uuid4())
+                return await self.pool.run(self._infer, payload, request_id)
             return await self.pool.run(self.live.predict_v1, payload)
         except InvalidRequest as exc:
             raise InvalidInput(bounded(str(exc))) from exc
+
+    def _infer(self, request: InferRequest, request_id: str) -> InferResponse:
+        body = self.live.predict_v2([TensorInput(i.name, i.datatype, list(i.shape), i.data) for i in request.inputs])
+        outputs = [InferOutput(name, shape, datatype, data) for name, datatype, shape, data in v2_outputs(body["predictions"])]
+        # The outputs the client asked for, in binary where it asked (tritonclient's
+        # InferRequestedOutput), else all of them as JSON.
+        return InferResponse(request_id, self.name, outputs, model_version=body["model_version"],
+                             parameters={k: str(v) for k, v in body["lineage"].items() if v is not None},
+                             use_binary_outputs=request.use_binary_outputs,
+                             requested_outputs=request.request_outputs)
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        shapes = {"items": [-1, -1], "sponsored_item_id": [-1], "sponsored_bid": [-1]}
+        return [{"name": name, "datatype": datatype, "shape": shapes.get(name, [1])}
+                for name, datatype in PREDICTOR_V2_INPUTS.items()]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return [{"name": "item_id", "datatype": "BYTES", "shape": [-1, -1]},
+                {"name": "score", "datatype": "FP32", "shape": [-1, -1]},
+                {"name": "sponsored", "datatype": "BOOL", "shape": [-1, -1]}]
 
     def stop(self) -> None:
         self.live.stop_polling()

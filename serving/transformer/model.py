@@ -12,7 +12,7 @@ from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput, ModelNotReady
 
 from shoprec.errors import InvalidRequest
-from shoprec.serving.requests import TensorInput, bounded, parse_request_v1, parse_request_v2
+from shoprec.serving.requests import V2_INPUTS, TensorInput, bounded, parse_request_v1, parse_request_v2
 from shoprec.serving.transformer import Pending, TransformerCore, v2_outputs
 
 from shoprec.config import MODEL_NAME
@@ -47,7 +47,7 @@ class ShoprecTransformer(Model):
                 protocol, request_id = "v2", request_id or payload.id
             else:
                 queries, protocol = parse_request_v1(payload, self.core.max_history), "v1"
-            self.core.check(queries)  # stated preferences this server cannot use: before any work
+            self.core.check(queries, protocol)  # stated preferences this server cannot use: before any work
         except InvalidRequest as exc:
             raise InvalidInput(bounded(str(exc))) from exc
         pending = await self.core.prepare(queries, request_id, protocol)
@@ -104,12 +104,9 @@ class ShoprecTransformer(Model):
         super().stop()
 
     def get_input_types(self) -> list[dict[str, Any]]:
-        return [{"name": "user_id", "datatype": "BYTES", "shape": [-1]},
-                {"name": "k", "datatype": "INT32", "shape": [1]},
-                {"name": "sponsored_item_id", "datatype": "BYTES", "shape": [-1]},
-                {"name": "sponsored_bid", "datatype": "FP32", "shape": [-1]},
-                {"name": "sponsored_slots", "datatype": "INT32", "shape": [1]},
-                {"name": "diversity", "datatype": "FP32", "shape": [1]}]
+        shapes = {"user_id": [-1], "sponsored_item_id": [-1], "sponsored_bid": [-1]}
+        return [{"name": name, "datatype": datatype, "shape": shapes.get(name, [1])}
+                for name, datatype in V2_INPUTS.items()]
 
     def get_output_types(self) -> list[dict[str, Any]]:
         return [{"name": "item_id", "datatype": "BYTES", "shape": [-1, -1]},

@@ -131,7 +131,7 @@ def test_v2_with_a_stock_open_inference_protocol_client(servers, demo):
 
     metadata = httpx.get(f"{servers.transformer}/v2/models/shoprec").json()
     assert [i["name"] for i in metadata["inputs"]] == ["user_id", "k", "sponsored_item_id", "sponsored_bid",
-                                                       "sponsored_slots", "diversity"]
+                                                       "sponsored_slots", "diversity", "campaign", "preferences"]
     assert {o["name"]: o["datatype"] for o in metadata["outputs"]}["score"] == "FP32"
     assert {o["name"]: o["datatype"] for o in metadata["outputs"]}["sponsored"] == "BOOL"
     assert httpx.get(f"{servers.transformer}/v2/health/ready").json() == {"ready": True}

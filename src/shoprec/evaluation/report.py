@@ -1,11 +1,17 @@
 """The pipeline's `evaluate` step as a library function: re-evaluate a saved bundle (loaded
 through its integrity check) on the same split it was trained for (the `SplitSpec` its
 config.json records), side by side with the baselines refit on that split, and write the
-comparison as Markdown. Also the comparison table the model card shares."""
+comparison as Markdown. Also the comparison table the model card shares.
+
+The report also says what the list policies cost the bundle's model (`evaluation.tradeoffs`,
+on at most `TRADEOFF_USERS` of the test users): NDCG@10 with sponsored slots at several
+relevance floors (the serving default, `DEFAULT_FLOOR`, marked), and the NDCG@10 / intra-list
+diversity / long-tail exposure trade-off for a few MMR diversity values (when the items have
+categories). The same figures are in `BundleEvaluation.tradeoffs` and its scalars."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +21,17 @@ import pandas as pd
 from shoprec.models.bundle import load_bundle
 from shoprec.data.dataset import EventData
 from shoprec.evaluation.evaluate import evaluate
-from shoprec.evaluation.splits import SplitSpec, events_for_training, make_split
+from shoprec.evaluation.splits import SplitSpec, cap_users, events_for_training, make_split
+from shoprec.evaluation.tradeoffs import diversity_tradeoff, sponsored_cost
 from shoprec.evaluation.tuning import baseline_kinds, fit_baseline
 from shoprec.models.content import category_codes
+from shoprec.ranking.sponsored import DEFAULT_FLOOR, DEFAULT_SLOTS
+
+FLOORS = (0.0, 0.5, DEFAULT_FLOOR, 0.99)  # relevance floors the sponsored-slot cost is shown at
+DIVERSITY = (0.0, 0.1, 0.3, 0.5, 1.0)  # MMR diversity values of the trade-off table
+# Test users the trade-offs replay (a fixed sample, `cap_users`): each is a Python-level
+# re-ranking per floor and diversity value, so they are capped apart from the main metrics.
+TRADEOFF_USERS = 2000
 
 
 @dataclass
@@ -25,6 +39,9 @@ class BundleEvaluation:
     rows: list[dict[str, Any]]  # one per model, the bundle's model first
     markdown: str
     scalars: dict[str, float]  # flat name -> value, for Output[Metrics]
+    # "sponsored": `sponsored_cost` rows, "diversity": `diversity_tradeoff` rows (empty without
+    # item categories); both of the bundle's model. Empty when not asked for.
+    tradeoffs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def evaluate_bundle(
@@ -34,9 +51,13 @@ def evaluate_bundle(
     baselines: tuple[str, ...] = ("mostpop", "markov1", "itemknn"),
     bootstrap: int = 1000,
     k: int = 10,
+    tradeoffs: bool = True,
+    tradeoff_users: int = TRADEOFF_USERS,
 ) -> BundleEvaluation:
     """Evaluate the bundled model and the baselines on the bundle's split of `data` (on
-    repeat-purchase data also BuyAgain, the time-decayed frequency and TIFU-KNN)."""
+    repeat-purchase data also BuyAgain, the time-decayed frequency and TIFU-KNN); with
+    `tradeoffs`, also what sponsored slots and diversity cost the bundled model, on at most
+    `tradeoff_users` test users."""
     bundle = load_bundle(bundle_dir)
     spec = SplitSpec.from_dict(bundle.config.get("training", {}).get("split"))
     split = make_split(events_for_training(data, training_set), bundle.vocab, spec)
@@ -62,7 +83,76 @@ def evaluate_bundle(
               f"Split: {split.spec.describe()}; {len(split.test)} test users; full ranking over "
               f"{bundle.vocab.n_items} items; seen items {'excluded' if exclude else 'kept'}; "
               f"ties count against the target; 95% bootstrap intervals.\n\n")
-    return BundleEvaluation(rows, header + comparison_markdown(rows, k) + "\n", scalars)
+    markdown = header + comparison_markdown(rows, k) + "\n"
+    found: dict[str, list[dict[str, Any]]] = {}
+    if tradeoffs and len(split.test):
+        users = cap_users(split.test, tradeoff_users, spec.seed)
+        found["sponsored"] = sponsored_cost(bundle.model, users, exclude_seen=exclude, floors=FLOORS,
+                                            k=k, bootstrap=bootstrap, seed=spec.seed)
+        found["diversity"] = [] if category is None else diversity_tradeoff(
+            bundle.model, users, exclude_seen=exclude, features=category, popularity=popularity,
+            values=DIVERSITY, k=k, bootstrap=bootstrap, seed=spec.seed)
+        markdown += "\n" + tradeoffs_markdown(found, bundle.config["kind"], len(users), len(split.test), k) + "\n"
+        scalars.update(tradeoff_scalars(found, k))
+    return BundleEvaluation(rows, markdown, scalars, found)
+
+
+def _percent(value: float) -> str:
+    return f"{round(value * 100):02d}"
+
+
+def tradeoff_scalars(tradeoffs: dict[str, list[dict[str, Any]]], k: int = 10) -> dict[str, float]:
+    """Flat scalars of the trade-off rows: `sponsored_floor90_NDCG@10` and `..._delta` per
+    floor; `diversity30_NDCG@10`, `diversity30_ILD@10`, `diversity30_long_tail_share` per value."""
+    out: dict[str, float] = {}
+    for row in tradeoffs.get("sponsored", []):
+        if row["floor"] is not None:
+            name = f"sponsored_floor{_percent(row['floor'])}"
+            out.update({f"{name}_NDCG@{k}": row[f"NDCG@{k}"], f"{name}_NDCG@{k}_delta": row["delta"],
+                        f"{name}_fill": row["fill"]})
+    for row in tradeoffs.get("diversity", []):
+        name = f"diversity{_percent(row['diversity'])}"
+        out.update({f"{name}_NDCG@{k}": row[f"NDCG@{k}"], f"{name}_ILD@{k}": row[f"ILD@{k}"],
+                    f"{name}_long_tail_share": row["long_tail_share"]})
+    return {key: float(value) for key, value in out.items()}
+
+
+def tradeoffs_markdown(tradeoffs: dict[str, list[dict[str, Any]]], model: str, users: int,
+                       test_users: int, k: int = 10) -> str:
+    """The trade-off tables (Markdown): sponsored slots by floor, then diversity by value."""
+    sample = f"{users} of the {test_users} test users" if users < test_users else f"all {users} test users"
+    lines = [f"## What the list policies cost {model}", "",
+             f"Replayed on {sample} from the same masked score rows; NDCG@{k} of the list shown; "
+             f"deltas are paired with the plain model, 95% bootstrap intervals.", ""]
+    sponsored = tradeoffs.get("sponsored", [])
+    if sponsored:
+        lines += [f"### Sponsored slots (up to {DEFAULT_SLOTS} per list)", "",
+                  "Candidates are simulated: 20 per user drawn uniformly from the catalogue, log-normal "
+                  f"bids (median 1). A candidate is shown only above the relevance floor (the serving "
+                  f"default is {DEFAULT_FLOOR}).", "",
+                  f"| floor | NDCG@{k} | delta | delta 95% CI | sponsored per list | relevance of sponsored shown |",
+                  "|---|---|---|---|---|---|"]
+        for row in sponsored:
+            floor = "organic" if row["floor"] is None else (
+                f"{row['floor']:g} (serving default)" if row["floor"] == DEFAULT_FLOOR else f"{row['floor']:g}")
+            relevance = row["sponsored_relevance"]
+            lines.append(f"| {floor} | {row[f'NDCG@{k}']:.4f} | {row['delta']:+.4f} | "
+                         f"{row['delta_low']:+.4f} .. {row['delta_high']:+.4f} | {row['fill']:.2f} | "
+                         f"{'' if np.isnan(relevance) else f'{relevance:.3f}'} |")
+        lines.append("")
+    diversity = tradeoffs.get("diversity", [])
+    lines += ["### Diversity (MMR over item categories)", ""]
+    if not diversity:
+        lines += ["The items have no categories: no diversity trade-off.", ""]
+    else:
+        lines += [f"| diversity | NDCG@{k} | delta | delta 95% CI | HR@{k} | intra-list diversity@{k} | "
+                  f"long-tail share | coverage |", "|---|---|---|---|---|---|---|---|"]
+        for row in diversity:
+            lines.append(f"| {row['diversity']:g} | {row[f'NDCG@{k}']:.4f} | {row['delta']:+.4f} | "
+                         f"{row['delta_low']:+.4f} .. {row['delta_high']:+.4f} | {row[f'HR@{k}']:.4f} | "
+                         f"{row[f'ILD@{k}']:.3f} | {row['long_tail_share']:.4f} | {row['coverage']:.3f} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def comparison_markdown(rows: list[dict[str, Any]], k: int = 10) -> str:

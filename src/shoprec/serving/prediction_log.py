@@ -65,6 +65,9 @@ class PredictionRecord:
         items / scores: the recommendations, best first.
         categories: each recommended item's category where known (same order).
         latency_ms: server-side time to answer.
+        sponsored: per item, whether it is a paid placement (same order; records written
+            before this field read back as missing).
+        campaign: the campaign the request named for its sponsored items, or None.
     """
 
     request_id: str
@@ -78,6 +81,8 @@ class PredictionRecord:
     features_used: list[str] = field(default_factory=list)
     categories: list[str | None] = field(default_factory=list)
     latency_ms: float | None = None
+    sponsored: list[bool] = field(default_factory=list)
+    campaign: str | None = None
     time: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
 
 

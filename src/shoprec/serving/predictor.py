@@ -9,7 +9,11 @@ contributed most, and the answer says how many history items the model knew), `d
 (0..1: MMR re-ranking over the catalogue's categories, `shoprec.serving.diversity`; the answer
 gains "diversity@k") and `sponsored` candidates with `sponsored_slots` (placed by
 `shoprec.serving.sponsored` above the server's relevance floor, `sponsored_floor`, which no
-request can lower; the answer gains "sponsored", one flag per item). A plain instance is
+request can lower; the answer gains "sponsored", one flag per item) or, instead of listing
+them, a `campaign` of the server's campaigns table (`shoprec.serving.campaigns`: its rows
+active now, less the items the served model does not know; the answer also names the
+campaign). V2 requests (`parse_v2`: the histories as a BYTES `items` input) get the same
+answers as tensors (`v2_outputs`). A plain instance is
 answered by `BundleRecommender.recommend_batch`, exactly as the evaluator ranks; the others
 from one masked score row, in this order: diversity re-ranks it, reasons explain the list,
 sponsored items are placed into it (a paid item has no reason: the model did not choose it).
@@ -41,6 +45,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,7 +59,8 @@ from shoprec.models.base import mask_seen
 from shoprec.ranking.sponsored import DEFAULT_FLOOR
 from shoprec.serving.diversity import catalog_categories, diversified
 from shoprec.serving.reasons import reason_indices
-from shoprec.serving.requests import Query, bounded, history_limit, parse_v1
+from shoprec.serving.campaigns import CAMPAIGNS_ENV, Campaigns
+from shoprec.serving.requests import Query, TensorInput, bounded, history_limit, parse_v1, parse_v2, shown
 from shoprec.serving.sponsored import with_sponsored
 from shoprec.lifecycle.registry import PRODUCTION, Registry
 
@@ -147,14 +153,64 @@ def answer(recommender: BundleRecommender, queries: Sequence[Query],
     if explained:
         add_reasons(recommender, [queries[n] for n in explained], [out[n] for n in explained])  # type: ignore[misc]
     for n, query in enumerate(queries):
-        if query.sponsored:
+        if query.sponsored or query.campaign is not None:  # a campaign's answer is flagged even when nothing is placed
             try:
                 out[n] = with_sponsored(out[n], rows_of[n], vocab, query.sponsored,  # type: ignore[arg-type]
                                         k=min(query.k, recommender.bundle.model.n_items),
                                         slots=query.sponsored_slots, floor=sponsored_floor)
             except ValueError as exc:  # unknown items, repeats: the request's fault
                 raise InvalidRequest(bounded(f"instances[{n}]: {exc}")) from exc
+            if query.campaign is not None:
+                out[n]["campaign"] = query.campaign  # type: ignore[index]
     return out  # type: ignore[return-value]
+
+
+MAX_NAMED_CAMPAIGNS = 5  # campaign names an "unknown campaign" message lists
+
+
+def with_campaigns(queries: Sequence[Query], campaigns: Campaigns | None, recommender: BundleRecommender,
+                   fields: Callable[[int], str] = lambda n: f"instances[{n}].campaign") -> list[Query]:
+    """The queries with each named `campaign` resolved into its sponsored candidates: the
+    campaign's rows active now whose items the served model knows (a campaign outlives model
+    versions, so an item the model lacks is left out, not a client error).
+
+    InvalidRequest names the field (`fields(n)`) and the unknown campaign;
+    ServingUnavailable when a campaign is named and the server has no campaigns table."""
+    out = list(queries)
+    for n, query in enumerate(queries):
+        if query.campaign is None:
+            continue
+        if campaigns is None:  # the server's set-up is at fault, not the request
+            raise ServingUnavailable("campaigns are unavailable: this predictor was started without a "
+                                     f"campaigns table (operator: start it with --campaigns PATH or "
+                                     f"${CAMPAIGNS_ENV})")
+        if query.campaign not in campaigns:
+            names = ", ".join(repr(c) for c in campaigns.names[:MAX_NAMED_CAMPAIGNS])
+            more = f" and {len(campaigns) - MAX_NAMED_CAMPAIGNS} more" if len(campaigns) > MAX_NAMED_CAMPAIGNS else ""
+            raise InvalidRequest(bounded(f"{fields(n)}: unknown campaign {shown(query.campaign)}; this "
+                                         f"server's campaigns: {names or 'none'}{more}"))
+        candidates = campaigns.candidates(query.campaign)
+        known = recommender.bundle.vocab.index([c.item for c in candidates]) if candidates else []
+        out[n] = replace(query, sponsored=tuple(c for c, i in zip(candidates, known) if i > 0))
+    return out
+
+
+def v2_outputs(predictions: Sequence[dict[str, Any]]) -> list[tuple[str, str, list[int], list[Any]]]:
+    """The predictor's answers as Open Inference Protocol outputs (name, datatype, shape, flat
+    data): item_id BYTES [n, k], score FP32 [n, k], sponsored BOOL [n, k]; rows shorter than
+    the longest are padded with "", 0.0 and false."""
+    width = max((len(p["items"]) for p in predictions), default=0)
+    ids: list[str] = []
+    scores: list[float] = []
+    sponsored: list[bool] = []
+    for p in predictions:
+        pad, n = width - len(p["items"]), len(p["items"])
+        ids += [str(i) for i in p["items"]] + [""] * pad
+        scores += [float(v) for v in p["scores"]] + [0.0] * pad
+        sponsored += [bool(f) for f in p.get("sponsored") or [False] * n] + [False] * pad
+    shape = [len(predictions), width]
+    return [("item_id", "BYTES", shape, ids), ("score", "FP32", shape, scores),
+            ("sponsored", "BOOL", shape, sponsored)]
 
 
 def _indexed(recommender: BundleRecommender, history: Sequence[str]) -> np.ndarray:
@@ -222,11 +278,13 @@ class LiveModel:
     def __init__(self, *, bundle_dir: str | Path | None = None, registry: Registry | None = None,
                  alias: str = PRODUCTION, poll_seconds: float = 1.0,
                  catalog: ItemCatalog | None = None, features_max_len: int | None = None,
-                 sponsored_floor: float = DEFAULT_FLOOR) -> None:
+                 sponsored_floor: float = DEFAULT_FLOOR, campaigns: Campaigns | None = None) -> None:
         """features_max_len: the window of the feature tables the users' histories come from
         (`shoprec.features.tables.features_max_len`); a bundle reading a longer one is refused.
         sponsored_floor: the relevance percentile a sponsored item must be above (a server
-        setting: requests cannot change it)."""
+        setting: requests cannot change it). campaigns: the table a request's `campaign`
+        names (loaded at start; without it, naming a campaign is ServingUnavailable)."""
+        self.campaigns = campaigns
         if not 0.0 <= sponsored_floor <= 1.0:
             raise ValueError(f"sponsored_floor is a relevance percentile in [0, 1], not {sponsored_floor}")
         self.sponsored_floor = sponsored_floor
@@ -346,6 +404,20 @@ class LiveModel:
             raise ServingUnavailable("the model is not loaded yet")
         version, recommender, features = current
         queries = parse_v1(payload, history_limit(recommender.bundle.max_len, self.features_max_len))
+        queries = with_campaigns(queries, self.campaigns, recommender)
+        predictions = answer(recommender, queries, self.catalog, features=features,
+                             sponsored_floor=self.sponsored_floor)
+        return {"predictions": predictions, "model_version": version, "lineage": lineage(recommender, version)}
+
+    def predict_v2(self, inputs: Sequence[TensorInput]) -> dict[str, Any]:
+        """The answer to Open Inference Protocol inputs (`parse_v2`), as `predict_v1` returns
+        it; `v2_outputs` turns its predictions into tensors."""
+        current = self._current
+        if current is None:
+            raise ServingUnavailable("the model is not loaded yet")
+        version, recommender, features = current
+        queries = parse_v2(inputs, history_limit(recommender.bundle.max_len, self.features_max_len))
+        queries = with_campaigns(queries, self.campaigns, recommender, lambda n: "input campaign[0]")
         predictions = answer(recommender, queries, self.catalog, features=features,
                              sponsored_floor=self.sponsored_floor)
         return {"predictions": predictions, "model_version": version, "lineage": lineage(recommender, version)}

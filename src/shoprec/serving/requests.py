@@ -1,7 +1,8 @@
 """Request parsing and its bounds, for both servers: the predictor's V1 instances (`parse_v1`:
-item ids, `k`, `exclude`, `category`, `reasons`, `sponsored`, `sponsored_slots`, `diversity`)
-and the transformer's requests (`parse_request_v1`: `user_id` or `items`, the same list options
-plus a new user's `preferences`; `parse_request_v2`: Open Inference Protocol tensors). Every fault is an
+item ids, `k`, `exclude`, `category`, `reasons`, `sponsored` or `campaign`, `sponsored_slots`,
+`diversity`) and its Open Inference Protocol tensors (`parse_v2`: the histories as a BYTES
+`items` input), and the transformer's requests (`parse_request_v1`: `user_id` or `items`, the
+same list options plus a new user's `preferences`; `parse_request_v2`: tensors). Every fault is an
 InvalidRequest naming the field at fault; sizes are bounded so one call cannot exhaust memory:
 the body (`MAX_BODY_BYTES`, checked by the servers before they read it), the instances, the ids
 in all (`MAX_TOTAL_IDS`) and each history (`history_limit`: the model's window). Messages never
@@ -10,6 +11,7 @@ echo a client's value unbounded (`shown`).
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -63,8 +65,9 @@ def history_limit(model_window: int | None, features_window: int | None = None) 
     windows = [w for w in (model_window, features_window) if w]
     return min(max(windows), MAX_HISTORY) if windows else MAX_HISTORY
 
-# The list options both servers take: paid candidates, how many may be placed, MMR re-ranking.
-LIST_FIELDS = ("sponsored", "sponsored_slots", "diversity")
+# The list options both servers take: paid candidates (listed, or a campaign the predictor's
+# campaigns table names: `shoprec.serving.campaigns`), how many may be placed, MMR re-ranking.
+LIST_FIELDS = ("sponsored", "campaign", "sponsored_slots", "diversity")
 INSTANCE_FIELDS = ("items", "k", "exclude", "category", "reasons", *LIST_FIELDS)
 
 
@@ -73,8 +76,9 @@ class Query:
     """One V1 instance: a user's item ids (oldest first) and how many items to return.
 
     sponsored: paid candidates (placed only above the server's relevance floor, which a client
-    cannot set); sponsored_slots: at most this many placed (0..k); diversity: MMR weight in
-    [0, 1], 0 keeps the model's order."""
+    cannot set); campaign: a campaign of the server's table whose active items are the
+    candidates instead (the predictor resolves it into `sponsored`); sponsored_slots: at most
+    this many placed (0..k); diversity: MMR weight in [0, 1], 0 keeps the model's order."""
 
     history: tuple[str, ...]
     k: int = 10
@@ -84,12 +88,14 @@ class Query:
     sponsored: tuple[Candidate, ...] = ()
     sponsored_slots: int = DEFAULT_SLOTS
     diversity: float = 0.0
+    campaign: str | None = None
 
     @property
     def plain(self) -> bool:
         """No filter, no sponsored candidates, no re-ranking: answered by
         `BundleRecommender.recommend_batch` itself."""
-        return not self.exclude and self.category is None and not self.sponsored and self.diversity == 0.0
+        return (not self.exclude and self.category is None and not self.sponsored and self.campaign is None
+                and self.diversity == 0.0)
 
 
 @dataclass(frozen=True)
@@ -99,20 +105,34 @@ class ListOptions:
     sponsored: tuple[Candidate, ...] = ()
     sponsored_slots: int = DEFAULT_SLOTS
     diversity: float = 0.0
+    campaign: str | None = None
 
 
 def list_options(instance: dict[str, Any], where: str, k: int) -> ListOptions:
-    """`sponsored`, `sponsored_slots` (0..k) and `diversity` (0..1) of an instance;
-    InvalidRequest names the field (the candidates' own faults come from `candidates_from`)."""
+    """`sponsored` or `campaign`, `sponsored_slots` (0..k) and `diversity` (0..1) of an
+    instance; InvalidRequest names the field (the candidates' own faults come from
+    `candidates_from`). Listing candidates and naming a campaign at once is a fault: which
+    bid would stand for an item in both is the client's to decide, not the server's."""
+    if "sponsored" in instance and "campaign" in instance:
+        raise InvalidRequest(f"{where} has both 'sponsored' and 'campaign': give the sponsored "
+                             f"candidates or name a campaign, not both")
     sponsored: tuple[Candidate, ...] = ()
     if "sponsored" in instance:
         try:
             sponsored = tuple(candidates_from(instance["sponsored"]))
         except ValueError as exc:
             raise InvalidRequest(under(where, exc)) from exc
+    campaign = _campaign(instance["campaign"], f"{where}.campaign") if "campaign" in instance else None
     # Unset, the default is capped at k: a k=1 list has room for one, and asking for none is no fault.
     return ListOptions(sponsored, _slots(instance.get("sponsored_slots", min(DEFAULT_SLOTS, k)), f"{where}.sponsored_slots", k),
-                       _diversity(instance.get("diversity", 0.0), f"{where}.diversity"))
+                       _diversity(instance.get("diversity", 0.0), f"{where}.diversity"), campaign)
+
+
+def _campaign(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_ITEM_ID_CHARS:
+        raise InvalidRequest(f"{where} must be a campaign name (a non-empty string of at most "
+                             f"{MAX_ITEM_ID_CHARS} characters), got {shown(value)}")
+    return value
 
 
 def _slots(value: Any, where: str, k: int) -> int:
@@ -198,7 +218,7 @@ def parse_v1(payload: Any, max_history: int = MAX_HISTORY) -> list[Query]:
             raise InvalidRequest(f"{where}.reasons must be true or false, got {shown(reasons)}")
         options = list_options(instance, where, k)
         queries.append(Query(tuple(str(i) for i in items), k, exclude, category, reasons,
-                             options.sponsored, options.sponsored_slots, options.diversity))
+                             options.sponsored, options.sponsored_slots, options.diversity, options.campaign))
     return queries
 
 
@@ -300,50 +320,114 @@ class TensorInput:
     data: list[Any]
 
 
-V2_INPUTS = {"user_id": "BYTES", "k": "INT32", "sponsored_item_id": "BYTES", "sponsored_bid": "FP32",
-             "sponsored_slots": "INT32", "diversity": "FP32"}
+# The list options as V2 inputs, the same on both servers; each applies to every user of the
+# request except diversity ([1] or one per user).
+V2_LIST_INPUTS = {"sponsored_item_id": "BYTES", "sponsored_bid": "FP32", "sponsored_slots": "INT32",
+                  "diversity": "FP32", "campaign": "BYTES"}
+V2_INPUTS = {"user_id": "BYTES", "k": "INT32", **V2_LIST_INPUTS, "preferences": "BYTES"}
+PREDICTOR_V2_INPUTS = {"items": "BYTES", "k": "INT32", **V2_LIST_INPUTS}
 NUMERIC = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "FP16", "FP32", "FP64")
+MAX_PREFERENCES_CHARS = 10_000  # one user's `preferences` JSON in a V2 request
+
+
+def _by_name(inputs: Sequence[TensorInput], allowed: dict[str, str]) -> dict[str, TensorInput]:
+    """The inputs by name; InvalidRequest for an unknown or repeated one, listing the inputs."""
+    by_name: dict[str, TensorInput] = {}
+    for tensor in inputs:
+        if tensor.name not in allowed:
+            raise InvalidRequest(f"unknown input {shown(tensor.name)}; inputs are "
+                                 f"{', '.join(f'{n} ({t})' for n, t in allowed.items())}")
+        if tensor.name in by_name:
+            raise InvalidRequest(f"input '{tensor.name}' is given twice")
+        by_name[tensor.name] = tensor
+    return by_name
+
+
+def _texts(tensor: TensorInput, shape_hint: str) -> list[str]:
+    """A BYTES input's values as text, its shape checked against them."""
+    if tensor.datatype != "BYTES":
+        raise InvalidRequest(f"input '{tensor.name}' must have datatype BYTES ({shape_hint}), "
+                             f"got {shown(tensor.datatype)}")
+    values = _flat(tensor.data)
+    _check_shape(tensor, len(values))
+    out = []
+    for n, value in enumerate(values):
+        if isinstance(value, bytes):
+            value = value.decode(errors="replace")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # a JSON body may send integer ids as BYTES data
+        if not isinstance(value, str):
+            raise InvalidRequest(f"input '{tensor.name}'[{n}] must be a string, got {type(value).__name__}")
+        out.append(value)
+    return out
 
 
 def parse_request_v2(inputs: Sequence[TensorInput]) -> list[UserQuery]:
     """Open Inference Protocol inputs: `user_id` (BYTES, [n]) and optional `k` (INT32, [1] or
-    [n]); the list options as tensors applying to every user of the request: sponsored
-    candidates `sponsored_item_id` (BYTES, [m]) with `sponsored_bid` (FP32, [m]),
-    `sponsored_slots` (INT32, [1]) and `diversity` (FP32, [1] or [n])."""
-    by_name: dict[str, TensorInput] = {}
-    for tensor in inputs:
-        if tensor.name not in V2_INPUTS:
-            raise InvalidRequest(f"unknown input {shown(tensor.name)}; inputs are "
-                                 f"{', '.join(f'{n} ({t})' for n, t in V2_INPUTS.items())}")
-        if tensor.name in by_name:
-            raise InvalidRequest(f"input '{tensor.name}' is given twice")
-        by_name[tensor.name] = tensor
+    [n]); the list options (`v2_list_options`); and `preferences` (BYTES, [1] for every user or
+    [n]: each a JSON object as V1's `preferences`, "" for none) for new users."""
+    by_name = _by_name(inputs, V2_INPUTS)
     if "user_id" not in by_name:
         raise InvalidRequest("input 'user_id' (BYTES, shape [n]) is required")
-    users_in = by_name["user_id"]
-    if users_in.datatype != "BYTES":
-        raise InvalidRequest(f"input 'user_id' must have datatype BYTES, got {shown(users_in.datatype)}")
-    users = [u.decode(errors="replace") if isinstance(u, bytes) else u for u in _flat(users_in.data)]
-    _check_shape(users_in, len(users))
+    users = _texts(by_name["user_id"], "shape [n]")
     if not users:
         raise InvalidRequest("input 'user_id' holds no user ids")
     if len(users) > MAX_INSTANCES:
         raise InvalidRequest(f"input 'user_id' holds {len(users)} ids; at most {MAX_INSTANCES} per request")
-    ks = _per_user(by_name.get("k"), len(users), 10, ("INT32", "INT64"))
-    diversities = _per_user(by_name.get("diversity"), len(users), 0.0, NUMERIC)
+    ks = [_k(int(k) if isinstance(k, float) and k.is_integer() else k, f"k[{n}]")
+          for n, k in enumerate(_per_user(by_name.get("k"), len(users), 10, ("INT32", "INT64")))]
+    options = v2_list_options(by_name, ks)
+    stated = _v2_preferences(by_name.get("preferences"), len(users))
+    return [UserQuery(_user_id(user, f"user_id[{n}]"), None, k, options=option, preferences=preferences)
+            for n, (user, k, option, preferences) in enumerate(zip(users, ks, options, stated))]
+
+
+def _v2_preferences(tensor: TensorInput | None, users: int) -> list[Preferences | None]:
+    """One user's stated preferences per user from the `preferences` input (JSON objects)."""
+    if tensor is None:
+        return [None] * users
+    texts = _texts(tensor, "shape [1] or [n], each a JSON object")
+    if len(texts) not in (1, users):
+        raise InvalidRequest(f"input 'preferences' must hold 1 value or one per user ({users}), got {len(texts)}")
+    parsed: list[Preferences | None] = []
+    for n, text in enumerate(texts):
+        where = f"input preferences[{n}]"
+        if text == "":
+            parsed.append(None)
+            continue
+        if len(text) > MAX_PREFERENCES_CHARS:
+            raise InvalidRequest(f"{where} is longer than {MAX_PREFERENCES_CHARS} characters")
+        try:
+            raw = json.loads(text)
+        except ValueError as exc:
+            raise InvalidRequest(f'{where} is not JSON: send an object such as {{"categories": ["Comedy"]}}, '
+                                 f"got {shown(text)}") from exc
+        try:
+            parsed.append(preferences_from(raw))
+        except ValueError as exc:  # "'preferences.categories' must ..." -> "input preferences[0].categories must ..."
+            message = re.sub(r"^'preferences([\w.]*)'", lambda m: f"{where}{m.group(1)}", str(exc), count=1)
+            raise InvalidRequest(bounded(message)) from exc
+    return parsed * users if len(parsed) == 1 else parsed
+
+
+def v2_list_options(by_name: dict[str, TensorInput], ks: Sequence[int]) -> list[ListOptions]:
+    """The list options of a V2 request, one per user (`ks`: each user's checked k): sponsored
+    candidates `sponsored_item_id` (BYTES, [m]) with `sponsored_bid` (FP32, [m]), or a
+    `campaign` (BYTES, [1]); `sponsored_slots` (INT32, [1]) and `diversity` (FP32, [1] or [n])."""
+    diversities = _per_user(by_name.get("diversity"), len(ks), 0.0, NUMERIC)
     sponsored: tuple[Candidate, ...] = ()
     slots: Any = None  # unset: DEFAULT_SLOTS capped at each user's k
     if ("sponsored_item_id" in by_name) != ("sponsored_bid" in by_name):
         raise InvalidRequest("inputs 'sponsored_item_id' (BYTES, [m]) and 'sponsored_bid' (FP32, [m]) go together")
+    if "sponsored_item_id" in by_name and "campaign" in by_name:
+        raise InvalidRequest("inputs 'sponsored_item_id' / 'sponsored_bid' and 'campaign' are both given: "
+                             "give the sponsored candidates or name a campaign, not both")
     if "sponsored_item_id" in by_name:
         ids_in, bids_in = by_name["sponsored_item_id"], by_name["sponsored_bid"]
-        if ids_in.datatype != "BYTES":
-            raise InvalidRequest(f"input 'sponsored_item_id' must have datatype BYTES, got {shown(ids_in.datatype)}")
+        ids = _texts(ids_in, "shape [m]")
         if bids_in.datatype not in NUMERIC:
             raise InvalidRequest(f"input 'sponsored_bid' must have a numeric datatype (FP32), got {shown(bids_in.datatype)}")
-        ids = [i.decode(errors="replace") if isinstance(i, bytes) else i for i in _flat(ids_in.data)]
         bids = _flat(bids_in.data)
-        _check_shape(ids_in, len(ids))
         _check_shape(bids_in, len(bids))
         if len(ids) != len(bids):
             raise InvalidRequest(f"inputs 'sponsored_item_id' ({len(ids)} values) and 'sponsored_bid' "
@@ -353,6 +437,12 @@ def parse_request_v2(inputs: Sequence[TensorInput]) -> list[UserQuery]:
         except ValueError as exc:  # "'sponsored'[3].bid ..." -> "input sponsored_bid[3] ...": what was sent
             message = re.sub(r"'sponsored'\[(\d+)\]\.(bid|item_id)", r"input sponsored_\2[\1]", str(exc))
             raise InvalidRequest(bounded(message.replace("'sponsored'", "input sponsored_item_id"))) from exc
+    campaign = None
+    if "campaign" in by_name:
+        names = _texts(by_name["campaign"], "shape [1]")
+        if len(names) != 1:
+            raise InvalidRequest(f"input 'campaign' must hold 1 value, got {len(names)}")
+        campaign = _campaign(names[0], "input campaign[0]")
     if "sponsored_slots" in by_name:
         slots_in = by_name["sponsored_slots"]
         if slots_in.datatype not in ("INT32", "INT64"):
@@ -362,14 +452,47 @@ def parse_request_v2(inputs: Sequence[TensorInput]) -> list[UserQuery]:
         if len(values) != 1:
             raise InvalidRequest(f"input 'sponsored_slots' must hold 1 value, got {len(values)}")
         slots = values[0]
-    queries = []
-    for n, (user, k, diversity) in enumerate(zip(users, ks, diversities)):
-        k = _k(int(k) if isinstance(k, float) and k.is_integer() else k, f"k[{n}]")
-        options = ListOptions(sponsored, _slots(min(DEFAULT_SLOTS, k) if slots is None else slots,
-                                                f"sponsored_slots (for k[{n}])", k),
-                              _diversity(diversity, f"diversity[{n}]"))
-        queries.append(UserQuery(_user_id(user, f"user_id[{n}]"), None, k, options=options))
-    return queries
+    return [ListOptions(sponsored, _slots(min(DEFAULT_SLOTS, k) if slots is None else slots,
+                                          f"sponsored_slots (for k[{n}])", k),
+                        _diversity(diversity, f"diversity[{n}]"), campaign)
+            for n, (k, diversity) in enumerate(zip(ks, diversities))]
+
+
+def parse_v2(inputs: Sequence[TensorInput], max_history: int = MAX_HISTORY) -> list[Query]:
+    """The predictor's Open Inference Protocol inputs: `items` (BYTES, [n, L]: n histories,
+    oldest first, each padded at its end with "" to the longest; or [L]: one history), optional
+    `k` (INT32, [1] or [n]) and the list options (`v2_list_options`, as the transformer takes
+    them). max_history: the most items one history may hold, as for V1."""
+    by_name = _by_name(inputs, PREDICTOR_V2_INPUTS)
+    if "items" not in by_name:
+        raise InvalidRequest("input 'items' (BYTES, shape [n, L]: n histories padded with \"\") is required")
+    tensor = by_name["items"]
+    shape = list(tensor.shape)
+    if len(shape) not in (1, 2):
+        raise InvalidRequest(f"input 'items' must have shape [n, L] (n histories) or [L] (one), "
+                             f"got {shown(shape)}")
+    flat = _texts(tensor, "shape [n, L]")
+    users, width = (1, shape[0]) if len(shape) == 1 else (shape[0], shape[1])
+    if users < 1:
+        raise InvalidRequest("input 'items' holds no histories")
+    if users > MAX_INSTANCES:
+        raise InvalidRequest(f"input 'items' holds {users} histories; at most {MAX_INSTANCES} per request")
+    if len(flat) > MAX_TOTAL_IDS:
+        raise InvalidRequest(f"input 'items' holds {len(flat)} values; at most {MAX_TOTAL_IDS} per request")
+    histories = []
+    for n in range(users):
+        row = [i for i in flat[n * width:(n + 1) * width] if i != ""]  # "" pads a short history
+        if len(row) > max_history:
+            raise InvalidRequest(f"input 'items' row {n} holds {len(row)} ids; at most {max_history} "
+                                 f"(the newest items the model reads)")
+        if any(len(i) > MAX_ITEM_ID_CHARS for i in row):
+            raise InvalidRequest(f"input 'items' row {n} has an id longer than {MAX_ITEM_ID_CHARS} characters")
+        histories.append(tuple(row))
+    ks = [_k(int(k) if isinstance(k, float) and k.is_integer() else k, f"k[{n}]")
+          for n, k in enumerate(_per_user(by_name.get("k"), users, 10, ("INT32", "INT64")))]
+    return [Query(history, k, sponsored=o.sponsored, sponsored_slots=o.sponsored_slots,
+                  diversity=o.diversity, campaign=o.campaign)
+            for history, k, o in zip(histories, ks, v2_list_options(by_name, ks))]
 
 
 def _per_user(tensor: TensorInput | None, users: int, default: Any, datatypes: Sequence[str]) -> list[Any]:

@@ -9,13 +9,14 @@ users get fallback answers with `fallback: "features_unavailable"`.
 
 Instance fields (V1): exactly one of `user_id` (a shopper: history from Feast) or `items` (a
 cart or an anonymous session: "bought together"); optional `k` (1..1000, default 10),
-`exclude` (item ids), `category` (only items of it), `sponsored` / `sponsored_slots` /
-`diversity` (forwarded to the predictor, which applies them to the model's answer: a
-cold-start answer has no model relevance to hold a paid item to, so it never shows one and is
-not re-ranked) and `preferences` (what a new user stated: a cold-start answer then comes from
+`exclude` (item ids), `category` (only items of it), `sponsored` or `campaign` /
+`sponsored_slots` / `diversity` (forwarded to the predictor, which holds the campaigns table
+and the floor and applies them to the model's answer: a cold-start answer has no model
+relevance to hold a paid item to, so it never shows one, its campaign is not looked up, and
+it is not re-ranked) and `preferences` (what a new user stated: a cold-start answer then comes from
 `cold_start.onboarding_items` and names it in "onboarding", beside "fallback", which still
 says why the user is cold; a `category` filter wins over it, as over every fallback).
-Every item says whether it is `sponsored`.
+Every item says whether it is `sponsored`, and so does the prediction log (with the campaign).
 """
 
 from __future__ import annotations
@@ -84,15 +85,17 @@ class TransformerCore:
         self.onboarding = onboarding
         self.lineage: dict[str, Any] = {}  # from the latest predictor answer
 
-    def check(self, queries: list[UserQuery]) -> None:
+    def check(self, queries: list[UserQuery], protocol: str = "v1") -> None:
         """InvalidRequest naming stated preferences this server cannot use (an unknown category
-        or attribute): checked before any store read, for warm and cold users alike."""
+        or attribute): checked before any store read, for warm and cold users alike. The
+        field is named as the protocol sent it (V1 instances, the V2 `preferences` input)."""
         for n, query in enumerate(queries):
             if query.preferences is not None:
                 try:
                     check_preferences(query.preferences, table=self.onboarding, catalog=self.catalog)
                 except ValueError as exc:
-                    raise InvalidRequest(bounded(f"instances[{n}].preferences: {exc}")) from exc
+                    where = f"instances[{n}].preferences" if protocol == "v1" else f"input preferences (user_id[{n}])"
+                    raise InvalidRequest(bounded(f"{where}: {exc}")) from exc
 
     async def prepare(self, queries: list[UserQuery], request_id: str | None = None,
                       protocol: str = "v1") -> Pending:
@@ -144,6 +147,9 @@ class TransformerCore:
             options = plan.query.options
             if options.sponsored:
                 instance["sponsored"] = [{"item_id": c.item, "bid": c.bid} for c in options.sponsored]
+            if options.campaign is not None:
+                instance["campaign"] = options.campaign
+            if options.sponsored or options.campaign is not None:
                 instance["sponsored_slots"] = options.sponsored_slots
             if options.diversity > 0.0:
                 instance["diversity"] = options.diversity
@@ -244,6 +250,8 @@ class TransformerCore:
                 features_used=plan.features_used,
                 categories=[i.get(S.CATEGORY) for i in prediction["items"]],
                 latency_ms=round(latency_ms, 3),
+                sponsored=[bool(i.get("sponsored", False)) for i in prediction["items"]],
+                campaign=plan.query.options.campaign,
             ))
         if self.log is not None:
             for record in records:
