@@ -47,3 +47,20 @@ def _vm_hwm_mb() -> float | None:
     except OSError:
         return None
     return None
+
+
+def rollout_policy_from_env(canary_traffic_percent: int) -> Any:
+    """The cluster rollout policy of a deploy step (`shoprec.lifecycle.deployment.RolloutPolicy`),
+    from the shoprec-settings ConfigMap: $SHOPREC_DEPLOY_TIMEOUT_S (default 600) bounds each wait,
+    $SHOPREC_DEPLOY_POLL_S (default 5) is the time between status reads, $SHOPREC_CANARY_HOLD_S
+    (default 60) how long a canary must stay Ready, $SHOPREC_KSERVE_DEPLOYMENT_MODE forces a mode
+    (default: read from the service). canary_traffic_percent >= 100: no canary."""
+    import os
+
+    from shoprec.lifecycle.deployment import RolloutPolicy
+
+    return RolloutPolicy(timeout_s=float(os.environ.get("SHOPREC_DEPLOY_TIMEOUT_S") or 600),
+                         poll_s=float(os.environ.get("SHOPREC_DEPLOY_POLL_S") or 5),
+                         canary_hold_s=float(os.environ.get("SHOPREC_CANARY_HOLD_S") or 60),
+                         canary_traffic_percent=None if canary_traffic_percent >= 100 else canary_traffic_percent,
+                         mode=os.environ.get("SHOPREC_KSERVE_DEPLOYMENT_MODE") or None)

@@ -1,6 +1,6 @@
 """Pipeline step `churn_register`: the churn gate (PR-AUC above the recency baseline's, paired
-interval above zero), registration under `shoprec-churn`, and the production alias when it
-passes; the decision is an artifact (JSON and Markdown)."""
+interval above zero) and registration under `shoprec-churn`; the decision is an artifact (JSON and
+Markdown) and the return value, on which `churn_deploy` runs (nothing is deployed here)."""
 
 from kfp.dsl import Artifact, Input, Markdown, Metrics, Model, Output
 
@@ -18,7 +18,7 @@ def churn_register(
 ) -> bool:
     """Register the churn bundle in the platform's registry (registry_uri: a folder or object-store
     URL, '' = the home's registry; the churn model lives under <root>/shoprec-churn) whatever the
-    verdict, and promote it when the gate passes. Returns the verdict."""
+    verdict. Returns the verdict: True when the gate passed (then `churn_deploy` runs)."""
     import json
 
     from shoprec.churn.steps import decision_markdown, gate_and_register, registry_root
@@ -31,8 +31,8 @@ def churn_register(
         out.write(decision_markdown(outcome))
     for name, value in outcome["metrics"].items():
         metrics.log_metric(name, round(float(value), 6))
-    metrics.log_metric("promoted", int(outcome["promoted"]))
-    decision.metadata.update({"version": outcome["version"], "promote": outcome["promoted"],
+    metrics.log_metric("promote", int(outcome["promote"]))
+    decision.metadata.update({"version": outcome["version"], "promote": outcome["promote"],
                               "model_name": outcome["model_name"]})
     log_peak_memory(metrics)
-    return bool(outcome["promoted"])
+    return bool(outcome["promote"])

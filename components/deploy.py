@@ -38,9 +38,9 @@ def deploy(
     import json
     import os
 
-    from shoprec.components._runtime import log_peak_memory
+    from shoprec.components._runtime import log_peak_memory, rollout_policy_from_env
     from shoprec.kserve.manifests import render_inference_service
-    from shoprec.lifecycle.deployment import RolloutPolicy, deploy_cluster, deploy_gitops, deploy_local
+    from shoprec.lifecycle.deployment import deploy_cluster, deploy_gitops, deploy_local
     from shoprec.lifecycle.registry import Registry
 
     with open(decision.path) as handle:
@@ -52,7 +52,8 @@ def deploy(
     reason = "promotion gate passed: " + "; ".join(verdict.get("reasons", [])[:3])
     render = functools.partial(render_inference_service,
                                logger_url=os.environ.get("SHOPREC_PAYLOAD_LOGGER_URL") or None)
-    canary = None if canary_traffic_percent >= 100 else canary_traffic_percent
+    policy = rollout_policy_from_env(canary_traffic_percent)
+    canary = policy.canary_traffic_percent
     if target == "local":
         event = deploy_local(registry, version, reason=reason, decision=verdict)
         with open(deployment.path, "w") as out:
@@ -60,11 +61,6 @@ def deploy(
     elif target == "cluster":
         from shoprec.kserve.cluster import KubernetesInferenceServices
 
-        policy = RolloutPolicy(timeout_s=float(os.environ.get("SHOPREC_DEPLOY_TIMEOUT_S") or 600),
-                               poll_s=float(os.environ.get("SHOPREC_DEPLOY_POLL_S") or 5),
-                               canary_hold_s=float(os.environ.get("SHOPREC_CANARY_HOLD_S") or 60),
-                               canary_traffic_percent=canary,
-                               mode=os.environ.get("SHOPREC_KSERVE_DEPLOYMENT_MODE") or None)
         done = deploy_cluster(registry, version, reason=reason, render=render,
                               api=KubernetesInferenceServices(), namespace=namespace, policy=policy,
                               decision=verdict)

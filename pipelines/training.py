@@ -10,19 +10,14 @@ newest held-out window of the same data (real temporal drift).
 
 from kfp import dsl
 
-from shoprec.config import DEFAULT_MAX_LEN
-
-from shoprec.components.build_features import build_features
 from shoprec.components.deploy import deploy
 from shoprec.components.evaluate import evaluate
-from shoprec.components.ingest import ingest
-from shoprec.components.materialize import materialize
 from shoprec.components.monitor import monitor
 from shoprec.components.promote import promote
 from shoprec.components.train import train
-from shoprec.components.validate import validate
-from shoprec.pipelines.platform import (CLUSTER, on_cluster, on_gpu_node, reaches_redis, retry_transient,
-                                        with_secrets, with_shared_home)
+from shoprec.pipelines.platform import (CLUSTER, DataParameters, as_deploy_step, data_steps, on_cluster,
+                                        on_gpu_node, retry_transient, with_data_parameters, with_secrets,
+                                        with_shared_home)
 
 PIPELINE_NAME = "shoprec-training"
 
@@ -31,17 +26,9 @@ PIPELINE_NAME = "shoprec-training"
     name=PIPELINE_NAME,
     description="Event log in; a validated, evaluated and gated recommender in production out.",
 )
+@with_data_parameters
 def training_pipeline(
-    dataset: str = "instacart",
-    items_path: str = "",
-    limit_users: int = 0,
-    max_events_per_user_day: int = 1000,
-    window_start: str = "1995-01-01",
-    window_end: str = "",
-    max_quarantine_share: float = 0.01,
-    timestamp_unit: str = "auto",
-    features_as_of: str = "",
-    home: str = "",
+    data: DataParameters,
     use_feature_store: bool = True,
     split: str = "temporal",
     cutoff: str = "",
@@ -49,7 +36,6 @@ def training_pipeline(
     budget_minutes: float = 10.0,
     learning_rate: float = 0.001,
     hidden: int = 64,
-    max_len: int = DEFAULT_MAX_LEN,
     dropout: float = 0.2,
     train_workers: int = 0,
     registry_uri: str = "",
@@ -62,45 +48,17 @@ def training_pipeline(
     monitor_window_days: float = 7.0,
     triggered_by: str = "",
 ) -> None:
-    """Run the steps in order; each consumes the artifacts of the one before it.
+    """Run the steps in order; each consumes the artifacts of the one before it. The data
+    parameters (dataset ... max_len, home) are `platform.DataParameters`.
 
     `triggered_by` names the drift report that started this run (set by the monitoring
     pipeline's trigger; '' for a run started by hand): it stays in the run's parameters.
     `train_workers` > 0 trains on a Kubeflow PyTorchJob (1 master + N workers) instead of in the
     train pod (cluster only: it needs the Training Operator).
     """
-    ingest_task = ingest(dataset=dataset, items_path=items_path, limit_users=limit_users)
-    # Name, CPU/memory requests and limits, non-root user, pipeline label (cluster only).
-    on_cluster(ingest_task, "ingest")
-    # The source may change between runs under the same parameters: never serve it from cache.
-    ingest_task.set_caching_options(enable_caching=False)
-    # Cluster only (kfp.local ignores these): the shared home volume, settings and object-store keys.
-    with_shared_home(ingest_task)
-
-    validate_task = validate(
-        raw=ingest_task.outputs["raw"],
-        max_events_per_user_day=max_events_per_user_day,
-        window_start=window_start,
-        window_end=window_end,
-        max_quarantine_share=max_quarantine_share,
-        timestamp_unit=timestamp_unit,
-    )
-    on_cluster(validate_task, "validate")
-
-    # Feature tables as of `features_as_of` ('' = the last clean event), then the Feast store
-    # of `home` ('' = $SHOPREC_HOME or ./shoprec-home) is applied and materialized.
-    features_task = build_features(
-        clean=validate_task.outputs["clean"], as_of=features_as_of, max_len=max_len
-    )
-    on_cluster(features_task, "build_features")
-    materialize_task = materialize(
-        features=features_task.outputs["features"], home=home
-    )
-    on_cluster(materialize_task, "materialize")
-    # It writes to a store outside the run (the home's online store): never skip it from cache.
-    materialize_task.set_caching_options(enable_caching=False)
-    # The only pipeline step Redis admits (NetworkPolicy redis-from-feature-server-and-materialize).
-    with_secrets(retry_transient(with_shared_home(reaches_redis(materialize_task))), CLUSTER.feature_store)
+    steps = data_steps(data)
+    validate_task, features_task, materialize_task = steps.validate, steps.build_features, steps.materialize
+    home, max_len = data.home, data.max_len
 
     # Training reads the point-in-time training set through the Feast feature service.
     train_task = train(
@@ -149,11 +107,7 @@ def training_pipeline(
             namespace=namespace,
             canary_traffic_percent=canary_traffic_percent,
         )
-        on_cluster(deploy_task, "deploy")
-        deploy_task.set_caching_options(enable_caching=False)
-        # No retry: a failed rollout has already been undone and recorded; a retry would start
-        # a second canary and record a second failure for the same decision.
-        with_shared_home(deploy_task)
+        as_deploy_step(deploy_task, "deploy")
 
     monitor_task = monitor(
         clean=validate_task.outputs["clean"],

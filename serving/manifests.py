@@ -47,9 +47,25 @@ def pod_security() -> V1PodSecurityContext:
                                 seccomp_profile=V1SeccompProfile(type="RuntimeDefault"))
 
 
-def _readiness() -> V1Probe:
-    return V1Probe(http_get=V1HTTPGetAction(path=f"/v1/models/{INFERENCE_SERVICE_NAME}", port=8080),
-                   period_seconds=5)
+def _readiness(model_name: str = INFERENCE_SERVICE_NAME) -> V1Probe:
+    return V1Probe(http_get=V1HTTPGetAction(path=f"/v1/models/{model_name}", port=8080), period_seconds=5)
+
+
+def model_spec(storage_uri: str, *, model_format: str, runtime: str, resources: dict[str, Any],
+               model_name: str) -> V1beta1ModelSpec:
+    """A predictor's model: the bundle at `storage_uri` (downloaded to /mnt/models by KServe's
+    storage initializer) run by `runtime`, locked down and bounded, ready once the V1 endpoint
+    of `model_name` answers. Shared by the recommender's and the churn model's services."""
+    return V1beta1ModelSpec(
+        name="kserve-container",
+        model_format=V1beta1ModelFormat(name=model_format),
+        runtime=runtime,
+        protocol_version="v1",
+        storage_uri=storage_uri,
+        security_context=container_security(),
+        resources=V1ResourceRequirements(**resources),
+        readiness_probe=_readiness(model_name),
+    )
 
 
 def transformer_spec(image: str, *, feature_server_url: str = FEATURE_SERVER_URL,
@@ -124,16 +140,8 @@ def render_inference_service(
                 automount_service_account_token=False,
                 labels={ROLE_LABEL: "predictor"},
                 security_context=pod_security(),
-                model=V1beta1ModelSpec(
-                    name="kserve-container",
-                    model_format=V1beta1ModelFormat(name=MODEL_FORMAT),
-                    runtime=runtime,
-                    protocol_version="v1",
-                    storage_uri=storage_uri,
-                    security_context=container_security(),
-                    resources=V1ResourceRequirements(**PREDICTOR_RESOURCES),
-                    readiness_probe=_readiness(),
-                ),
+                model=model_spec(storage_uri, model_format=MODEL_FORMAT, runtime=runtime,
+                                 resources=PREDICTOR_RESOURCES, model_name=INFERENCE_SERVICE_NAME),
             ),
             transformer=transformer_spec(resolve_image(image), feature_server_url=feature_server_url,
                                          logger_url=logger_url),

@@ -1,5 +1,6 @@
 """The KServe adapter for `shoprec-churn`: V1 dicts and V2 InferRequests in, the library's
-churn answers out; all logic lives in `shoprec.churn.scoring`.
+churn answers out; all logic lives in `shoprec.churn.scoring` (the answers) and
+`shoprec.churn.live` (which version answers: a fixed bundle, or the alias followed live).
 
 V1  POST /v1/models/shoprec-churn:predict  {"user_id": "u1"}  -> {"user_id", "churn_probability",
     "drivers": [...], "known", "model_version"}; {"instances": [{"user_id": ...}, ...]} ->
@@ -13,17 +14,15 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput
 
 from shoprec.churn.bundle import CHURN_MODEL_NAME
+from shoprec.churn.live import ChurnScorer, LiveChurn
 
 MAX_USERS = 1000  # one request's bound: a campaign list goes through `shoprec churn --batch`
-
-Scorer = Callable[[list[str]], list[dict[str, Any]]]
 
 
 def _user_ids_v1(payload: Any) -> tuple[list[str], bool]:
@@ -41,20 +40,29 @@ def _user_ids_v1(payload: Any) -> tuple[list[str], bool]:
 
 
 class ChurnModel(Model):
-    """Scores users by id with the loaded churn bundle and the online store."""
+    """Scores users by id with the churn bundle `live` serves now and the online store."""
 
-    def __init__(self, scorer: Scorer, version: str, name: str = CHURN_MODEL_NAME) -> None:
+    def __init__(self, live: LiveChurn, score: ChurnScorer, name: str = CHURN_MODEL_NAME) -> None:
         super().__init__(name)
-        self.scorer = scorer
-        self.version = version
+        self.live = live
+        self.score = score
+
+    def load(self) -> bool:
+        self.live.load()
+        self.live.start_polling()  # a no-op for a fixed bundle
         self.ready = True
+        return self.ready
+
+    def stop(self) -> None:
+        self.live.stop_polling()
+        super().stop()
 
     def _score(self, user_ids: list[str]) -> list[dict[str, Any]]:
         if not user_ids:
             raise InvalidInput("no user_id given")
         if len(user_ids) > MAX_USERS:
             raise InvalidInput(f"{len(user_ids)} users in one request; at most {MAX_USERS}")
-        return [{**answer, "model_version": self.version} for answer in self.scorer(user_ids)]
+        return self.live.answer(user_ids, self.score)
 
     def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
         if isinstance(payload, InferRequest):
@@ -75,7 +83,8 @@ class ChurnModel(Model):
                    InferOutput("known", [n], "BOOL", [a["known"] for a in answers]),
                    InferOutput("drivers", [n], "BYTES", [json.dumps(a["drivers"]) for a in answers])]
         # The Open Inference Protocol's response id is a string: echo the request's, else a new one.
-        return InferResponse(request.id or str(uuid.uuid4()), self.name, outputs, model_version=self.version)
+        return InferResponse(request.id or str(uuid.uuid4()), self.name, outputs,
+                             model_version=answers[0]["model_version"])
 
     def get_input_types(self) -> list[dict[str, Any]]:
         return [{"name": "user_id", "datatype": "BYTES", "shape": [-1]}]

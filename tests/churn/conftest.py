@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -17,6 +18,9 @@ import pytest
 from shoprec import schema as S
 from shoprec.churn.labels import CHURNED
 from shoprec.features import names as N
+
+if TYPE_CHECKING:
+    from shoprec.churn.train import ChurnOutcome
 
 
 def generated_frame(users: int = 600, snapshots: int = 4, seed: int = 0) -> pd.DataFrame:
@@ -41,6 +45,20 @@ def generated_frame(users: int = 600, snapshots: int = 4, seed: int = 0) -> pd.D
         frame[N.DAYS_SINCE_LAST_EVENT] = silence
         rows.append(pd.DataFrame(frame))
     return pd.concat(rows, ignore_index=True)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> "ChurnOutcome":
+    """A small churn bundle trained on a generated frame (no store), not registered."""
+    import torch
+
+    from shoprec.churn.fit import FitConfig
+    from shoprec.churn.train import ChurnConfig, train_churn
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("churn-bundle") / "bundle"
+    return train_churn(generated_frame(users=200, snapshots=3), out,
+                       ChurnConfig(resamples=100, fit=FitConfig(epochs=40, patience=10)))
 
 
 @dataclass
@@ -80,3 +98,17 @@ def churn_home_built(tmp_path_factory: pytest.TempPathFactory) -> ChurnHome:
     materialize(apply_definitions(settings), settings)
     users = sorted(data.events[S.USER_ID].astype(str).unique())
     return ChurnHome(root, outcome.version, users)
+
+
+def shifted_copy(bundle_dir: Path, out: Path, shift: float) -> Path:
+    """Another churn bundle from `bundle_dir`: the same model with `shift` added to its output
+    logit (other weights, so another sha256 and other probabilities), saved as a real bundle."""
+    import torch
+
+    from shoprec.churn.bundle import load_churn_bundle, save_churn_bundle
+
+    bundle = load_churn_bundle(bundle_dir)
+    with torch.no_grad():
+        bundle.model.layers[-1].bias += shift
+    return save_churn_bundle(out, bundle.model, bundle.features, bundle.config["reference"],
+                             metrics=bundle.metrics, training=bundle.config.get("training", {}))

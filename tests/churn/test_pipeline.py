@@ -1,6 +1,7 @@
 """The churn pipeline: compiled with the cluster settings, and run end to end through kfp.local by
 the real `shoprec churn-run` command on an Instacart slice (ingest -> validate -> features ->
-materialize -> churn_train -> churn_register -> churn_monitor)."""
+materialize -> churn_train -> churn_register -> churn_deploy when the gate passed ->
+churn_monitor)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from shoprec import schema as S
 
 SHOPREC = str(Path(sys.executable).with_name("shoprec"))
 STEPS = {"ingest", "validate", "build-features", "materialize", "churn-train", "churn-register", "churn-monitor"}
+DEPLOY = "churn-deploy"  # only when the churn gate passed
 
 
 def test_churn_pipeline_compiles_with_the_cluster_settings(tmp_path: Path) -> None:
@@ -26,7 +28,13 @@ def test_churn_pipeline_compiles_with_the_cluster_settings(tmp_path: Path) -> No
     paths = {p.name: p for p in compile_all(tmp_path, image="registry.example/shoprec:3")}
     pipeline, platform = yaml.safe_load_all(paths["churn_pipeline.yaml"].read_text())
     assert pipeline["pipelineInfo"]["name"] == "shoprec-churn"
-    assert set(pipeline["root"]["dag"]["tasks"]) == STEPS
+    tasks = pipeline["root"]["dag"]["tasks"]
+    assert set(tasks) == STEPS | {"condition-1"}
+    # The deploy step runs under the churn gate's verdict, as the recommender's under promote's.
+    gate = tasks["condition-1"]
+    assert gate["taskInfo"]["name"] == "churn-gate-passed" and gate["dependentTasks"] == ["churn-register"]
+    assert gate["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--churn-register-Output'] == true"
+    assert set(pipeline["components"]["comp-condition-1"]["dag"]["tasks"]) == {DEPLOY}
     executors = pipeline["deploymentSpec"]["executors"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for name, executor in executors.items():
@@ -40,12 +48,21 @@ def test_churn_pipeline_compiles_with_the_cluster_settings(tmp_path: Path) -> No
     assert "shoprec-feature-store" in secrets["exec-materialize"]
     assert "shoprec-feature-store" not in secrets["exec-churn-train"]
     assert k8s["exec-materialize"]["podMetadata"]["labels"]["shoprec.io/redis-client"] == "true"
-    for name in ("exec-churn-train", "exec-churn-register", "exec-churn-monitor"):
+    for name in ("exec-churn-train", "exec-churn-register", "exec-churn-deploy", "exec-churn-monitor"):
         assert k8s[name]["pvcMount"][0]["mountPath"] == "/var/lib/shoprec", name  # the shared home
-    # The data steps are the training pipeline's own components, not copies.
-    training = next(yaml.safe_load_all(paths["training_pipeline.yaml"].read_text()))
-    for step in ("validate", "build-features", "materialize"):
-        assert pipeline["components"][f"comp-{step}"] == training["components"][f"comp-{step}"], step
+    # The data steps are the training pipeline's own, with the same parameters and settings.
+    training_pipeline, training_platform = yaml.safe_load_all(paths["training_pipeline.yaml"].read_text())
+    training_k8s = training_platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for step in ("ingest", "validate", "build-features", "materialize"):
+        assert pipeline["components"][f"comp-{step}"] == training_pipeline["components"][f"comp-{step}"], step
+        assert executors[f"exec-{step}"] == training_pipeline["deploymentSpec"]["executors"][f"exec-{step}"], step
+        assert k8s[f"exec-{step}"] == training_k8s[f"exec-{step}"], step
+        assert tasks[step] == training_pipeline["root"]["dag"]["tasks"][step], step
+    data = ("dataset", "items_path", "limit_users", "max_events_per_user_day", "window_start", "window_end",
+            "max_quarantine_share", "timestamp_unit", "features_as_of", "max_len", "home")
+    churn_inputs = pipeline["root"]["inputDefinitions"]["parameters"]
+    training_inputs = training_pipeline["root"]["inputDefinitions"]["parameters"]
+    assert all(churn_inputs[name] == training_inputs[name] for name in data)
 
 
 @pytest.mark.integration
@@ -65,8 +82,10 @@ def test_churn_run_end_to_end_on_an_instacart_slice(tmp_path: Path) -> None:
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stdout + done.stderr
     [run] = [p for p in home.runs.iterdir() if p.is_dir()]
-    assert {p.name for p in run.iterdir() if p.is_dir()} == STEPS
-    for step in STEPS:
+    decision = json.loads((run / "churn-register" / "decision").read_text())
+    ran = STEPS | ({DEPLOY} if decision["promote"] else set())
+    assert {p.name for p in run.iterdir() if p.is_dir()} == ran
+    for step in ran:
         assert f"{step:<16} SUCCESS" in done.stdout, step
 
     # A registered, verified version: the bundle the run trained, under shoprec-churn.
@@ -74,10 +93,13 @@ def test_churn_run_end_to_end_on_an_instacart_slice(tmp_path: Path) -> None:
     [record] = registry.versions()
     trained = load_churn_bundle(run / "churn-train" / "model")
     assert record.weights_sha256 == trained.config["weights_sha256"] and record.kind == "churn-mlp"
-    decision = json.loads((run / "churn-register" / "decision").read_text())
     assert decision["version"] == record.version and record.version in done.stdout
-    assert registry.production() == (record.version if decision["promoted"] else None)
-    assert decision["promoted"] == decision["gate"]["passed"] == trained.metrics["gate"]["passed"]
+    assert decision["promote"] == decision["gate"]["passed"] == trained.metrics["gate"]["passed"]
+    # Deployed exactly when the gate passed: the alias a churn server started with --registry follows.
+    assert registry.production() == (record.version if decision["promote"] else None)
+    if decision["promote"]:
+        deployed = json.loads((run / DEPLOY / "deployment").read_text())
+        assert deployed["target"] == "local" and deployed["event"]["version"] == record.version
     # The model's report (with the reliability plot) and the churn drift reports in the home.
     report = (run / "churn-train" / "report").read_text()
     assert "<svg" in report and "recency" in report and "PR-AUC" in report

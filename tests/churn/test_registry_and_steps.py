@@ -1,5 +1,6 @@
 """Registering churn bundles in the platform's registry through `Registry.register(reader=...)`,
-and the churn pipeline's gate-and-register step, on a real (small) trained churn bundle."""
+and the churn pipeline's gate-and-register and deploy (local) steps, on a real (small) trained
+churn bundle (the `trained` fixture, tests/churn/conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,25 +11,14 @@ import pytest
 
 from shoprec.churn.bundle import CHURN_MODEL_NAME, churn_registry, load_churn_bundle, load_registered, register_churn
 from shoprec.churn.evaluate import headline
-from shoprec.churn.fit import FitConfig
 from shoprec.churn.model import KIND
-from shoprec.churn.steps import churn_store_settings, decision_markdown, gate_and_register, registry_root
-from shoprec.churn.train import ChurnConfig, ChurnOutcome, train_churn
+from shoprec.churn.steps import (churn_store_settings, decision_markdown, deploy_churn, gate_and_register,
+                                 registry_root)
+from shoprec.churn.train import ChurnOutcome
 from shoprec.errors import BundleError, BundleIntegrityError
 from shoprec.home import Home
 from shoprec.lifecycle.registry import Registry
 from shoprec.models.bundle import WEIGHTS_FILE
-from tests.churn.conftest import generated_frame
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> ChurnOutcome:
-    import torch
-
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("churn-bundle") / "bundle"
-    return train_churn(generated_frame(users=200, snapshots=3), out,
-                       ChurnConfig(resamples=100, fit=FitConfig(epochs=40, patience=10)))
 
 
 def test_register_with_the_churn_reader_records_a_verified_churn_version(trained: ChurnOutcome, tmp_path: Path) -> None:
@@ -69,17 +59,22 @@ def test_the_reader_checks_the_weights_before_anything_is_registered(trained: Ch
     assert registry.versions() == []
 
 
-def test_gate_and_register_promotes_only_a_bundle_that_passes(trained: ChurnOutcome, tmp_path: Path) -> None:
+def test_gate_and_register_decides_and_deploy_moves_the_alias_only_for_a_pass(
+        trained: ChurnOutcome, tmp_path: Path) -> None:
     import json
     import shutil
 
     root = str(tmp_path / "registry")
     decision = gate_and_register(trained.bundle_dir, root)
     registry = churn_registry(root)
-    assert decision["promoted"] is trained.gate["passed"] is True  # the generated label beats recency
-    assert registry.production() == decision["version"] == decision["production"]
-    assert registry.history()[-1].actor == "churn-gate"
-    assert decision["version"] in decision_markdown(decision) and "PROMOTED" in decision_markdown(decision)
+    assert decision["promote"] is trained.gate["passed"] is True  # the generated label beats recency
+    # Registered, decided, not deployed: the alias moves in the deploy step only.
+    assert registry.production() is None and decision["production"] is None
+    assert decision["version"] in decision_markdown(decision) and "PASSED THE GATE" in decision_markdown(decision)
+    done = deploy_churn(decision, root, "local")
+    assert registry.production() == decision["version"] == done["version"]
+    assert registry.history()[-1].actor == "churn-gate" and done["event"]["version"] == decision["version"]
+    assert registry.history()[-1].metrics == pytest.approx(decision["metrics"])
 
     # The same model with an evaluation where it no longer beats recency: registered, not promoted.
     failing = tmp_path / "failing"
@@ -88,9 +83,24 @@ def test_gate_and_register_promotes_only_a_bundle_that_passes(trained: ChurnOutc
     metrics["paired"]["recency"]["pr_auc"].update(delta=0.001, low=-0.01, high=0.02)
     (failing / "metrics.json").write_text(json.dumps(metrics))
     second = gate_and_register(failing, root)
-    assert second["promoted"] is False and second["version"] != decision["version"]
+    assert second["promote"] is False and second["version"] != decision["version"]
+    assert "NOT PROMOTED" in decision_markdown(second)
+    with pytest.raises(ValueError, match=f"rejected shoprec-churn {second['version']}: nothing to deploy"):
+        deploy_churn(second, root, "local")
     assert registry.production() == decision["version"]  # production unchanged
     assert [v.version for v in registry.versions()] == [decision["version"], second["version"]]
+    assert len(registry.history()) == 1
+
+
+def test_deploy_churn_refuses_an_unknown_target_or_a_cluster_deploy_without_its_parts(
+        trained: ChurnOutcome, tmp_path: Path) -> None:
+    root = str(tmp_path / "registry")
+    decision = gate_and_register(trained.bundle_dir, root)
+    with pytest.raises(ValueError, match="target must be one of local, cluster, gitops, not 'moon'"):
+        deploy_churn(decision, root, "moon")
+    with pytest.raises(ValueError, match="a cluster deploy needs the InferenceService renderer"):
+        deploy_churn(decision, root, "cluster")
+    assert churn_registry(root).production() is None
 
 
 def test_churn_store_settings_never_take_the_platforms_stores_from_the_environment(

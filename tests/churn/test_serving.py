@@ -1,23 +1,27 @@
-"""`shoprec-churn` served by a real KServe ModelServer over HTTP (V1 and V2), and the
-`shoprec churn` command, on a home whose churn model came through Feast and the registry."""
+"""`shoprec-churn` served by a real KServe ModelServer over HTTP (V1 and V2), following the churn
+registry's production alias, and the `shoprec churn` command, on a home whose churn model came
+through Feast and the registry."""
 
 from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 from click.testing import CliRunner
 
-from shoprec.churn.bundle import churn_registry, load_registered
+from shoprec.churn.bundle import churn_registry, load_churn_bundle, load_registered, register_churn
 from shoprec.churn.scoring import score_users
 from shoprec.cli import cli
 from shoprec.features.settings import FeatureStoreSettings
 from shoprec.features.store import open_store
 from shoprec.home import Home
 from shoprec.kserve.churn.process import running_churn_server
+from shoprec.models.bundle import WEIGHTS_FILE
+from tests.churn.conftest import shifted_copy
 
 pytestmark = pytest.mark.integration
 URL_V1 = "/v1/models/shoprec-churn:predict"
@@ -105,3 +109,70 @@ def test_cli_user_and_batch(churn_home_built, tmp_path: Path) -> None:
 def test_cli_without_users_is_a_usage_error(churn_home_built) -> None:
     result = CliRunner().invoke(cli, ["churn", "--home", str(churn_home_built.root)])
     assert result.exit_code != 0 and "--user" in result.output
+
+
+def ask(base: str, user: str) -> dict:
+    response = httpx.post(base + URL_V1, json={"user_id": user}, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def wait_for_version(base: str, user: str, version: str, timeout_s: float = 60.0) -> dict:
+    """The first answer that came from `version` (the server polls the alias)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        answer = ask(base, user)
+        if answer["model_version"] == version or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.2)
+
+
+def test_the_server_follows_the_alias_to_each_promoted_version(churn_home_built, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    home = Home(churn_home_built.root)
+    root = tmp_path / "registry"  # its own registry: the module's server keeps the fixture's
+    registry = churn_registry(root)
+    first = churn_home_built.root / "bundle"  # the fixture's trained bundle
+    second = shifted_copy(first, tmp_path / "second", 2.0)
+    broken = shifted_copy(first, tmp_path / "broken", -2.0)
+    metrics = {"pr_auc": 0.5}
+    v1, v2, v3 = (register_churn(registry, b, metrics).version for b in (first, second, broken))
+    registry.promote(v1, reason="first", actor="test")
+    settings = FeatureStoreSettings(home=home)
+    user = churn_home_built.users[0]
+
+    def expected(bundle_dir: Path) -> float:
+        return score_users(load_churn_bundle(bundle_dir), open_store(settings), [user], settings)[0]["churn_probability"]
+
+    with running_churn_server(root, home.root, env={"OMP_NUM_THREADS": "1"},
+                              extra=["--poll_seconds", "0.2"]) as base:
+        answer = ask(base, user)
+        assert answer["model_version"] == v1
+        assert answer["churn_probability"] == pytest.approx(expected(first), abs=1e-6)
+
+        registry.promote(v2, reason="second", actor="test")
+        answer = wait_for_version(base, user, v2)
+        assert answer["model_version"] == v2  # no restart
+        assert answer["churn_probability"] == pytest.approx(expected(second), abs=1e-6)
+        assert answer["churn_probability"] != pytest.approx(expected(first), abs=1e-3)
+        v2_answer = httpx.post(base + URL_V2, json={"inputs": [{"name": "user_id", "datatype": "BYTES",
+                                                                 "shape": [1], "data": [user]}]}, timeout=30).json()
+        assert v2_answer["model_version"] == v2
+
+        # A version whose weights changed in the registry after it was checked (promote checks
+        # them: the check is skipped here so the alias names it already broken, with no race
+        # against the server's polls) is never served.
+        weights = Path(registry.version_uri(v3)) / WEIGHTS_FILE
+        weights.chmod(0o644)
+        data = bytearray(weights.read_bytes())
+        data[-1] ^= 0xFF
+        weights.write_bytes(bytes(data))
+        monkeypatch.setattr(type(registry), "verify", lambda self, version: self.get(version))
+        registry.promote(v3, reason="third", actor="test")
+        monkeypatch.undo()
+        time.sleep(1.5)  # several polls
+        assert ask(base, user)["model_version"] == v2
+        # Rolled back: the server follows the alias back.
+        registry.rollback(reason="the broken one", actor="test")
+        registry.rollback(reason="back to the first", actor="test")
+        assert wait_for_version(base, user, v1)["model_version"] == v1

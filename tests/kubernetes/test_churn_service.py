@@ -1,6 +1,7 @@
 """`shoprec-churn` on Kubernetes, checked on what kustomize renders: the InferenceService against
 the KServe CRD, the same lock-down as the other servers, its NetworkPolicies evaluated, its own
-account without API rights, and arguments the real server entry point accepts."""
+account without API rights, arguments the real server entry point accepts, and the service the
+churn pipeline's deploy step renders agreeing with the committed one."""
 
 from __future__ import annotations
 
@@ -17,7 +18,13 @@ pytestmark = needs_kustomize
 
 
 def churn_pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    return by_kind(docs, "InferenceService", "shoprec-churn")["spec"]["predictor"]
+    """The predictor's pod: the InferenceService's predictor with the runtime's container merged
+    with the model spec's settings, as KServe merges them."""
+    predictor = by_kind(docs, "InferenceService", "shoprec-churn")["spec"]["predictor"]
+    runtime = by_kind(docs, "ServingRuntime", predictor["model"]["runtime"])["spec"]
+    container = {**runtime["containers"][0], **{k: v for k, v in predictor["model"].items()
+                                               if k in ("securityContext", "resources")}}
+    return {**predictor, "containers": [container], "volumes": runtime.get("volumes", [])}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -27,9 +34,12 @@ def test_churn_service_validates_against_the_kserve_crd(overlay: str) -> None:
     isvc = by_kind(docs, "InferenceService", "shoprec-churn")
     assert errors_of(validator, isvc) == []
     assert isvc["metadata"]["namespace"] == ("shoprec-dev" if overlay == "dev" else "shoprec")
-    [container] = isvc["spec"]["predictor"]["containers"]
-    assert container["command"] == ["python", "-m", "shoprec.kserve.churn"]
-    assert container["readinessProbe"]["httpGet"]["path"] == "/v1/models/shoprec-churn"
+    model = isvc["spec"]["predictor"]["model"]
+    assert model["storageUri"].startswith("s3://shoprec/registry/shoprec-churn/versions/")
+    assert model["readinessProbe"]["httpGet"]["path"] == "/v1/models/shoprec-churn"
+    runtime = by_kind(docs, "ServingRuntime", model["runtime"])["spec"]
+    assert runtime["supportedModelFormats"][0]["name"] == model["modelFormat"]["name"]
+    assert runtime["containers"][0]["command"] == ["python", "-m", "shoprec.kserve.churn"]
     broken = {**isvc, "spec": {"predictor": {**isvc["spec"]["predictor"], "minReplicas": "two"}}}
     assert any("minReplicas" in e for e in errors_of(validator, broken))
 
@@ -73,6 +83,8 @@ def test_churn_account_is_its_own_and_has_no_api_rights() -> None:
     assert account not in others
     [declared] = [d for d in docs if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == account]
     assert declared["automountServiceAccountToken"] is False
+    # Only the object-store Secret its storage initializer reads to download the version.
+    assert declared["secrets"] == [{"name": "shoprec-object-store"}]
     assert rules_of(docs, account) == []
 
 
@@ -97,6 +109,23 @@ def test_the_server_entry_point_accepts_the_manifest_arguments() -> None:
     from shoprec.kserve.churn.__main__ import parse_args
 
     [container] = churn_pod(render("production"))["containers"]
-    args = parse_args(container["args"])
+    # KServe puts the InferenceService's name where the runtime says {{.Name}}.
+    args = parse_args([a.replace("{{.Name}}", "shoprec-churn") for a in container["args"]])
     assert args.model_name == "shoprec-churn" and args.http_port == 8080
-    assert args.registry == "s3://shoprec/registry" and args.home == "/var/lib/shoprec"
+    assert args.model_dir == "/mnt/models" and args.home == "/var/lib/shoprec"  # the version KServe downloaded
+
+
+def test_base_churn_service_matches_what_the_deploy_step_renders() -> None:
+    from shoprec.kserve.churn.manifests import render_churn_service
+
+    committed = by_kind(render("production"), "InferenceService", "shoprec-churn")
+    rendered = render_churn_service("s3://shoprec/registry/shoprec-churn/versions/v1/", version="v1")
+    assert rendered["metadata"]["name"] == committed["metadata"]["name"]
+    mine, base = rendered["spec"]["predictor"], committed["spec"]["predictor"]
+    for key in ("labels", "serviceAccountName", "automountServiceAccountToken", "securityContext"):
+        assert mine[key] == base[key], key
+    for key in ("name", "modelFormat", "runtime", "protocolVersion", "securityContext", "resources",
+                "readinessProbe"):
+        assert mine["model"][key] == base["model"][key], key
+    validator = crd_validator(SCHEMAS / "kserve" / "serving.kserve.io_inferenceservices.yaml", "v1beta1")
+    assert errors_of(validator, rendered) == []

@@ -221,7 +221,7 @@ def check_gpu_steps_name_the_cuda_image(executors: dict[str, dict[str, Any]], cp
 
 
 def test_compiled_steps_have_requests_limits_and_a_non_root_user(compiled: dict[str, dict[str, Any]]) -> None:
-    assert len(compiled) == 19  # training 9, monitoring 3, churn 7
+    assert len(compiled) == 20  # training 9, monitoring 3, churn 8
     for name, executor in compiled.items():
         resources = executor["container"]["resources"]
         for key in ("resourceCpuRequest", "resourceCpuLimit", "resourceMemoryRequest", "resourceMemoryLimit"):

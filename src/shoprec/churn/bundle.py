@@ -9,7 +9,10 @@
 
 The churn model is registered in the platform's registry under its own model name: the
 registry layout (versions / aliases / history) rooted at `<registry>/shoprec-churn`, so its
-versions and production alias never mix with the recommender's.
+versions and production alias never mix with the recommender's. `ChurnRegistry` is that
+registry whose versions load as churn bundles (every file checked against the sha256 recorded at
+registration), which is what lets a churn server follow its alias with the recommender's
+mechanism (`shoprec.churn.live`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from shoprec import __version__
 from shoprec.churn.model import KIND, ChurnNet
 from shoprec.errors import BundleError, BundleIntegrityError
 from shoprec.lifecycle.registry import PRODUCTION, ModelVersion, Registry
-from shoprec.models.bundle import CARD_FILE, CONFIG_FILE, METRICS_FILE, SHA_FILE, WEIGHTS_FILE, sha256_of
+from shoprec.models.bundle import CARD_FILE, CONFIG_FILE, METRICS_FILE, SHA_FILE, WEIGHTS_FILE, read_record, sha256_of
 
 CHURN_MODEL_NAME = "shoprec-churn"
 REPORT_FILE = "report.html"
@@ -104,9 +107,26 @@ def load_churn_bundle(directory: str | Path, expected_sha256: str | None = None)
     return ChurnBundle(root, model, config, metrics)
 
 
-def churn_registry(registry_uri: str | Path) -> Registry:
+class ChurnRegistry(Registry):
+    """The platform's registry layout for the churn model: its versions load as churn bundles."""
+
+    def load(self, version: str | None = None) -> ChurnBundle:  # type: ignore[override]
+        """The churn bundle of `version` (default: production), every file checked against the
+        sha256 recorded at registration and the weights against the bundle's own record."""
+        version = version or self._require_production()
+        record = self.get(version)
+        return load_churn_bundle(self.bundle_dir(version), expected_sha256=record.weights_sha256)
+
+
+def churn_registry(registry_uri: str | Path) -> ChurnRegistry:
     """The churn model's registry under the platform's registry root (a folder or fsspec URL)."""
-    return Registry(f"{str(registry_uri).rstrip('/')}/{CHURN_MODEL_NAME}")
+    return ChurnRegistry(f"{str(registry_uri).rstrip('/')}/{CHURN_MODEL_NAME}")
+
+
+def bundle_version(bundle: ChurnBundle) -> str:
+    """The registry version a bundle folder is a copy of (its version.json, e.g. in /mnt/models
+    after KServe's storage initializer), else the folder's name."""
+    return str(read_record(bundle.path).get("version") or bundle.path.name)
 
 
 def register_churn(registry: Registry, bundle_dir: str | Path, metrics: dict[str, float], note: str = "") -> ModelVersion:
@@ -114,7 +134,8 @@ def register_churn(registry: Registry, bundle_dir: str | Path, metrics: dict[str
     return registry.register(bundle_dir, metrics=metrics, note=note, reader=load_churn_bundle)
 
 
-def load_registered(registry: Registry, version: str | None = None, alias: str = PRODUCTION) -> tuple[ChurnBundle, str]:
+def load_registered(registry: ChurnRegistry, version: str | None = None,
+                    alias: str = PRODUCTION) -> tuple[ChurnBundle, str]:
     """The churn bundle of `version` (default: the alias's), checked against the sha256 the
     registry recorded at registration; returns (bundle, version).
 
@@ -123,8 +144,8 @@ def load_registered(registry: Registry, version: str | None = None, alias: str =
     """
     from shoprec.errors import RegistryError
 
-    chosen = version or (registry.alias(alias).version if registry.alias(alias) else None)
+    pointer = registry.alias(alias) if version is None else None
+    chosen = version or (pointer.version if pointer else None)
     if chosen is None:
         raise RegistryError(f"registry {registry.uri} has no {alias} version of {CHURN_MODEL_NAME} yet")
-    record = registry.get(chosen)
-    return load_churn_bundle(registry.bundle_dir(chosen), expected_sha256=record.weights_sha256), chosen
+    return registry.load(chosen), chosen

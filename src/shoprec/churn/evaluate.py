@@ -11,7 +11,7 @@ each baseline's score is turned into a probability by quantile bins fitted on th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -106,8 +106,7 @@ class ChurnGateDecision:
     high: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "reason": self.reason, "delta": self.delta,
-                "low": self.low, "high": self.high}
+        return asdict(self)
 
 
 def churn_gate(evaluation: dict[str, Any], baseline: str = RECENCY, metric: str = "pr_auc") -> ChurnGateDecision:

@@ -7,7 +7,7 @@ group is one threshold), so figures compare with the usual definitions. Labels a
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -86,8 +86,7 @@ class PairedInterval:
     confidence: float
 
     def to_dict(self) -> dict[str, float]:
-        return {"delta": self.delta, "low": self.low, "high": self.high,
-                "resamples": self.resamples, "confidence": self.confidence}
+        return asdict(self)
 
 
 def paired_bootstrap(

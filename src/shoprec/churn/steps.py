@@ -3,11 +3,16 @@
     train_from_clean    validated events -> churn training set (own Feast home) -> fit ->
                         evaluate -> bundle; nothing is registered yet
     gate_and_register   re-check a bundle, register it under `shoprec-churn` (whatever the
-                        verdict, so a person may still promote it) and move `production` only
-                        when the gate passes
+                        verdict, so a person may still promote it) and decide: the gate
+    deploy_churn        put a version the gate passed into production, as the recommender's
+                        deploy step does: local, move the alias (a churn server started with
+                        --registry follows it); cluster, apply the `shoprec-churn`
+                        InferenceService for the version, wait for its revision, then move the
+                        alias; gitops, render that service and move the alias
 
-Split in two so the bundle (and its report) exists as a pipeline artifact before anything
-touches the registry, as for the recommender (train -> promote).
+Split so the bundle (and its report) exists as a pipeline artifact before anything touches the
+registry, and nothing is deployed unless the gate passed, as for the recommender
+(train -> promote -> deploy).
 """
 
 from __future__ import annotations
@@ -22,8 +27,11 @@ from shoprec.churn.train import ChurnConfig, ChurnOutcome, run_churn
 from shoprec.data.dataset import EventData
 from shoprec.features.settings import FeatureStoreSettings
 from shoprec.home import Home
+from shoprec.lifecycle.deployment import (InferenceServiceApi, ManifestRenderer, RolloutPolicy, deploy_cluster,
+                                          deploy_gitops, deploy_local)
 
 GATE_ACTOR = "churn-gate"
+DEPLOY_TARGETS = ("local", "cluster", "gitops")  # as the recommender's deploy step
 
 
 def churn_store_settings(home: str | Path | Home | None) -> FeatureStoreSettings:
@@ -51,12 +59,14 @@ def train_from_clean(
 
 
 def gate_and_register(bundle_dir: str | Path, registry_uri: str) -> dict[str, Any]:
-    """Register a churn bundle and promote it when it passes the gate.
+    """Register a churn bundle and decide whether it goes to production (nothing is deployed
+    here: `deploy_churn` does that, only for a bundle that passed).
 
     The verdict is recomputed from the bundle's own evaluation (not read from the verdict the
     training step wrote), so the rule applied is the one in this release of `churn_gate`.
 
-    Returns the decision: {"model_name", "version", "promoted", "gate", "metrics", "registry"}.
+    Returns the decision: {"model_name", "version", "promote", "gate", "metrics", "registry",
+    "production"} (production: the version in production when it was decided).
 
     Raises:
         BundleError / BundleIntegrityError: the bundle is incomplete or its weights changed.
@@ -66,19 +76,62 @@ def gate_and_register(bundle_dir: str | Path, registry_uri: str) -> dict[str, An
     metrics = headline(bundle.metrics)
     registry = churn_registry(registry_uri)
     record = register_churn(registry, bundle_dir, metrics, note=gate["reason"])
-    if gate["passed"]:
-        registry.promote(record.version, reason=gate["reason"], actor=GATE_ACTOR, decision=gate)
-    return {"model_name": CHURN_MODEL_NAME, "version": record.version, "promoted": gate["passed"],
+    return {"model_name": CHURN_MODEL_NAME, "version": record.version, "promote": gate["passed"],
             "gate": gate, "metrics": metrics, "registry": registry.uri,
             "production": registry.production()}
+
+
+def deploy_churn(decision: dict[str, Any], registry_uri: str, target: str, *,
+                 render: ManifestRenderer | None = None, api: InferenceServiceApi | None = None,
+                 namespace: str = "shoprec", policy: RolloutPolicy = RolloutPolicy(),
+                 manifest_path: str | Path | None = None) -> dict[str, Any]:
+    """Deploy the version `decision` (from `gate_and_register`) passed; returns what was done:
+    {"target", "version", "event": the registry history event, "rollout" (cluster only)}.
+
+    target "local": move the churn model's production alias. "cluster": roll the
+    `shoprec-churn` InferenceService (`render`, e.g. `shoprec.kserve.churn.manifests.
+    render_churn_service`) out through `api` with `policy`, then move the alias; a failed
+    rollout is undone and recorded (`shoprec.lifecycle.deployment.deploy_cluster`). "gitops":
+    render that service to `manifest_path` and move the alias.
+
+    Raises:
+        ValueError: the gate rejected the version, or an unknown target / a missing argument.
+        DeployError: the cluster rollout failed (the previous spec was restored).
+    """
+    version = decision["version"]
+    if not decision.get("promote"):
+        raise ValueError(f"the churn gate rejected {CHURN_MODEL_NAME} {version}: nothing to deploy")
+    registry = churn_registry(registry_uri)
+    reason = f"churn gate passed: {decision['gate']['reason']}"
+    if target not in DEPLOY_TARGETS:
+        raise ValueError(f"target must be one of {', '.join(DEPLOY_TARGETS)}, not {target!r}")
+    if target != "local" and render is None:
+        raise ValueError(f"a {target} deploy needs the InferenceService renderer")
+    done: dict[str, Any] = {"target": target, "version": version}
+    if target == "local":
+        event = deploy_local(registry, version, reason=reason, actor=GATE_ACTOR, decision=decision)
+    elif target == "cluster":
+        if api is None:
+            raise ValueError("a cluster deploy needs the Kubernetes API")
+        rolled = deploy_cluster(registry, version, reason=reason, render=render, api=api, actor=GATE_ACTOR,
+                                name=CHURN_MODEL_NAME, namespace=namespace, policy=policy, decision=decision)
+        event, done["rollout"] = rolled.event, rolled.rollout.to_dict()
+    else:
+        if manifest_path is None:
+            raise ValueError("a gitops deploy needs the path to render the InferenceService to")
+        event = deploy_gitops(registry, version, manifest_path, reason=reason, render=render, namespace=namespace,
+                              canary_traffic_percent=policy.canary_traffic_percent, decision=decision)
+    done["event"] = event.to_dict()
+    return done
 
 
 def decision_markdown(decision: dict[str, Any]) -> str:
     """The decision as people read it in the pipeline UI."""
     gate = decision["gate"]
+    verdict = "PASSED THE GATE: to deploy" if decision["promote"] else "REGISTERED, NOT PROMOTED"
     lines = [f"# {decision['model_name']} {decision['version']}", "",
-             f"**{'PROMOTED' if decision['promoted'] else 'REGISTERED, NOT PROMOTED'}**: {gate['reason']}", "",
-             f"- registry: {decision['registry']}", f"- production now: {decision['production']}", "",
+             f"**{verdict}**: {gate['reason']}", "",
+             f"- registry: {decision['registry']}", f"- production when decided: {decision['production']}", "",
              "| metric | value |", "|---|---|"]
     lines += [f"| {name} | {value:.4f} |" for name, value in decision["metrics"].items()]
     return "\n".join(lines) + "\n"

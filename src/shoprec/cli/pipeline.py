@@ -5,9 +5,10 @@ from __future__ import annotations
 import io
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 from rich.console import Console
@@ -20,12 +21,52 @@ from shoprec.errors import DataValidationError, ShoprecError
 from shoprec.home import Home
 
 
+def source_options(command: Any) -> Any:
+    """The event source of a local pipeline run, shared by `run` and `churn-run`."""
+    command = click.option("--limit-users", type=click.IntRange(min=0), default=0,
+                           help="Use only the first N users (a quick real slice); 0 = all.")(command)
+    command = click.option("--items", "items_path", default="",
+                           help="Items file for your own events (optional).")(command)
+    command = click.option("--dataset", default="instacart", show_default=True,
+                           help="instacart, ml-100k, or the path of your events file (CSV or Parquet).")(command)
+    return command
+
+
+def data_arguments(home: Home, dataset: str, items_path: str, limit_users: int, max_events_per_user_day: int,
+                   window_start: str, window_end: str, max_quarantine_share: float,
+                   timestamp_unit: str) -> dict[str, Any]:
+    """A local run's data parameters (`shoprec.pipelines.platform.DataParameters`) and its home;
+    the gate's settings are checked now, before any step starts (ValidationError)."""
+    if dataset not in ("instacart", "ml-100k"):
+        dataset = str(Path(dataset).expanduser().resolve())  # tasks run in other folders
+        items_path = str(Path(items_path).expanduser().resolve()) if items_path else ""
+    ValidationConfig.from_strings(max_events_per_user_day, window_start, window_end,  # fail early
+                                  max_quarantine_share, timestamp_unit)
+    return {"dataset": dataset, "items_path": items_path, "limit_users": limit_users,
+            "max_events_per_user_day": max_events_per_user_day, "window_start": window_start,
+            "window_end": window_end, "max_quarantine_share": max_quarantine_share,
+            "timestamp_unit": timestamp_unit, "home": str(home.root)}
+
+
+def run_pipeline_locally(pipeline: Any, arguments: dict[str, Any], home: Home,
+                         on_task_done: Callable[[str, str], None], echo: TextIO | None) -> Any:
+    """Run `pipeline` through kfp.local in the home's runs folder; returns the finished run
+    (`shoprec.kfp.local.LocalRun`). A run the validation gate stopped raises DataValidationError
+    (the failed checks, the report); any other failure ShoprecError naming the error and the log."""
+    from shoprec.kfp.local import run_locally
+
+    result = run_locally(pipeline, arguments, home.runs, on_task_done, echo=echo)
+    if not result.succeeded:
+        report_json = result.output("validate", "report_json")
+        if report_json.exists() and not read_json(report_json)["passed"]:
+            raise DataValidationError(read_json(report_json)["failed_hard_checks"],
+                                      result.output("validate", "report"))
+        raise ShoprecError(f"{pipeline.name} failed: {result.error}; log: {result.root / 'pipeline.log'}")
+    return result
+
+
 @click.command()
-@click.option("--dataset", default="instacart", show_default=True,
-              help="instacart, ml-100k, or the path of your events file (CSV or Parquet).")
-@click.option("--items", "items_path", default="", help="Items file for your own events (optional).")
-@click.option("--limit-users", type=click.IntRange(min=0), default=0,
-              help="Use only the first N users (a quick real slice); 0 = all.")
+@source_options
 @validation_options
 @click.option("--features-as-of", default="", show_default="the last clean event",
               help="Build the feature tables as of this date-time (UTC).")
@@ -37,29 +78,17 @@ def run(dataset: str, items_path: str, limit_users: int, max_events_per_user_day
         window_start: str, window_end: str, max_quarantine_share: float, timestamp_unit: str,
         features_as_of: str, train_minutes: float, home: Path | None, verbose: bool) -> None:
     """Run the training pipeline locally through kfp.local."""
-    from shoprec.kfp.local import run_locally
     from shoprec.kfp.spec import step_order
     from shoprec.pipelines.training import training_pipeline
 
     console = Console(file=sys.stdout)
     home = Home.at(home).ensure()
-    if dataset not in ("instacart", "ml-100k"):
-        dataset = str(Path(dataset).expanduser().resolve())  # tasks run in other folders
-        items_path = str(Path(items_path).expanduser().resolve()) if items_path else ""
-    ValidationConfig.from_strings(max_events_per_user_day, window_start, window_end,  # fail early
-                                  max_quarantine_share, timestamp_unit)
-    arguments = {
-        "dataset": dataset, "items_path": items_path, "limit_users": limit_users,
-        "max_events_per_user_day": max_events_per_user_day,
-        "window_start": window_start, "window_end": window_end,
-        "max_quarantine_share": max_quarantine_share, "timestamp_unit": timestamp_unit,
-        "features_as_of": features_as_of,
-        "budget_minutes": train_minutes,
-        "home": str(home.root),
-        "registry_uri": str(home.registry),
-    }
+    arguments = {**data_arguments(home, dataset, items_path, limit_users, max_events_per_user_day, window_start,
+                                  window_end, max_quarantine_share, timestamp_unit),
+                 "features_as_of": features_as_of, "budget_minutes": train_minutes,
+                 "registry_uri": str(home.registry)}
     steps = step_order(training_pipeline)
-    console.print(f"[bold]shoprec-training[/] on [cyan]{dataset}[/]: {' -> '.join(steps)}")
+    console.print(f"[bold]shoprec-training[/] on [cyan]{arguments['dataset']}[/]: {' -> '.join(steps)}")
     console.print(_time_estimate(train_minutes))
     started = time.perf_counter()
     done: list[tuple[str, str, float]] = []  # (task, status, seconds since the start)
@@ -71,16 +100,10 @@ def run(dataset: str, items_path: str, limit_users: int, max_events_per_user_day
         console.print(f"  [{len(done)}/{len(steps)}] {task:<16} {mark}  {elapsed:6.1f} s")
 
     with console.status("running the pipeline ...", spinner="dots") as status:
-        result = run_locally(training_pipeline, arguments, home.runs, on_task_done,
-                             echo=sys.stdout if verbose else _TrainingProgress(console, status))
+        result = run_pipeline_locally(training_pipeline, arguments, home, on_task_done,
+                                      echo=sys.stdout if verbose else _TrainingProgress(console, status))
     log = result.root / "pipeline.log"
-    report_json = result.output("validate", "report_json")
-    if not result.succeeded:
-        if report_json.exists() and not read_json(report_json)["passed"]:
-            failed = read_json(report_json)["failed_hard_checks"]
-            raise DataValidationError(failed, result.output("validate", "report"))
-        raise ShoprecError(f"pipeline failed: {result.error}; log: {log}")
-    print_validation_summary(console, read_json(report_json), {
+    print_validation_summary(console, read_json(result.output("validate", "report_json")), {
         "clean data": result.output("validate", "clean"),
         "model bundle": result.output("train", "model"),
         "evaluation": result.output("evaluate", "report"),
