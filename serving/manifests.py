@@ -4,8 +4,10 @@ imports KServe)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import fsspec
 from kserve import (ApiClient, V1beta1InferenceService, V1beta1InferenceServiceSpec, V1beta1LoggerSpec,
                     V1beta1ModelFormat, V1beta1ModelSpec, V1beta1PredictorSpec, V1beta1TransformerSpec,
                     constants)
@@ -16,6 +18,7 @@ from kubernetes.client import (V1Capabilities, V1Container, V1EmptyDirVolumeSour
 
 from shoprec.config import resolve_image
 from shoprec.errors import RegistryError
+from shoprec.serving.campaigns import CAMPAIGNS_ENV
 
 INFERENCE_SERVICE_NAME = "shoprec"
 RUNTIME_NAME = "shoprec-predictor"  # the ServingRuntime running serving/predictor (our image)
@@ -30,6 +33,10 @@ LOG_SALT_SECRET, LOG_SALT_KEY, LOG_SALT_ENV = "shoprec-prediction-log", "log-sal
 # Pod labels the NetworkPolicies select on (manifests/base/network-policies.yaml).
 ROLE_LABEL = "shoprec.io/role"
 RUN_AS = 10001  # the image's user (Dockerfile: USER 10001)
+# The object store's credentials (manifests/base/secrets.template.yaml), as environment variables
+# of a container that reads the store itself (the predictor reading a campaigns table there).
+OBJECT_STORE_SECRET = "shoprec-object-store"
+OBJECT_STORE_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
 TRANSFORMER_RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}
 PREDICTOR_RESOURCES = {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}
 
@@ -52,11 +59,13 @@ def _readiness(model_name: str = INFERENCE_SERVICE_NAME) -> V1Probe:
 
 
 def model_spec(storage_uri: str, *, model_format: str, runtime: str, resources: dict[str, Any],
-               model_name: str) -> V1beta1ModelSpec:
+               model_name: str, env: list[V1EnvVar] | None = None) -> V1beta1ModelSpec:
     """A predictor's model: the bundle at `storage_uri` (downloaded to /mnt/models by KServe's
     storage initializer) run by `runtime`, locked down and bounded, ready once the V1 endpoint
-    of `model_name` answers. Shared by the recommender's and the churn model's services."""
+    of `model_name` answers; `env` is added to the runtime's container environment. Shared by
+    the recommender's and the churn model's services."""
     return V1beta1ModelSpec(
+        env=env or None,
         name="kserve-container",
         model_format=V1beta1ModelFormat(name=model_format),
         runtime=runtime,
@@ -66,6 +75,17 @@ def model_spec(storage_uri: str, *, model_format: str, runtime: str, resources: 
         resources=V1ResourceRequirements(**resources),
         readiness_probe=_readiness(model_name),
     )
+
+
+def campaigns_env(campaigns: str) -> list[V1EnvVar]:
+    """The predictor container's environment for a campaigns table (`shoprec.serving.campaigns`):
+    SHOPREC_CAMPAIGNS, and for an object-store URL the store's credentials from its Secret (KServe
+    gives them to the storage initializer only, not to the container that serves)."""
+    env = [V1EnvVar(name=CAMPAIGNS_ENV, value=campaigns)]
+    if fsspec.core.split_protocol(campaigns)[0] not in (None, "file", "local"):
+        env += [V1EnvVar(name=key, value_from=V1EnvVarSource(secret_key_ref=V1SecretKeySelector(
+            name=OBJECT_STORE_SECRET, key=key))) for key in OBJECT_STORE_KEYS]
+    return env
 
 
 def transformer_spec(image: str, *, feature_server_url: str = FEATURE_SERVER_URL,
@@ -114,6 +134,7 @@ def render_inference_service(
     image: str | None = None,
     feature_server_url: str = FEATURE_SERVER_URL,
     logger_url: str | None = None,
+    campaigns: str | None = None,
 ) -> dict[str, Any]:
     """The whole InferenceService manifest (a plain dict): the transformer (Feast features,
     fallbacks, reasons, prediction log) in front of the predictor serving the bundle at
@@ -122,12 +143,18 @@ def render_inference_service(
 
     canary_traffic_percent: route that share of traffic to this revision and keep the rest on
     the last ready one (None: all traffic, i.e. a full rollout). image: the transformer's
-    image (default: $SHOPREC_IMAGE or the release image). logger_url: see `transformer_spec`."""
+    image (default: $SHOPREC_IMAGE or the release image). logger_url: see `transformer_spec`.
+    campaigns: the campaigns table the predictor loads at start, an object-store URL
+    (s3://...) or a path inside its pod (the shared home is mounted at HOME_MOUNT): passed as
+    $SHOPREC_CAMPAIGNS on its container (`campaigns_env`); default: $SHOPREC_CAMPAIGNS of the
+    deploying process (the deploy step, `shoprec models promote --cluster`), as the image
+    defaults to $SHOPREC_IMAGE; "" or unset: no table, and the variable is absent."""
     if not storage_uri:
         raise RegistryError("an InferenceService needs the version's storage URI")
     if canary_traffic_percent is not None and not 0 <= canary_traffic_percent <= 100:
         raise ValueError(f"canary_traffic_percent must be 0..100, got {canary_traffic_percent}")
     annotations = {"shoprec.io/model-version": version} if version else None
+    campaigns = os.environ.get(CAMPAIGNS_ENV, "") if campaigns is None else campaigns
     isvc = V1beta1InferenceService(
         api_version=constants.KSERVE_V1BETA1,
         kind=constants.KSERVE_KIND_INFERENCESERVICE,
@@ -141,7 +168,8 @@ def render_inference_service(
                 labels={ROLE_LABEL: "predictor"},
                 security_context=pod_security(),
                 model=model_spec(storage_uri, model_format=MODEL_FORMAT, runtime=runtime,
-                                 resources=PREDICTOR_RESOURCES, model_name=INFERENCE_SERVICE_NAME),
+                                 resources=PREDICTOR_RESOURCES, model_name=INFERENCE_SERVICE_NAME,
+                                 env=campaigns_env(campaigns.strip()) if campaigns.strip() else None),
             ),
             transformer=transformer_spec(resolve_image(image), feature_server_url=feature_server_url,
                                          logger_url=logger_url),

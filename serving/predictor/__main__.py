@@ -1,7 +1,8 @@
 """Entry point: `python -m shoprec.kserve.predictor --model_dir BUNDLE` serves one verified bundle;
 `--registry URI` serves the version an alias names and follows the alias without a restart.
-`--campaigns PATH` (or $SHOPREC_CAMPAIGNS) loads the campaigns table a request's `campaign`
-names. Every kserve ModelServer option (--http_port, --enable_grpc, ...) is accepted too."""
+`--campaigns PATH|URL` (or $SHOPREC_CAMPAIGNS; a local path or an object-store URL such as
+s3://bucket/campaigns.parquet) loads the campaigns table a request's `campaign` names. Every
+kserve ModelServer option (--http_port, --enable_grpc, ...) is accepted too."""
 
 from __future__ import annotations
 
@@ -55,7 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              f"[default: {DEFAULT_FLOOR}].")
     parser.add_argument("--campaigns", default=os.environ.get(CAMPAIGNS_ENV) or None,
                         help="A campaigns table (Parquet or CSV: campaign_id, item_id, bid, optional "
-                             "start / end in UTC) loaded at start: a request's \"campaign\" names one "
+                             "start / end in UTC), a local path or an object-store URL (s3://..., "
+                             "credentials from the environment as for --registry), loaded at start: "
+                             "a request's \"campaign\" names one "
                              "instead of listing its sponsored items; a table that does not check "
                              f"stops the start [default: ${CAMPAIGNS_ENV}; none: naming a campaign is a 503].")
     parser.add_argument("--max_body_bytes", type=int, default=MAX_BODY_BYTES,

@@ -10,20 +10,23 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from kserve import InferOutput, InferRequest, InferResponse, Model
+from kserve import InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput
 
 from shoprec.config import MODEL_NAME
 from shoprec.errors import InvalidRequest
 from shoprec.serving.predictor import LiveModel, ScoringPool, v2_outputs
 from shoprec.serving.requests import PREDICTOR_V2_INPUTS, TensorInput, bounded
+from shoprec.kserve.v2 import infer_response
 
 
 class ShoprecPredictor(Model):
     """`POST /v1/models/shoprec:predict` with {"instances": [{"items": [...], "k": 10}]}
     (optional per instance: "exclude", "category", "reasons", "sponsored" or "campaign",
     "sponsored_slots", "diversity"), and `POST /v2/models/shoprec/infer` with a BYTES `items`
-    input [n, L] (histories padded with "") and the same list options as tensors."""
+    input [n, L] (histories padded with "") and the same options as tensors
+    (`shoprec.serving.requests.parse_v2`), answered with the outputs the client asks for
+    (`shoprec.kserve.v2.infer_response`)."""
 
     def __init__(self, live: LiveModel, name: str = MODEL_NAME, pool: ScoringPool | None = None) -> None:
         super().__init__(name)
@@ -48,23 +51,22 @@ class ShoprecPredictor(Model):
 
     def _infer(self, request: InferRequest, request_id: str) -> InferResponse:
         body = self.live.predict_v2([TensorInput(i.name, i.datatype, list(i.shape), i.data) for i in request.inputs])
-        outputs = [InferOutput(name, shape, datatype, data) for name, datatype, shape, data in v2_outputs(body["predictions"])]
-        # The outputs the client asked for, in binary where it asked (tritonclient's
-        # InferRequestedOutput), else all of them as JSON.
-        return InferResponse(request_id, self.name, outputs, model_version=body["model_version"],
-                             parameters={k: str(v) for k, v in body["lineage"].items() if v is not None},
-                             use_binary_outputs=request.use_binary_outputs,
-                             requested_outputs=request.request_outputs)
+        return infer_response(request, request_id, self.name, v2_outputs(body["predictions"]), body,
+                              hint=" (reason_item_id and history_used come with input 'reasons')")
 
     def get_input_types(self) -> list[dict[str, Any]]:
-        shapes = {"items": [-1, -1], "sponsored_item_id": [-1], "sponsored_bid": [-1]}
+        shapes = {"items": [-1, -1], "exclude": [-1, -1], "category": [-1], "reasons": [-1],
+                  "sponsored_item_id": [-1], "sponsored_bid": [-1]}
         return [{"name": name, "datatype": datatype, "shape": shapes.get(name, [1])}
                 for name, datatype in PREDICTOR_V2_INPUTS.items()]
 
     def get_output_types(self) -> list[dict[str, Any]]:
         return [{"name": "item_id", "datatype": "BYTES", "shape": [-1, -1]},
                 {"name": "score", "datatype": "FP32", "shape": [-1, -1]},
-                {"name": "sponsored", "datatype": "BOOL", "shape": [-1, -1]}]
+                {"name": "sponsored", "datatype": "BOOL", "shape": [-1, -1]},
+                # With input `reasons` only (`v2_outputs`).
+                {"name": "reason_item_id", "datatype": "BYTES", "shape": [-1, -1]},
+                {"name": "history_used", "datatype": "INT32", "shape": [-1]}]
 
     def stop(self) -> None:
         self.live.stop_polling()

@@ -8,16 +8,19 @@ import re
 from typing import Any
 
 import httpx
-from kserve import InferOutput, InferRequest, InferResponse, Model
+from kserve import InferRequest, Model
 from kserve.errors import InvalidInput, ModelNotReady
 
 from shoprec.errors import InvalidRequest
 from shoprec.serving.requests import V2_INPUTS, TensorInput, bounded, parse_request_v1, parse_request_v2
 from shoprec.serving.transformer import Pending, TransformerCore, v2_outputs
+from shoprec.kserve.v2 import infer_response
 
 from shoprec.config import MODEL_NAME
-# preprocess and postprocess run in the same task: the request's plan travels in its context.
+# preprocess and postprocess run in the same task: the request's plan travels in its context,
+# and so does a V2 request (the outputs it asks for, in binary or not).
 _pending: contextvars.ContextVar[Pending] = contextvars.ContextVar("shoprec_pending")
+_v2_request: contextvars.ContextVar[InferRequest | None] = contextvars.ContextVar("shoprec_v2_request", default=None)
 
 
 def client_instances(message: str, pending: Pending | None) -> str:
@@ -52,6 +55,7 @@ class ShoprecTransformer(Model):
             raise InvalidInput(bounded(str(exc))) from exc
         pending = await self.core.prepare(queries, request_id, protocol)
         _pending.set(pending)
+        _v2_request.set(payload if isinstance(payload, InferRequest) else None)
         return self.core.predictor_payload(pending)
 
     async def predict(self, payload: Any, headers: dict[str, str] | None = None,
@@ -85,18 +89,19 @@ class ShoprecTransformer(Model):
             answer = self.core.finish(pending, result)
         except InvalidRequest as exc:
             raise InvalidInput(bounded(str(exc))) from exc
+        request = _v2_request.get()
+        response: Any = answer
+        if pending.protocol == "v2" and request is not None:
+            # The outputs the client asked for, binary where it asked, as the predictor answers
+            # (an unknown output is a 400 before the answer is logged as given).
+            response = infer_response(request, pending.request_id, self.name, v2_outputs(answer), answer)
         self.core.record(pending, answer)
         if response_headers is not None:
             # Drop the predictor's own transport headers; add ours.
             for key in [k for k in response_headers if k.lower() in ("content-length", "content-type", "date", "server")]:
                 response_headers.pop(key)
             response_headers.update(self.core.lineage_headers(answer))
-        if pending.protocol == "v2":
-            outputs = [InferOutput(name, shape, datatype, data) for name, datatype, shape, data in v2_outputs(answer)]
-            return InferResponse(pending.request_id, self.name, outputs,
-                                 model_version=answer["model_version"],
-                                 parameters={k: str(v) for k, v in answer["lineage"].items() if v is not None})
-        return answer
+        return response
 
     def stop(self) -> None:
         if self.core.log is not None:
@@ -104,7 +109,8 @@ class ShoprecTransformer(Model):
         super().stop()
 
     def get_input_types(self) -> list[dict[str, Any]]:
-        shapes = {"user_id": [-1], "sponsored_item_id": [-1], "sponsored_bid": [-1]}
+        shapes = {"user_id": [-1], "exclude": [-1, -1], "category": [-1], "sponsored_item_id": [-1],
+                  "sponsored_bid": [-1]}
         return [{"name": name, "datatype": datatype, "shape": shapes.get(name, [1])}
                 for name, datatype in V2_INPUTS.items()]
 

@@ -75,8 +75,10 @@ class ClusterSettings:
     feature_store: SecretRef = field(default_factory=lambda: SecretRef(
         "shoprec-feature-store", {"redis": "SHOPREC_REDIS", "registry": "SHOPREC_FEAST_REGISTRY"}))
     settings_config_map: str = "shoprec-settings"
+    # Every key of the settings ConfigMap (manifests/base/settings.yaml) that a task reads: a key
+    # missing here never reaches the task (the deploy step reads the last two).
     settings_keys: tuple[str, ...] = ("SHOPREC_HOME", "SHOPREC_REGISTRY", "SHOPREC_FEAST_ONLINE_STORE",
-                                      "SHOPREC_FEAST_YAML")
+                                      "SHOPREC_FEAST_YAML", "SHOPREC_PAYLOAD_LOGGER_URL", "SHOPREC_CAMPAIGNS")
     home_claim: str = "shoprec-home"
     home_mount: str = "/var/lib/shoprec"
     gpu_node_label: tuple[str, str] = ("nvidia.com/gpu.present", "true")

@@ -187,6 +187,37 @@ def test_base_serving_matches_what_the_deploy_step_renders() -> None:
     assert runtime["spec"]["containers"][0]["command"] == ["python", "-m", "shoprec.kserve.predictor"]
 
 
+def test_the_predictor_gets_a_campaigns_table_only_when_one_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SHOPREC_CAMPAIGNS on the predictor's container when a table is configured (an object-store
+    URL with the store's keys from its Secret, which KServe hands only to the storage
+    initializer), absent otherwise; the rendered service still passes the CRD schema."""
+    from shoprec.kserve.manifests import render_inference_service
+
+    def model_of(**settings: Any) -> dict[str, Any]:
+        return render_inference_service("s3://shoprec/registry/versions/v1", **settings)["spec"]["predictor"]["model"]
+
+    monkeypatch.delenv("SHOPREC_CAMPAIGNS", raising=False)
+    assert "env" not in model_of()
+    validator = crd_validator(SCHEMAS / "kserve" / "serving.kserve.io_inferenceservices.yaml", "v1beta1")
+    remote = render_inference_service("s3://shoprec/registry/versions/v1", campaigns="s3://shop/campaigns.parquet")
+    assert errors_of(validator, remote) == []
+    env = remote["spec"]["predictor"]["model"]["env"]
+    assert env[0] == {"name": "SHOPREC_CAMPAIGNS", "value": "s3://shop/campaigns.parquet"}
+    assert env[1:] == [{"name": key, "valueFrom": {"secretKeyRef": {"name": "shoprec-object-store", "key": key}}}
+                       for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")]
+    # The keys the Secret template holds, so the references resolve.
+    [store] = [s for s in yaml.safe_load_all((REPO / "manifests/base/secrets.template.yaml").read_text())
+               if s["metadata"]["name"] == "shoprec-object-store"]
+    assert {e["name"] for e in env[1:]} <= set(store["stringData"])
+    # A path in the pod (the shared home) needs no keys.
+    assert model_of(campaigns="/var/lib/shoprec/campaigns.csv")["env"] == [
+        {"name": "SHOPREC_CAMPAIGNS", "value": "/var/lib/shoprec/campaigns.csv"}]
+    # The deploy setting: $SHOPREC_CAMPAIGNS where the service is rendered; "" renders none.
+    monkeypatch.setenv("SHOPREC_CAMPAIGNS", "s3://shop/spring.csv")
+    assert model_of()["env"][0] == {"name": "SHOPREC_CAMPAIGNS", "value": "s3://shop/spring.csv"}
+    assert "env" not in model_of(campaigns="")
+
+
 def test_pytorch_job_validates_against_the_training_operator_crd() -> None:
     from shoprec.kfp.training_job import render_pytorch_job
 
@@ -267,3 +298,15 @@ def test_the_infrastructure_the_checks_need_is_found() -> None:
         missing_infrastructure(f"schemas at {SCHEMAS}, kubectl at {KUBECTL}")
     assert (SCHEMAS / "kubeflow-training" / "kubeflow.org_pytorchjobs.yaml").exists()
     assert subprocess.run([KUBECTL, "version", "--client"], capture_output=True).returncode == 0
+
+
+def test_every_setting_of_the_config_map_reaches_the_pipeline_tasks() -> None:
+    """A key in the shoprec-settings ConfigMap that `ClusterSettings.settings_keys` does not map
+    never reaches a task (the deploy step once missed the payload logger and campaigns keys)."""
+    from shoprec.config import ClusterSettings
+
+    config_map = yaml.safe_load((REPO / "manifests/base/settings.yaml").read_text())
+    assert set(config_map["data"]) == set(ClusterSettings().settings_keys)
+    compiled = (REPO / "pipelines/compiled/training_pipeline.yaml").read_text()
+    for key in ("SHOPREC_CAMPAIGNS", "SHOPREC_PAYLOAD_LOGGER_URL"):
+        assert f"configMapKey: {key}\n              envVar: {key}" in compiled

@@ -2,7 +2,9 @@
 (`"campaign": "spring"`) instead of listed. The table's checks at load, then the real servers
 (predictor with `--campaigns`, transformer in front) over HTTP: a campaign places exactly what
 listing its active items would, below-floor items never appear, unknown campaigns and both
-fields at once are 400s, and the prediction log records the campaign and the paid items."""
+fields at once are 400s, and the prediction log records the campaign and the paid items. The
+table may also live in an object store (moto's S3 server here): the loader and a predictor given
+its URL in $SHOPREC_CAMPAIGNS read it there."""
 
 from __future__ import annotations
 
@@ -12,17 +14,20 @@ import httpx
 import pandas as pd
 import pytest
 
-from shoprec.errors import DataSourceError
-from shoprec.kserve.process import running_servers
+from shoprec.errors import DataSourceError, InfraCheckError
+from shoprec.kserve.process import running_predictor, running_servers
 from shoprec.models.inference import BundleRecommender
 from shoprec.ranking.sponsored import DEFAULT_FLOOR, Candidate
 from shoprec.serving.campaigns import MAX_CAMPAIGN_ITEMS, load_campaigns
 from shoprec.serving.prediction_log import read_predictions
+from tests.registry import test_s3_registry as s3
 from tests.serving.conftest import predict
 from tests.serving.test_list_options import CART, ids, ranked
 
 PAST = ("2020-01-01T00:00:00Z", "2020-02-01T00:00:00Z")
 FUTURE = ("2200-01-01T00:00:00Z", "")
+# moto's S3 server, its environment and a fresh bucket: the registry tests' own fixtures.
+s3_endpoint, s3_env, bucket = s3.s3_endpoint, s3.s3_env, s3.bucket
 
 # --- the table --------------------------------------------------------------------------------
 
@@ -70,6 +75,53 @@ def test_a_campaign_holds_at_most_as_many_items_as_a_request_may_list(tmp_path):
         load_campaigns(write_csv(tmp_path / "c.csv", "campaign_id,item_id,bid\n" + rows))
     with pytest.raises(DataSourceError, match="does not exist"):
         load_campaigns(tmp_path / "missing.csv")
+
+
+# --- from an object store (moto's S3 server, credentials and endpoint from the environment) ----
+
+
+def put(bucket: str, key: str, body: bytes) -> str:
+    import boto3
+
+    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=body)
+    return f"s3://{bucket}/{key}"
+
+
+def test_a_campaigns_table_is_read_from_an_object_store(bucket, tmp_path):
+    csv = put(bucket, "campaigns/current.csv", b"campaign_id,item_id,bid,start,end\n"
+                                              b"spring,50,1.5,,\n"
+                                              b"spring,172,0.8,2020-01-01T00:00:00Z,2020-02-01T00:00:00Z\n")
+    table = load_campaigns(csv)
+    assert table.names == ["spring"] and table.source == csv
+    assert table.candidates("spring") == (Candidate("50", 1.5),)  # the second row's window is past
+    frame = pd.DataFrame({"campaign_id": ["x", "x"], "item_id": [50, 7], "bid": [1, 2.5]})
+    frame.to_parquet(tmp_path / "c.parquet")
+    parquet = put(bucket, "campaigns/current.parquet", (tmp_path / "c.parquet").read_bytes())
+    assert load_campaigns(parquet).candidates("x") == (Candidate("50", 1.0), Candidate("7", 2.5))
+    # Its faults are named with the URL, as a local file's are with its path.
+    bad = put(bucket, "campaigns/bad.csv", b"campaign_id,item_id,bid\nspring,50,-1\n")
+    with pytest.raises(DataSourceError, match=f"{bad}, row 2: bid must be a finite number >= 0"):
+        load_campaigns(bad)
+    with pytest.raises(DataSourceError, match=f"campaigns table s3://{bucket}/campaigns/missing.csv does not exist"):
+        load_campaigns(f"s3://{bucket}/campaigns/missing.csv")
+
+
+@pytest.mark.integration
+def test_the_predictor_loads_its_campaigns_from_the_url_in_its_environment(demo, bucket, monkeypatch):
+    """On a cluster the predictor gets SHOPREC_CAMPAIGNS (serving/manifests.py) and the store's
+    keys from the environment; here the process inherits this test's environment."""
+    url = put(bucket, "campaigns/live.csv", b"campaign_id,item_id,bid\nspring,50,1.0\n")
+    monkeypatch.setenv("SHOPREC_CAMPAIGNS", url)
+    with running_predictor(["--model_dir", str(demo.bundle_dir), "--items", str(demo.items_path)]) as base:
+        response = predict(base, [{"items": CART, "k": 10, "campaign": "spring"}])
+        assert response.status_code == 200, response.text
+        assert response.json()["predictions"][0]["campaign"] == "spring"
+        unknown = predict(base, [{"items": CART, "campaign": "autumn"}])
+        assert unknown.status_code == 400 and "this server's campaigns: 'spring'" in unknown.json()["error"]
+    monkeypatch.setenv("SHOPREC_CAMPAIGNS", f"s3://{bucket}/campaigns/missing.csv")
+    with pytest.raises(InfraCheckError, match="does not exist"):  # a missing table stops the start
+        with running_predictor(["--model_dir", str(demo.bundle_dir)]):
+            pass
 
 
 # --- over HTTP --------------------------------------------------------------------------------

@@ -130,8 +130,9 @@ def test_v2_with_a_stock_open_inference_protocol_client(servers, demo):
     assert response.parameters["model_version"] == demo.version  # the client keeps parameters, not model_version
 
     metadata = httpx.get(f"{servers.transformer}/v2/models/shoprec").json()
-    assert [i["name"] for i in metadata["inputs"]] == ["user_id", "k", "sponsored_item_id", "sponsored_bid",
-                                                       "sponsored_slots", "diversity", "campaign", "preferences"]
+    assert [i["name"] for i in metadata["inputs"]] == ["user_id", "k", "exclude", "category", "sponsored_item_id",
+                                                       "sponsored_bid", "sponsored_slots", "diversity", "campaign",
+                                                       "preferences"]
     assert {o["name"]: o["datatype"] for o in metadata["outputs"]}["score"] == "FP32"
     assert {o["name"]: o["datatype"] for o in metadata["outputs"]}["sponsored"] == "BOOL"
     assert httpx.get(f"{servers.transformer}/v2/health/ready").json() == {"ready": True}

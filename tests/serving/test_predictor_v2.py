@@ -55,7 +55,8 @@ def test_tritonclient_infers_on_the_predictor_with_and_without_binary_data(serve
             assert result.get_response()["model_version"] == v1.json()["model_version"]
         metadata = client.get_model_metadata("shoprec")
         assert {i["name"]: i["datatype"] for i in metadata["inputs"]} == PREDICTOR_V2_INPUTS
-        assert {o["name"] for o in metadata["outputs"]} == {"item_id", "score", "sponsored"}
+        assert {o["name"] for o in metadata["outputs"]} == {"item_id", "score", "sponsored", "reason_item_id",
+                                                            "history_used"}
         assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("shoprec")
     finally:
         client.close()

@@ -23,6 +23,27 @@ REGISTRY_OPTION = click.option(
 )
 
 
+def check_date_time(context: click.Context, parameter: click.Parameter, value: str) -> str:
+    """A --window-start / --window-end value checked where it is given: a date-time pandas
+    reads ('2026-03-01', '2026-03-01T12:00:00Z') or '' (open). Kept as text, as the pipeline
+    parameters carry it; a bad one is a one-line usage error naming the option, never a
+    pandas traceback from the run."""
+    if not value:
+        return value
+    import pandas as pd
+
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise click.BadParameter(f"{value[:60]!r} is not a date-time (e.g. 2026-03-01 or "
+                                 f"2026-03-01T12:00:00Z; '' for open): {str(exc)[:120]}",
+                                 context, parameter) from exc
+    if pd.isna(stamp):  # "nan", "NaT": pandas reads them as no time at all
+        raise click.BadParameter(f"{value[:60]!r} is not a date-time; give '' for an open window",
+                                 context, parameter)
+    return value
+
+
 def validation_options(command: Any) -> Any:
     """The gate's soft-check settings, shared by `run` and `validate`."""
     command = click.option("--timestamp-unit", type=click.Choice(TIMESTAMP_UNITS), default="auto",
@@ -34,9 +55,9 @@ def validation_options(command: Any) -> Any:
                            help="Future-dated events, unknown items, fractional ids and bad "
                                 "quantities are quarantined; above this share of events, the "
                                 "run stops.")(command)
-    command = click.option("--window-end", default="", show_default="open",
+    command = click.option("--window-end", default="", show_default="open", callback=check_date_time,
                            help="Quarantine events after this date-time (UTC).")(command)
-    command = click.option("--window-start", default="1995-01-01", show_default=True,
+    command = click.option("--window-start", default="1995-01-01", show_default=True, callback=check_date_time,
                            help="Quarantine events before this date-time (UTC); '' for open.")(command)
     command = click.option("--max-events-per-user-day", type=click.IntRange(min=1), default=1000,
                            show_default=True,

@@ -9,8 +9,11 @@ A campaigns table is a Parquet or CSV file, one row per (campaign, item):
     clearance    181      0.4
 
 `start` / `end` bound when the row is active (start <= now < end, UTC; empty: open); a campaign
-whose rows are all inactive places nothing, and is still a known name. The predictor loads it once
-at start (`--campaigns PATH`, or `$SHOPREC_CAMPAIGNS`) and places the active rows exactly as the
+whose rows are all inactive places nothing, and is still a known name. The table is a local path
+or an object-store URL (`s3://bucket/campaigns.parquet`, read through fsspec/s3fs as the registry
+reads it: credentials and endpoint from the environment, AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...),
+so a predictor on a cluster reads the same table the shop writes. The predictor loads it once
+at start (`--campaigns PATH|URL`, or `$SHOPREC_CAMPAIGNS`) and places the active rows exactly as the
 request's own `sponsored` candidates (same floor, same slots). Items the served model does not
 know are left out when the campaign is placed, never a client error: a campaign outlives model
 versions. Every fault of the file is found at load (DataSourceError naming the row), so a bad
@@ -23,15 +26,16 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+import fsspec
 import pandas as pd
 
 from shoprec import schema as S
 from shoprec.errors import DataSourceError
 from shoprec.ranking.sponsored import Candidate
 
-CAMPAIGNS_ENV = "SHOPREC_CAMPAIGNS"  # the table's path when the server is given no --campaigns
+CAMPAIGNS_ENV = "SHOPREC_CAMPAIGNS"  # the table's path or URL when the server is given no --campaigns
 CAMPAIGN_ID = "campaign_id"
 BID = "bid"
 START = "start"
@@ -83,23 +87,31 @@ class Campaigns:
         return tuple(Candidate(i.item_id, i.bid) for i in self._campaigns[name] if i.active(moment))
 
 
-def load_campaigns(path: str | Path) -> Campaigns:
-    """Read and check a campaigns table (`.parquet`, or `.csv`); DataSourceError naming the
-    file and the fault: a missing column, an empty id, a bid that is not a finite number >= 0,
-    an unparseable or reversed window, an item given twice in one campaign, more than
-    MAX_CAMPAIGN_ITEMS items in one campaign."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataSourceError(f"campaigns table {path} does not exist")
+def load_campaigns(source: str | Path) -> Campaigns:
+    """Read and check a campaigns table (`.parquet`, or `.csv`) at a local path or an fsspec
+    URL (s3://...); DataSourceError naming the table and the fault: absent or unreadable
+    (an object store that refuses or cannot be reached, with its reason), a missing column,
+    an empty id, a bid that is not a finite number >= 0, an unparseable or reversed window, an
+    item given twice in one campaign, more than MAX_CAMPAIGN_ITEMS items in one campaign."""
+    name = str(source)
     try:
-        if path.suffix.lower() == ".csv":
-            frame = pd.read_csv(path, dtype={CAMPAIGN_ID: str, S.ITEM_ID: str}, keep_default_na=False,
-                                na_values={BID: [""], START: [""], END: [""]})
-        else:
-            frame = pd.read_parquet(path)
+        fs, path = fsspec.core.url_to_fs(name)
+        exists = fs.isfile(path)
+    except Exception as exc:  # an unknown protocol, a store that refuses: the start stops, with the reason
+        raise DataSourceError(f"campaigns table {name} could not be reached: "
+                              f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+    if not exists:
+        raise DataSourceError(f"campaigns table {name} does not exist")
+    try:
+        with fs.open(path, "rb") as handle:
+            if PurePosixPath(path).suffix.lower() == ".csv":
+                frame = pd.read_csv(handle, dtype={CAMPAIGN_ID: str, S.ITEM_ID: str}, keep_default_na=False,
+                                    na_values={BID: [""], START: [""], END: [""]})
+            else:
+                frame = pd.read_parquet(handle)
     except Exception as exc:  # an unreadable file stops the start, with its reason
-        raise DataSourceError(f"campaigns table {path} could not be read: {type(exc).__name__}: {exc}") from exc
-    return campaigns_from_frame(frame, str(path))
+        raise DataSourceError(f"campaigns table {name} could not be read: {type(exc).__name__}: {exc}") from exc
+    return campaigns_from_frame(frame, name)
 
 
 def campaigns_from_frame(frame: pd.DataFrame, source: str = "the campaigns table") -> Campaigns:

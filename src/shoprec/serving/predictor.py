@@ -195,22 +195,35 @@ def with_campaigns(queries: Sequence[Query], campaigns: Campaigns | None, recomm
     return out
 
 
+NOT_ASKED = -1  # `history_used` of a V2 user whose reasons were not asked for
+
+
 def v2_outputs(predictions: Sequence[dict[str, Any]]) -> list[tuple[str, str, list[int], list[Any]]]:
     """The predictor's answers as Open Inference Protocol outputs (name, datatype, shape, flat
     data): item_id BYTES [n, k], score FP32 [n, k], sponsored BOOL [n, k]; rows shorter than
-    the longest are padded with "", 0.0 and false."""
+    the longest are padded with "", 0.0 and false. When reasons were asked for (any user),
+    also reason_item_id BYTES [n, k] (the history item that contributed most; "" for none, a
+    paid item or a user who did not ask) and history_used INT32 [n] (`NOT_ASKED` for such a
+    user), V1's "reasons" and "history_used"."""
     width = max((len(p["items"]) for p in predictions), default=0)
     ids: list[str] = []
     scores: list[float] = []
     sponsored: list[bool] = []
+    reasons: list[str] = []
     for p in predictions:
         pad, n = width - len(p["items"]), len(p["items"])
         ids += [str(i) for i in p["items"]] + [""] * pad
         scores += [float(v) for v in p["scores"]] + [0.0] * pad
         sponsored += [bool(f) for f in p.get("sponsored") or [False] * n] + [False] * pad
+        reasons += [r or "" for r in p.get("reasons") or [None] * n] + [""] * pad
     shape = [len(predictions), width]
-    return [("item_id", "BYTES", shape, ids), ("score", "FP32", shape, scores),
-            ("sponsored", "BOOL", shape, sponsored)]
+    outputs = [("item_id", "BYTES", shape, ids), ("score", "FP32", shape, scores),
+               ("sponsored", "BOOL", shape, sponsored)]
+    if any("reasons" in p for p in predictions):
+        outputs += [("reason_item_id", "BYTES", shape, reasons),
+                    ("history_used", "INT32", [len(predictions)],
+                     [int(p.get("history_used", NOT_ASKED)) for p in predictions])]
+    return outputs
 
 
 def _indexed(recommender: BundleRecommender, history: Sequence[str]) -> np.ndarray:

@@ -2,7 +2,8 @@
 item ids, `k`, `exclude`, `category`, `reasons`, `sponsored` or `campaign`, `sponsored_slots`,
 `diversity`) and its Open Inference Protocol tensors (`parse_v2`: the histories as a BYTES
 `items` input), and the transformer's requests (`parse_request_v1`: `user_id` or `items`, the
-same list options plus a new user's `preferences`; `parse_request_v2`: tensors). Every fault is an
+same list options plus a new user's `preferences`; `parse_request_v2`: tensors). Both V2 parsers
+take `exclude` and `category` (`v2_filters`) and the list options (`v2_list_options`) alike. Every fault is an
 InvalidRequest naming the field at fault; sizes are bounded so one call cannot exhaust memory:
 the body (`MAX_BODY_BYTES`, checked by the servers before they read it), the instances, the ids
 in all (`MAX_TOTAL_IDS`) and each history (`history_limit`: the model's window). Messages never
@@ -324,8 +325,11 @@ class TensorInput:
 # request except diversity ([1] or one per user).
 V2_LIST_INPUTS = {"sponsored_item_id": "BYTES", "sponsored_bid": "FP32", "sponsored_slots": "INT32",
                   "diversity": "FP32", "campaign": "BYTES"}
-V2_INPUTS = {"user_id": "BYTES", "k": "INT32", **V2_LIST_INPUTS, "preferences": "BYTES"}
-PREDICTOR_V2_INPUTS = {"items": "BYTES", "k": "INT32", **V2_LIST_INPUTS}
+# V1's `exclude` and `category` as V2 inputs, the same on both servers (`v2_filters`).
+V2_FILTER_INPUTS = {"exclude": "BYTES", "category": "BYTES"}
+V2_INPUTS = {"user_id": "BYTES", "k": "INT32", **V2_FILTER_INPUTS, **V2_LIST_INPUTS, "preferences": "BYTES"}
+# The predictor also takes V1's `reasons` (the transformer's answers always carry reasons).
+PREDICTOR_V2_INPUTS = {"items": "BYTES", "k": "INT32", **V2_FILTER_INPUTS, "reasons": "BOOL", **V2_LIST_INPUTS}
 NUMERIC = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "FP16", "FP32", "FP64")
 MAX_PREFERENCES_CHARS = 10_000  # one user's `preferences` JSON in a V2 request
 
@@ -364,8 +368,9 @@ def _texts(tensor: TensorInput, shape_hint: str) -> list[str]:
 
 def parse_request_v2(inputs: Sequence[TensorInput]) -> list[UserQuery]:
     """Open Inference Protocol inputs: `user_id` (BYTES, [n]) and optional `k` (INT32, [1] or
-    [n]); the list options (`v2_list_options`); and `preferences` (BYTES, [1] for every user or
-    [n]: each a JSON object as V1's `preferences`, "" for none) for new users."""
+    [n]); `exclude` and `category` (`v2_filters`); the list options (`v2_list_options`); and
+    `preferences` (BYTES, [1] for every user or [n]: each a JSON object as V1's `preferences`,
+    "" for none) for new users."""
     by_name = _by_name(inputs, V2_INPUTS)
     if "user_id" not in by_name:
         raise InvalidRequest("input 'user_id' (BYTES, shape [n]) is required")
@@ -376,10 +381,65 @@ def parse_request_v2(inputs: Sequence[TensorInput]) -> list[UserQuery]:
         raise InvalidRequest(f"input 'user_id' holds {len(users)} ids; at most {MAX_INSTANCES} per request")
     ks = [_k(int(k) if isinstance(k, float) and k.is_integer() else k, f"k[{n}]")
           for n, k in enumerate(_per_user(by_name.get("k"), len(users), 10, ("INT32", "INT64")))]
+    filters = v2_filters(by_name, len(users), len(users))
     options = v2_list_options(by_name, ks)
     stated = _v2_preferences(by_name.get("preferences"), len(users))
-    return [UserQuery(_user_id(user, f"user_id[{n}]"), None, k, options=option, preferences=preferences)
-            for n, (user, k, option, preferences) in enumerate(zip(users, ks, options, stated))]
+    return [UserQuery(_user_id(user, f"user_id[{n}]"), None, k, exclude, category, option, preferences)
+            for n, (user, k, (exclude, category), option, preferences)
+            in enumerate(zip(users, ks, filters, options, stated))]
+
+
+def v2_filters(by_name: dict[str, TensorInput], users: int,
+               ids_sent: int = 0) -> list[tuple[tuple[str, ...], str | None]]:
+    """Each user's (exclude, category) from a V2 request, as V1's `exclude` and `category`:
+    `exclude` (BYTES, [E]: the same item ids for every user, or [n, E]: one row per user,
+    padded at its end with "") and `category` (BYTES, [1] for every user or [n]; "" for none).
+    ids_sent: the ids the request's other inputs hold; with the exclude ids, at most
+    MAX_TOTAL_IDS. InvalidRequest names the input."""
+    excludes: list[tuple[str, ...]] = [()] * users
+    tensor = by_name.get("exclude")
+    if tensor is not None:
+        shape = list(tensor.shape)
+        if len(shape) not in (1, 2):
+            raise InvalidRequest(f"input 'exclude' must have shape [E] (the same ids for every user) or "
+                                 f"[n, E] (one row per user, padded with \"\"), got {shown(shape)}")
+        flat = _texts(tensor, "shape [E] or [n, E]")
+        if len(shape) == 2 and shape[0] != users:
+            raise InvalidRequest(f"input 'exclude' has shape {shown(shape)}: {shape[0]} rows, but the "
+                                 f"request has {users} user(s); send one row per user, or shape [E] for all")
+        if ids_sent + len(flat) > MAX_TOTAL_IDS:
+            raise InvalidRequest(f"the request holds {ids_sent + len(flat)} ids in all (users, items, exclude); "
+                                 f"at most {MAX_TOTAL_IDS} per request")
+        width = shape[-1]
+        rows = [flat] if len(shape) == 1 else [flat[n * width:(n + 1) * width] for n in range(users)]
+        checked = []
+        for n, row in enumerate(rows):
+            ids = [i for i in row if i != ""]  # "" pads a short row
+            where = "input 'exclude'" if len(shape) == 1 else f"input 'exclude' row {n}"
+            if len(ids) > MAX_EXCLUDE:
+                raise InvalidRequest(f"{where} holds {len(ids)} ids; at most {MAX_EXCLUDE}")
+            if any(len(i) > MAX_ITEM_ID_CHARS for i in ids):
+                raise InvalidRequest(f"{where} has an id longer than {MAX_ITEM_ID_CHARS} characters")
+            checked.append(tuple(ids))
+        excludes = checked * users if len(shape) == 1 else checked
+    categories: list[str | None] = [None] * users
+    tensor = by_name.get("category")
+    if tensor is not None:
+        texts = _texts(tensor, "shape [1] or [n]")
+        if len(texts) not in (1, users):
+            raise InvalidRequest(f"input 'category' must hold 1 value or one per user ({users}), got {len(texts)}")
+        named = [optional_category(t or None, f"input category[{n}]") for n, t in enumerate(texts)]
+        categories = named * users if len(named) == 1 else named
+    return list(zip(excludes, categories))
+
+
+def _v2_reasons(tensor: TensorInput | None, users: int) -> list[bool]:
+    """`reasons` (BOOL, [1] for every user or [n]) as V1's per-instance `reasons`."""
+    flags = _per_user(tensor, users, False, ("BOOL",))
+    for n, flag in enumerate(flags):
+        if not isinstance(flag, bool):
+            raise InvalidRequest(f"input reasons[{n}] must be true or false, got {shown(flag)}")
+    return flags
 
 
 def _v2_preferences(tensor: TensorInput | None, users: int) -> list[Preferences | None]:
@@ -461,8 +521,9 @@ def v2_list_options(by_name: dict[str, TensorInput], ks: Sequence[int]) -> list[
 def parse_v2(inputs: Sequence[TensorInput], max_history: int = MAX_HISTORY) -> list[Query]:
     """The predictor's Open Inference Protocol inputs: `items` (BYTES, [n, L]: n histories,
     oldest first, each padded at its end with "" to the longest; or [L]: one history), optional
-    `k` (INT32, [1] or [n]) and the list options (`v2_list_options`, as the transformer takes
-    them). max_history: the most items one history may hold, as for V1."""
+    `k` (INT32, [1] or [n]), `exclude` and `category` (`v2_filters`), `reasons` (BOOL, [1] or
+    [n]) and the list options (`v2_list_options`), the filters and options as the transformer
+    takes them. max_history: the most items one history may hold, as for V1."""
     by_name = _by_name(inputs, PREDICTOR_V2_INPUTS)
     if "items" not in by_name:
         raise InvalidRequest("input 'items' (BYTES, shape [n, L]: n histories padded with \"\") is required")
@@ -490,9 +551,11 @@ def parse_v2(inputs: Sequence[TensorInput], max_history: int = MAX_HISTORY) -> l
         histories.append(tuple(row))
     ks = [_k(int(k) if isinstance(k, float) and k.is_integer() else k, f"k[{n}]")
           for n, k in enumerate(_per_user(by_name.get("k"), users, 10, ("INT32", "INT64")))]
-    return [Query(history, k, sponsored=o.sponsored, sponsored_slots=o.sponsored_slots,
-                  diversity=o.diversity, campaign=o.campaign)
-            for history, k, o in zip(histories, ks, v2_list_options(by_name, ks))]
+    filters = v2_filters(by_name, users, len(flat))
+    reasons = _v2_reasons(by_name.get("reasons"), users)
+    return [Query(history, k, exclude, category, reason, o.sponsored, o.sponsored_slots, o.diversity, o.campaign)
+            for history, k, (exclude, category), reason, o
+            in zip(histories, ks, filters, reasons, v2_list_options(by_name, ks))]
 
 
 def _per_user(tensor: TensorInput | None, users: int, default: Any, datatypes: Sequence[str]) -> list[Any]:
