@@ -184,3 +184,38 @@ def test_stable_topk_equals_a_full_stable_sort_with_ties_and_minus_infinity():
     for k in (1, 10, 50):
         want = torch.argsort(scores, dim=1, descending=True, stable=True)[:, :k]
         assert torch.equal(stable_topk(scores, k), want)
+
+
+def _dense_item_knn(sequences: Sequence[np.ndarray], n_items: int, neighbours: int) -> np.ndarray:
+    """Oracle: the whole [N+1, N+1] cosine matrix, each row's `neighbours` most similar items
+    kept (positive only, ties to the lower index)."""
+    users = np.zeros((len(sequences), n_items + 1))
+    for u, seq in enumerate(sequences):
+        users[u, seq] = 1.0
+    norms = np.sqrt(users.sum(0))
+    norms[norms == 0] = 1.0
+    sims = (users.T @ users) / np.outer(norms, norms)
+    np.fill_diagonal(sims, 0.0)
+    kept = np.zeros_like(sims)
+    for row in range(n_items + 1):
+        order = np.lexsort((np.arange(n_items + 1), -sims[row]))
+        chosen = [c for c in order[:neighbours] if sims[row, c] > 0]
+        kept[row, chosen] = sims[row, chosen]
+    return kept
+
+
+@pytest.mark.parametrize("block_entries", [1, 50, 8_000_000])
+def test_item_knn_keeps_each_items_nearest_neighbours_in_sparse_blocks(monkeypatch, block_entries):
+    """The sparse, blocked fit equals the dense cosine top-k (ties to the lower index), whatever
+    the block size: one row per block, a few rows, the whole matrix in one block."""
+    import shoprec.models.baselines as baselines
+
+    monkeypatch.setattr(baselines, "KNN_BLOCK_ENTRIES", block_entries)
+    rng = np.random.default_rng(3)
+    n_items = 40
+    sequences = [rng.integers(1, n_items + 1, size=rng.integers(1, 15)) for _ in range(60)]
+    model = ItemKNN(n_items, neighbours=5).fit(sequences)
+    fitted = model._matrix().toarray()
+    expected = _dense_item_knn(sequences, n_items, 5)
+    assert (fitted > 0).sum(1).max() <= 5
+    np.testing.assert_allclose(fitted, expected, rtol=1e-6, atol=1e-7)

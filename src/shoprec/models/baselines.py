@@ -111,6 +111,25 @@ class Markov1(_SparseItemItem):
         return self._scores_from(weights)
 
 
+# ItemKNN's fit multiplies blocks of item rows by the user matrix; a block holds at most this
+# many co-occurrence entries (about 16 bytes each while they are ranked), whatever the catalogue.
+KNN_BLOCK_ENTRIES = 8_000_000
+
+
+def _row_blocks(reach: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    """Consecutive [start, stop) row ranges whose summed `reach` stays within `budget` (a row
+    larger than the budget is a block of its own)."""
+    blocks, start, total = [], 0, 0.0
+    for row, entries in enumerate(reach):
+        if row > start and total + entries > budget:
+            blocks.append((start, row))
+            start, total = row, 0.0
+        total += float(entries)
+    if start < len(reach):
+        blocks.append((start, len(reach)))
+    return blocks
+
+
 class ItemKNN(_SparseItemItem):
     """Item-item cosine similarity over users (top `neighbours` per item); a user's score
     for an item is the summed similarity to the items in their history."""
@@ -127,33 +146,52 @@ class ItemKNN(_SparseItemItem):
     def fit(self, sequences: Sequence[np.ndarray]) -> "ItemKNN":
         self._set_popularity(sequences)
         size = self.n_items + 1
-        rows = np.concatenate([np.full(len(s), u) for u, s in enumerate(sequences)])
-        cols = np.concatenate(sequences)
+        rows = np.concatenate([np.full(len(s), u) for u, s in enumerate(sequences)] or [np.zeros(0, np.int64)])
+        cols = np.concatenate(list(sequences) or [np.zeros(0, np.int64)])
         users = sp.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=(len(sequences), size))
         users.data[:] = 1.0  # binary: repeats do not count twice
         norms = np.sqrt(np.asarray(users.sum(0)).ravel())
         norms[norms == 0] = 1.0
         by_item = users.T.tocsr()  # [N+1, U]
-        kept_rows, kept_cols, kept_vals = [], [], []
-        block = 512  # rows of the similarity matrix at a time: never all N x N at once
-        for start in range(0, size, block):
-            stop = min(size, start + block)
-            sims = np.asarray((by_item[start:stop] @ users).todense(), dtype=np.float32)
-            sims /= norms[start:stop, None] * norms[None, :]
-            sims[np.arange(stop - start), np.arange(start, stop)] = 0.0  # no self-similarity
-            k = min(self.neighbours, size - 1)
-            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-            vals = np.take_along_axis(sims, top, axis=1)
-            keep = vals > 0
-            kept_rows.append(np.repeat(np.arange(start, stop), k)[keep.ravel()])
-            kept_cols.append(top[keep])
-            kept_vals.append(vals[keep])
-        matrix = sp.coo_matrix(
-            (np.concatenate(kept_vals), (np.concatenate(kept_rows), np.concatenate(kept_cols))),
-            shape=(size, size),
-        )
+        # Co-occurrences stay sparse: a dense [rows, N+1] block made the fit quadratic in the
+        # catalogue (300k items: 90 billion cells, most of them zero). Blocks of item rows are
+        # cut so that each product holds at most KNN_BLOCK_ENTRIES entries: an item's row has at
+        # most `reach` entries (the summed history lengths of its users).
+        user_lengths = np.asarray(users.sum(1)).ravel()
+        reach = by_item @ user_lengths  # [N+1]
+        parts = [self._top_neighbours(by_item[a:b] @ users, a, norms)
+                 for a, b in _row_blocks(reach, KNN_BLOCK_ENTRIES)]
+        kept_rows, kept_cols, kept_vals = (np.concatenate([p[i] for p in parts] or [np.zeros(0)]) for i in range(3))
+        matrix = sp.coo_matrix((kept_vals, (kept_rows.astype(np.int64), kept_cols.astype(np.int64))),
+                               shape=(size, size))
         self._set_matrix(matrix.tocsr())
         return self
+
+    def _top_neighbours(self, counts: sp.csr_matrix, first: int, norms: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, cols, cosine) of the `neighbours` most similar items of each row of a block of
+        co-occurrence counts whose first row is item `first`; only positive similarities, ties
+        at the k-th place go to the lower item index (the same answer on every machine)."""
+        counts.sort_indices()
+        lengths = np.diff(counts.indptr)
+        row = np.repeat(np.arange(first, first + counts.shape[0]), lengths)
+        col = counts.indices.astype(np.int64)
+        value = (counts.data / (norms[row] * norms[col])).astype(np.float32)
+        value[row == col] = 0.0  # no self-similarity
+        keep = value > 0
+        k = min(self.neighbours, self.n_items)
+        # Only rows with more than k entries choose; a partition per row is linear in its length
+        # (a sort of every entry of the block cost 4x more).
+        for n in np.flatnonzero(lengths > k):
+            a, b = counts.indptr[n], counts.indptr[n + 1]
+            segment = value[a:b]
+            kth = np.partition(segment, len(segment) - k)[len(segment) - k]  # the k-th largest
+            chosen = segment > kth
+            missing = k - int(chosen.sum())
+            if missing > 0:  # ties at the k-th value: the lowest item indices (columns are sorted)
+                chosen[np.flatnonzero(segment == kth)[:missing]] = True
+            keep[a:b] &= chosen
+        return row[keep], col[keep], value[keep]
 
     def score_all(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
         rows = np.concatenate([np.full(len(h), i) for i, h in enumerate(histories)] or [np.zeros(0)])
