@@ -174,7 +174,9 @@ BEFORE = {
     ("ml-100k-80", "leave-one-out"): (80, {
         "mostpop": (0.075, 0.034671650690271415, 0.02309027777777778),
         "markov1": (0.05, 0.026636621919643222, 0.019791666666666666),
-        "itemknn": (0.0875, 0.0543994291140598, 0.044305555555555556),
+        # ItemKNN keeps ties at its k-th neighbour by the lower item index since its sparse fit
+        # (numpy's argpartition had picked among them arbitrarily): 0.0875 / 0.0544 / 0.0443 before.
+        "itemknn": (0.075, 0.05063655416826004, 0.04291666666666667),
         "buyagain": (0.075, 0.034671650690271415, 0.02309027777777778)}),
 }
 
