@@ -77,9 +77,41 @@ PRESETS: dict[str, dict] = {
 }
 
 
+# `--recipe reference`: the reference SASRec+ run on ML-1M (antklen/sasrec-bert4rec-recsys23,
+# src/configs/SASRec.yaml with the README's `dataset.max_length=200`; 0.1821 / HR 0.3152 at its
+# best epoch 63): one window per user (the newest 201 training items, `crops="last"`), Adam
+# 1e-3 at a constant rate, feed-forward 1x, dropout 0.1 (also on the attention weights, as
+# nn.MultiheadAttention's dropout), batches of users drawn at random (a shuffled DataLoader,
+# not batches of similar lengths), at most 100 epochs with patience 10, and every user
+# validated on the second-last item, so no user trains on it (their `train` is
+# time_idx_reversed >= 2; the test history includes it without retraining). Same data file,
+# split and evaluation as ours (checked user by user: RESULTS.md, "the gap to the reference").
+REFERENCE_RECIPES: dict[str, dict] = {
+    "ml-1m": {"model": {"dropout": 0.1, "attention_dropout": 0.1, "hidden": 64, "max_len": 200,
+                        "blocks": 2, "heads": 1, "ffn_multiplier": 1},
+              "train": {"patience": 10, "batch_size": 128, "learning_rate": 1e-3, "schedule": "constant",
+                        "crops": "last", "batching": "random"},
+              "validation_users": None, "max_epochs": 100},
+}
+RECIPES = ("preset", "reference")
+
+
+def recipe(name: str, which: str = "preset") -> dict:
+    """A copy of the settings to run `name` with: our preset, or the reference SASRec+ recipe
+    (`REFERENCE_RECIPES`) where there is one. Keys: model, train, validation_users, max_epochs
+    (None: the command line's)."""
+    if which not in RECIPES:
+        raise ValueError(f"recipe must be one of {RECIPES}, not {which!r}")
+    if which == "reference" and name not in REFERENCE_RECIPES:
+        raise ValueError(f"no reference recipe for {name!r} (only {sorted(REFERENCE_RECIPES)})")
+    source = REFERENCE_RECIPES[name] if which == "reference" else PRESETS[name]
+    return {"model": dict(source["model"]), "train": dict(source["train"]),
+            "validation_users": source.get("validation_users"), "max_epochs": source.get("max_epochs")}
+
 # Command-line flags that replace one preset setting each: flag -> (preset section, key).
 OVERRIDES: dict[str, tuple[str, str]] = {
-    "schedule": ("train", "schedule"), "crops": ("train", "crops"), "batch_size": ("train", "batch_size"),
+    "schedule": ("train", "schedule"), "crops": ("train", "crops"), "batching": ("train", "batching"),
+    "batch_size": ("train", "batch_size"),
     "lr": ("train", "learning_rate"), "dropout": ("model", "dropout"),
     "attention_dropout": ("model", "attention_dropout"), "ffn": ("model", "ffn_multiplier"),
     "ffn_activation": ("model", "ffn_activation"), "hidden": ("model", "hidden"), "blocks": ("model", "blocks"),
@@ -127,12 +159,17 @@ def main() -> None:
     parser.add_argument("--amp", default="bf16", help="bf16 (default: faster on this CPU and on GPU), auto, off")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-content", action="store_true", help="ML-100K: no category/title features")
+    parser.add_argument("--recipe", choices=RECIPES, default="preset",
+                        help="ML-1M: our preset, or the reference SASRec+ recipe (REFERENCE_RECIPES); "
+                             "the flags below override either")
     parser.add_argument("--batch-size", type=int, default=None, help="override the preset")
     parser.add_argument("--lr", type=float, default=None, help="override the preset")
     parser.add_argument("--schedule", choices=("constant", "cosine"), default=None, help="override the preset")
     parser.add_argument("--dropout", type=float, default=None, help="override the preset")
     parser.add_argument("--attention-dropout", type=float, default=None, help="override the preset")
     parser.add_argument("--crops", choices=("all", "last"), default=None, help="override the preset")
+    parser.add_argument("--batching", choices=("length", "random"), default=None,
+                        help="override the preset: batches of similar-length windows, or drawn at random")
     parser.add_argument("--validation-users", type=int, default=None,
                         help="override the preset: validate this many users, train on the others' second-last item")
     parser.add_argument("--ffn", type=int, default=None, help="feed-forward width as a multiple of hidden")
@@ -155,8 +192,7 @@ def main() -> None:
             console.print(f"[yellow]skip ml-1m: {args.ml1m} not found[/]")
             continue
         data = load_ml1m(args.ml1m) if name == "ml-1m" else load(name)
-        preset = {"model": dict(PRESETS[name]["model"]), "train": dict(PRESETS[name]["train"]),
-                  "validation_users": PRESETS[name].get("validation_users")}
+        preset = recipe(name, args.recipe if name in REFERENCE_RECIPES else "preset")
         for flag, (section, key) in OVERRIDES.items():
             value = getattr(args, flag)
             if value is not None:
@@ -167,7 +203,8 @@ def main() -> None:
             preset["validation_users"] = args.validation_users or None
         config = FitConfig(
             model=preset["model"],
-            train=TrainConfig(**preset["train"], max_epochs=args.max_epochs, budget_minutes=args.budget_minutes,
+            train=TrainConfig(**preset["train"], max_epochs=min(args.max_epochs, preset["max_epochs"] or args.max_epochs),
+                              budget_minutes=args.budget_minutes,
                               device=args.device, amp=args.amp),
             content=not args.no_content,
             split=SplitSpec("temporal") if PRESETS[name].get("split") == "temporal" else
@@ -177,12 +214,13 @@ def main() -> None:
         started = time.perf_counter()
         outcome = fit_and_evaluate(data, config)
         wall = time.perf_counter() - started
-        everything[name] = {"results": outcome.comparison(), "train": outcome.train_result.to_dict(),
+        everything[name] = {"recipe": args.recipe if name in REFERENCE_RECIPES else "preset", "results": outcome.comparison(), "train": outcome.train_result.to_dict(),
                             "wall_seconds": wall, "threads": threads, "versus_best": versus_best(outcome),
                             "repeat": {"weight": getattr(outcome.models["sasrec"], "repeat_weight", 0.0),
                                        "decay": getattr(outcome.models["sasrec"], "repeat_decay", 1.0)},
                             "baseline_settings": outcome.baseline_settings}
-        console.print(render(name, outcome))
+        label = name if everything[name]["recipe"] == "preset" else f"{name} (reference SASRec+ recipe)"
+        console.print(render(label, outcome))
     if args.json:
         args.json.write_text(json.dumps(everything, indent=2, default=str))
     console.print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, "

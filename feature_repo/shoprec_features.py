@@ -81,6 +81,8 @@ user_stats_fv = FeatureView(
 )
 
 # How popular an item is now and what it is: window popularity, purchase share, price, category.
+# Not in the model's service: neither training nor the serving path reads it through Feast (the
+# serving catalogue and monitoring read its Parquet table; see recommender_v1 below).
 item_stats_fv = FeatureView(
     name=N.ITEM_STATS,
     entities=[item],
@@ -111,10 +113,13 @@ user_recent_items_fv = FeatureView(
 # --- feature services --------------------------------------------------------------------------
 
 # The contract between a model and its features: training retrieval and online serving both go
-# through it, and every model bundle records its name.
+# through it, and every model bundle records its name. It carries what they read: the user's
+# recent items (the model's input at serving) and user_stats (serving's top category and the
+# model's optional user context, `shoprec.features.user_context`). item_stats left it: on
+# validation no model input built from it was kept, and serving reads no item row online.
 recommender_v1 = FeatureService(
     name=N.FEATURE_SERVICE,
-    features=[user_stats_fv, user_recent_items_fv, item_stats_fv],
+    features=[user_stats_fv, user_recent_items_fv],
     tags={"model": "sequential-recommender"},
     description="Features of the sequential recommender, version 1",
 )

@@ -24,7 +24,7 @@ from shoprec.features.training_set import (
 )
 from shoprec.sequences import build_vocab
 
-from .conftest import AS_OF, T1, T2, T3, T5, T_U2, ts
+from .conftest import AS_OF, T1, T2, T3, T5, ts
 
 pytestmark = pytest.mark.integration
 
@@ -70,12 +70,8 @@ def test_training_rows_see_only_the_past(timeline_store):
     assert got["views_7d"][0] == 1 and got["carts_30d"][0] == 1
     assert math.isnan(got["views_all"][3]) and got["top_category"][3] is None
     assert got["views_all"][4] == 1 and got["top_category"][4] == "toys"
-    # Item features of the target, also as of just before: A before t5 is one view at t1.
-    assert got["events_all"][0] == 1 and got["users_all"][0] == 1 and got["purchase_share"][0] == 0.0
-    # C before t3: only u2's view at T_U2; B before t2: nothing.
-    assert got["events_all"][1] == 1 and got["category"][1] == "toys"
-    assert math.isnan(got["events_all"][2])
-    assert T_U2 < T3
+    # Item statistics are not in the service (no model input or serving read uses them).
+    assert not {"events_all", "users_all", "purchase_share", "category"} & set(got.columns)
 
 
 def test_real_data_sequences_never_hold_the_target_or_later(tmp_path):
@@ -100,7 +96,7 @@ def test_a_feature_list_joins_only_those_features_point_in_time(timeline_store, 
     whole = build_training_set(timeline_store, examples)
     stats = training_features(timeline_store)
     assert stats and all(not ref.endswith(f":{N.RECENT_ITEMS}") for ref in stats)
-    assert {ref.split(":")[0] for ref in stats} == {N.USER_STATS, N.ITEM_STATS}
+    assert {ref.split(":")[0] for ref in stats} == {N.USER_STATS}
     got = build_training_set(timeline_store, examples, features=stats)
 
     assert N.RECENT_ITEMS not in got

@@ -138,7 +138,7 @@ def test_spark_training_set_equals_duckdb_row_for_row(tmp_path, spark_session_cl
     recent = want[N.RECENT_ITEMS]
     assert sum(len(r) == 0 for r in recent) >= USERS // 2 and sum(len(r) > 3 for r in recent) > 100
     assert want[[S.USER_ID, S.TIMESTAMP]].duplicated().any()
-    assert want["views_all"].notna().sum() > 200 and want["events_all"].notna().sum() > 200
+    assert want["views_all"].notna().sum() > 200
 
 
 def test_settings_select_the_spark_store(tmp_path, monkeypatch):

@@ -31,11 +31,19 @@ _ROW = "_shoprec_row"
 _JUST_BEFORE = pd.Timedelta(microseconds=1)
 
 # The features the train step joins to its examples, as "view:feature" references of the
-# service: none. SASRec+ and the baselines read item ids only, and rebuild each example's input
-# sequence from the entity rows themselves (equal to the `recent_items` the store would join, by
-# construction: tests/features/test_point_in_time.py); the statistics views are not read either.
-# A model that reads a feature names it here, and the train step joins just that, point in time.
+# service: none by default. SASRec+ and the baselines read item ids, and rebuild each example's
+# input sequence from the entity rows themselves (equal to the `recent_items` the store would
+# join, by construction: tests/features/test_point_in_time.py). SASRec+'s optional user context
+# (`FitConfig.user_context`, off: it did not help on validation, figures in
+# `training.fit.FEATURE_VALIDATION`) reads user_stats columns: a run that turns it on joins
+# `training_feature_refs(those columns)`, just those, point in time.
 TRAINING_FEATURES: tuple[str, ...] = ()
+
+
+def training_feature_refs(user_context: Sequence[str] = ()) -> list[str]:
+    """What a training run joins: `TRAINING_FEATURES` plus the user_stats columns its user
+    context reads (`features.user_context.feature_refs`), never `recent_items`."""
+    return list(TRAINING_FEATURES) + [f"{N.USER_STATS}:{name}" for name in user_context]
 
 
 def next_item_examples(events: pd.DataFrame) -> pd.DataFrame:

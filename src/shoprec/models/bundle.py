@@ -5,7 +5,9 @@
     config.json         model kind and constructor arguments, the model's window (max_len,
                         when it has one), seen-items policy, Feast feature service,
                         training-data snapshot id, training facts (among them "split":
-                        the SplitSpec dict that evaluation and the gate reproduce)
+                        the SplitSpec dict that evaluation and the gate reproduce), and
+                        "user_context" when the model reads user_stats features (the
+                        columns and standardization statistics: `features.user_context`)
     items.json          the item vocabulary (index i+1 <-> item id)
     metrics.json        test metrics of the model and of every baseline, with intervals
     MODEL_CARD.md       data, metrics against the baselines, segments, intended use
@@ -29,6 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from shoprec import __version__
 from shoprec.errors import BundleError, BundleIntegrityError
+from shoprec.features.user_context import UserContextTransform
 from shoprec.models.base import Recommender
 from shoprec.models.baselines import BASELINES
 from shoprec.models.sasrec import SASRec
@@ -132,6 +135,13 @@ class Bundle:
         value = self.config.get("max_len", self.config.get("model_config", {}).get("max_len"))
         return None if value is None else int(value)
 
+    @property
+    def user_context(self) -> UserContextTransform | None:
+        """The transform from user_stats rows to the model's user-context input, when the model
+        reads one (None: it reads item ids only, as every bundle written before it did)."""
+        value = self.config.get("user_context")
+        return None if not value else UserContextTransform.from_dict(value)
+
 
 def save_bundle(
     directory: str | Path,
@@ -144,8 +154,10 @@ def save_bundle(
     snapshot_id: str | None = None,
     training: dict[str, Any] | None = None,
     model_card: str = "",
+    user_context: UserContextTransform | None = None,
 ) -> Path:
-    """Write a bundle directory; returns it. The sha256 is taken from the written file."""
+    """Write a bundle directory; returns it. The sha256 is taken from the written file.
+    user_context: the transform of the user_stats features the model reads (serving applies it)."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
@@ -166,6 +178,8 @@ def save_bundle(
     }
     if model_config.get("max_len") is not None:
         config["max_len"] = int(model_config["max_len"])  # the window serving checks features against
+    if user_context is not None:
+        config["user_context"] = user_context.to_dict()
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
     vocab.write(out / VOCAB_FILE)
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=str))

@@ -409,6 +409,7 @@ class SASRec(Recommender):
         loss: str = "auto",
         negatives: int = SAMPLED_NEGATIVES,
         negative_sampling: str = "popularity",
+        user_features: int = 0,
     ) -> None:
         super().__init__(n_items)
         # The training loss: "full" softmax over the catalogue or "sampled" softmax (K =
@@ -457,6 +458,14 @@ class SASRec(Recommender):
             for _ in range(blocks)
         )
         self.final_norm = nn.LayerNorm(hidden)
+        # User context (`features.user_context`): the point-in-time user_stats of each
+        # prediction, `user_features` standardized numbers, mapped to a vector added to the
+        # hidden state just before the final norm (late fusion: serving knows the user's
+        # statistics now, not as they stood at every earlier position of the window). 0 = off.
+        self.user_features = int(user_features)
+        if self.user_features:
+            self.user_context = nn.Sequential(nn.Linear(self.user_features, hidden), nn.GELU(),
+                                              nn.Linear(hidden, hidden))
         self.apply(self._init_weights)
 
     @staticmethod
@@ -479,6 +488,7 @@ class SASRec(Recommender):
             "attention_dropout": self.attention_dropout,
             "residual_gates": self.residual_gates, "ffn_activation": self.ffn_activation,
             "loss": self.loss_kind, "negatives": self.negatives, "negative_sampling": self.negative_sampling,
+            "user_features": self.user_features,
         }
 
     @classmethod
@@ -560,8 +570,11 @@ class SASRec(Recommender):
         self._serving_items = (tensors, tuple(t._version for t in tensors), matrix)
         return matrix
 
-    def encode(self, inputs: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
-        """inputs [B, L] left-padded item indices -> hidden states [B, L, d]."""
+    def encode(self, inputs: torch.Tensor, items: torch.Tensor | None = None,
+               context: torch.Tensor | None = None) -> torch.Tensor:
+        """inputs [B, L] left-padded item indices -> hidden states [B, L, d]. context: the user
+        context of each position's prediction, [B, L, F], or [B, F] for every position (scoring
+        reads the last one); None with `user_features` reads as the mean training user (zeros)."""
         items = self.item_matrix() if items is None else items
         batch, length = inputs.shape
         real = inputs != PAD  # [B, L]
@@ -580,13 +593,21 @@ class SASRec(Recommender):
         mask = mask.unsqueeze(1)  # [B, 1, L, L]
         for layer in self.layers:
             x = layer(x, mask, bias)
+        if self.user_features:
+            if context is None:  # unknown: the mean training user (standardized zeros)
+                context = torch.zeros(batch, self.user_features)
+            context = context.to(device=x.device, dtype=self.user_context[0].weight.dtype)
+            fused = self.user_context(context if context.dim() == 3 else context[:, None, :])  # [B, L or 1, d]
+            x = x + fused.to(x.dtype)
         return self.final_norm(x)
 
-    def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor,
+                context: torch.Tensor | None = None) -> torch.Tensor:
         """Mean cross-entropy over the real target positions of the batch: full softmax over
-        the catalogue, or the sampled softmax (`loss_kind`)."""
+        the catalogue, or the sampled softmax (`loss_kind`). context: [B, L, F], the user
+        context of each target (see `encode`)."""
         items = self.item_matrix()
-        hidden = self.encode(inputs, items)  # [B, L, d]
+        hidden = self.encode(inputs, items, context)  # [B, L, d]
         real = targets != PAD
         states = hidden[real]  # [M, d]: only positions with a target reach the output layer
         wanted = targets[real]
@@ -601,30 +622,41 @@ class SASRec(Recommender):
                                                 self._kept_softmax)
 
     @torch.no_grad()
-    def score_all(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
-        return self._scores(histories, None)
+    def score_all(self, histories: Sequence[np.ndarray], context: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
+        """context: [B, F] user context of each history (`features.user_context`), when the
+        model reads one (`user_features`)."""
+        return self._scores(histories, None, context)
 
     @torch.no_grad()
     def score_items(self, histories: Sequence[np.ndarray], items: torch.Tensor) -> torch.Tensor:
         """Only the columns `items`: one [B, d] x [d, R] product instead of the whole catalogue."""
         return self._scores(histories, items)
 
-    def _scores(self, histories: Sequence[np.ndarray], columns: torch.Tensor | None) -> torch.Tensor:
+    def _scores(self, histories: Sequence[np.ndarray], columns: torch.Tensor | None,
+                context: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
         """[B, N+1] scores (columns None) or [B, R] for the item indices `columns`: padding is
         -inf, an empty history scores every item 0 (ties, broken by index), plus the repeat bonus."""
-        scores = self.transformer_scores(histories, columns)
+        scores = self.transformer_scores(histories, columns, context)
         if self.repeat_weight:
             columns = torch.arange(self.n_items + 1) if columns is None else columns.cpu()
             scores += self.repeat_bonus(histories)[:, columns]
         return scores
 
-    def transformer_scores(self, histories: Sequence[np.ndarray], columns: torch.Tensor | None = None) -> torch.Tensor:
+    def transformer_scores(self, histories: Sequence[np.ndarray], columns: torch.Tensor | None = None,
+                           context: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
         """`_scores` without the repeat bonus: the transformer's own logits over the newest
         `max_len` items of each history (CPU, [B, N+1] or [B, R])."""
         device = self.item_embedding.weight.device
         inputs = pad_histories(histories, self.max_len).to(device)
         matrix = self.scoring_items()
-        last = self.encode(inputs, matrix)[:, -1].float()  # [B, d]: the state after the newest item
+        if not self.user_features:
+            context = None  # a model without user context ignores one (older bundles keep serving)
+        if context is not None:
+            context = torch.as_tensor(np.asarray(context, dtype=np.float32) if not torch.is_tensor(context) else context)
+            if context.shape != (len(histories), self.user_features):
+                raise ValueError(f"user context must be [{len(histories)}, {self.user_features}] "
+                                 f"(one row per history), not {list(context.shape)}")
+        last = self.encode(inputs, matrix, context)[:, -1].float()  # [B, d]: the state after the newest item
         if columns is None:
             columns = torch.arange(self.n_items + 1)
             scores = last @ matrix.float().T  # [B, N+1]

@@ -372,8 +372,15 @@ class LiveModel:
         return max(0.0, self._failed[version][1] - time.monotonic())
 
     def check_window(self, recommender: BundleRecommender, what: str) -> BundleRecommender:
-        """The recommender, unless its model reads a longer window than the feature tables keep:
-        then BundleError saying both windows and what to do."""
+        """The recommender, unless it cannot be served as trained: its model reads a longer
+        window than the feature tables keep, or reads a user context (user_stats) that the
+        serving path does not send yet; then BundleError saying why and what to do."""
+        if recommender.bundle.user_context is not None:
+            # Scoring without the context would silently answer as for the average user.
+            raise BundleError(
+                f"model bundle {what} reads a user context ({', '.join(recommender.bundle.user_context.columns)}) "
+                f"that the serving path does not send to the predictor yet; train it without "
+                f"user_context to serve it; refusing to serve it")
         model_len, features_len = recommender.bundle.max_len, self.features_max_len
         if model_len is not None and features_len is not None and model_len > features_len:
             raise BundleError(

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from shoprec import schema as S
 from shoprec.models.bundle import DEFAULT_FEATURE_SERVICE, save_bundle
 from shoprec.data.dataset import EventData
 from shoprec.errors import DataSourceError
@@ -22,13 +23,15 @@ from shoprec.evaluation.evaluate import EvalResult, evaluate
 from shoprec.evaluation.report import comparison_markdown
 from shoprec.evaluation.splits import EvalSet, Split, SplitSpec, events_for_training, make_split
 from shoprec.evaluation.tuning import TUNING_USERS, baseline_kinds, fit_baseline
+from shoprec.features.user_context import UserContextTransform, join_user_stats_asof
 from shoprec.models.base import Recommender
 from shoprec.models.cold_items import ColdImputation, impute_cold_item_embeddings
 from shoprec.models.content import ItemFeatures, item_features
+from shoprec.models.contextual import WithUserContext
 from shoprec.models.sasrec import SASRec
 from shoprec.sequences import ItemVocab, build_vocab
 from shoprec.training.device import seed_everything
-from shoprec.training.loop import TrainConfig, TrainResult, distributed_context, train
+from shoprec.training.loop import TrainConfig, TrainResult, UserContextData, distributed_context, train
 
 
 def exclude_seen_policy(info: dict[str, Any]) -> bool:
@@ -61,6 +64,69 @@ class FitConfig:
     baselines: tuple[str, ...] = ("mostpop", "markov1", "itemknn")
     bootstrap: int = 1000
     k: int = 10
+    # The user-context input (`features.user_context`): these numeric user_stats features of
+    # each example, point in time, enter SASRec (empty = off, the default: on the validation
+    # splits measured it did not help; figures in FEATURE_VALIDATION and the model card).
+    user_context: tuple[str, ...] = ()
+
+
+# Validation NDCG@10 of SASRec+ without and with each feature group: the measurements that
+# decided the default above (benchmarks/feature_groups.py, the same epochs and seed for both,
+# 1 thread; benchmarks/RESULTS.md, "Features into the model"). Instacart: the pipeline's
+# temporal split, 4 epochs, the transformer's own score, and in brackets with the validated
+# repeat bonus; ML-100K: leave-one-out, 10 epochs. The user context did not help on either.
+FEATURE_VALIDATION: dict[str, dict[str, str]] = {
+    "Instacart sample": {"without": "0.0200 (0.1125)", "with user_stats": "0.0180 (0.1127)"},
+    "ML-100K": {"without": "0.1109", "with user_stats": "0.1079"},
+}
+
+
+def user_context_line(outcome: "FitOutcome") -> str:
+    """The model card's sentence on the user-context features and why they are (not) used."""
+    measured = "; ".join(f"{data}: " + ", ".join(f"{group} {score}" for group, score in groups.items())
+                         for data, groups in FEATURE_VALIDATION.items())
+    why = f" (validation NDCG@10 that decided it: {measured})" if measured else ""
+    if outcome.user_context is None:
+        return f"user features (Feast user_stats): not used{why}"
+    return (f"user features (Feast user_stats, point in time, log1p + standardized): "
+            f"{', '.join(outcome.user_context.columns)}{why}")
+
+
+@dataclass
+class UserContextInputs:
+    """What `user_context_inputs` prepares: the fitted transform, the run's `UserContextData`
+    and the context of each test user."""
+
+    transform: UserContextTransform
+    data: UserContextData
+    test: np.ndarray
+
+
+def user_context_inputs(events: pd.DataFrame, vocab: ItemVocab, split: Split, columns: tuple[str, ...],
+                        user_stats: pd.DataFrame | None = None) -> UserContextInputs:
+    """The user context of every training target, validation and test user of `split`.
+
+    `events` carries the user_stats `columns` as of strictly before each event (the point-in-time
+    training set) unless `user_stats` (an in-memory user_stats table) is given to join them from.
+    The split is made again over event row numbers instead of item ids (the same spec, users and
+    order), so every item of a training sequence, and every evaluation target, names its event
+    row, whose context is that row's user_stats."""
+    if user_stats is not None:
+        events = join_user_stats_asof(events, user_stats, columns)
+    rows = pd.DataFrame({S.USER_ID: events[S.USER_ID].to_numpy(), S.ITEM_ID: np.arange(len(events)).astype(str),
+                         S.TIMESTAMP: events[S.TIMESTAMP].to_numpy()})
+    known = vocab.index(events[S.ITEM_ID].to_numpy()) > 0
+    rows = rows[known]  # the events the item split keeps (items outside the vocabulary are dropped)
+    by_row = make_split(rows, ItemVocab(tuple(np.arange(len(events)).astype(str))), split.spec)
+    if [len(s) for s in by_row.train] != [len(s) for s in split.train] or len(by_row.test) != len(split.test) \
+            or len(by_row.valid) != len(split.valid):
+        raise DataSourceError("the event-row split does not match the item split")
+    trained = np.concatenate([np.asarray(s, dtype=np.int64) for s in by_row.train] or [np.zeros(0, np.int64)]) - 1
+    transform = UserContextTransform.fit(events.iloc[np.unique(trained)], columns)
+    table = np.zeros((len(events) + 1, transform.width), dtype=np.float32)
+    table[1:] = transform.apply(events)
+    data = UserContextData(torch.from_numpy(table), by_row.train, table[by_row.valid.targets])
+    return UserContextInputs(transform, data, table[by_row.test.targets])
 
 
 @dataclass
@@ -80,6 +146,7 @@ class FitOutcome:
     cold_items: ColdImputation | None = None  # None: no content features, or imputation off
     repeat_tuning: dict[str, float] | None = None  # weight -> validation NDCG@k (repeat data only)
     baseline_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # chosen on validation
+    user_context: UserContextTransform | None = None  # the user-context transform SASRec reads
 
     @property
     def n_items(self) -> int:
@@ -102,12 +169,13 @@ class FitOutcome:
         return rows
 
 
-def build_sasrec(vocab: ItemVocab, features: ItemFeatures, model_kwargs: dict[str, Any]) -> SASRec:
+def build_sasrec(vocab: ItemVocab, features: ItemFeatures, model_kwargs: dict[str, Any],
+                 user_features: int = 0) -> SASRec:
     model = SASRec(
         vocab.n_items,
         n_categories=len(features.categories),
         text_dim=0 if features.text is None else features.text.shape[1],
-        **model_kwargs,
+        **{**model_kwargs, **({"user_features": user_features} if user_features else {})},
     )
     return model.set_item_features(
         features.category if features.categories else None, features.text
@@ -115,10 +183,16 @@ def build_sasrec(vocab: ItemVocab, features: ItemFeatures, model_kwargs: dict[st
 
 
 def fit_and_evaluate(
-    data: EventData, config: FitConfig, training_set: pd.DataFrame | None = None
+    data: EventData, config: FitConfig, training_set: pd.DataFrame | None = None,
+    user_stats: pd.DataFrame | None = None,
 ) -> FitOutcome:
     """Fit the baselines and the transformer on the split's training sequences and evaluate
-    all of them on its test set with the data set's seen-items policy."""
+    all of them on its test set with the data set's seen-items policy.
+
+    With `config.user_context`, the transformer reads those user_stats features of each example
+    as of strictly before it: from the training set (Feast's point-in-time join,
+    `training_set.build_training_set` with `user_context.feature_refs`), or joined here from an
+    in-memory `user_stats` table (the benchmark, which has no store)."""
     events = events_for_training(data, training_set)
     vocab = build_vocab(events, data.items)
     split = make_split(events, vocab, config.split)
@@ -132,10 +206,14 @@ def fit_and_evaluate(
     names = baseline_kinds(exclude, config.baselines)
     models: dict[str, Recommender] = {}
     seconds: dict[str, float] = {}
+    context = None
+    if config.user_context:
+        context = user_context_inputs(events, vocab, split, tuple(config.user_context), user_stats)
     seed_everything(config.train.seed)  # the initial weights too, not only the data order
-    sasrec = build_sasrec(vocab, features, config.model)
+    sasrec = build_sasrec(vocab, features, config.model, 0 if context is None else context.transform.width)
     started = time.perf_counter()
-    train_result = train(sasrec, split.train, split.valid, config.train, exclude, config.k)
+    train_result = train(sasrec, split.train, split.valid, config.train, exclude, config.k,
+                         None if context is None else context.data)
     cold_items = None
     if config.content and config.impute_cold_items and (sasrec.n_categories or sasrec.text_dim):
         # Cold items were only ever pushed down by the full softmax: score them through
@@ -144,7 +222,8 @@ def fit_and_evaluate(
     repeat_tuning = None
     if not exclude and len(config.repeat_weights) > 1 and len(split.valid):
         repeat_tuning = tune_repeat_weight(sasrec, split.valid, config.repeat_weights, config.k,
-                                           config.repeat_decays)
+                                           config.repeat_decays,
+                                           context=None if context is None else context.data.valid)
     models["sasrec"], seconds["sasrec"] = sasrec, time.perf_counter() - started
     baseline_settings: dict[str, dict[str, Any]] = {}
     for name in names:
@@ -159,17 +238,20 @@ def fit_and_evaluate(
     if rank == 0:  # under DDP only rank 0 evaluates and reports
         category = features.category.numpy() if features.categories else None
         for name, model in models.items():
+            if name == "sasrec" and context is not None:
+                model = WithUserContext(model, split.test.histories, context.test)
             results[name] = evaluate(
                 model, split.test, exclude_seen=exclude, popularity=popularity, category=category,
                 k=config.k, bootstrap=config.bootstrap, name=name,
             )
     return FitOutcome(vocab, split, exclude, popularity, features, models, results, seconds,
-                      train_result, config, cold_items, repeat_tuning, baseline_settings)
+                      train_result, config, cold_items, repeat_tuning, baseline_settings,
+                      None if context is None else context.transform)
 
 
 def tune_repeat_weight(model: SASRec, valid: EvalSet, weights: tuple[float, ...],
                        k: int = 10, decays: tuple[float, ...] = (1.0,), batch_size: int = 256,
-                       max_users: int = TUNING_USERS) -> dict[str, float]:
+                       max_users: int = TUNING_USERS, context: np.ndarray | None = None) -> dict[str, float]:
     """Pick the repeat bonus (weight, decay) with the best validation NDCG@k (ties: the smaller
     weight, then the earlier decay) and leave it set on `model`; returns every setting's
     validation NDCG@k, keyed "weight" (one decay tried) or "weight@decay".
@@ -191,7 +273,8 @@ def tune_repeat_weight(model: SASRec, valid: EvalSet, weights: tuple[float, ...]
             rows = users[start:start + batch_size]
             histories = [valid.histories[r] for r in rows]
             targets = torch.as_tensor(valid.targets[rows])
-            logits = model.transformer_scores(histories)  # [B, N+1], once for every setting
+            logits = model.transformer_scores(  # [B, N+1], once for every setting
+                histories, context=None if context is None else context[rows])
             for decay in decays:
                 unit = model.repeat_bonus(histories, 1.0, decay)  # [B, N+1], weight 1
                 for weight in sorted(weights):
@@ -255,6 +338,7 @@ def model_card(outcome: FitOutcome, source: str, snapshot_id: str | None, featur
 - item features: {len(outcome.features.categories)} categories; title embeddings: {'MiniLM (all-MiniLM-L6-v2)' if outcome.features.text is not None else 'none'}
 - {cold_items_line(outcome.cold_items)}
 - {repeat_line(outcome)}
+- {user_context_line(outcome)}
 - {baselines_line(outcome)}
 
 ## Training
@@ -300,4 +384,5 @@ def save_outcome(
         training={"train_config": outcome.config.train.to_dict(), "split": outcome.split.spec.to_dict(),
                   "content": outcome.config.content, "source": source},
         model_card=model_card(outcome, source, snapshot_id, feature_service),
+        user_context=outcome.user_context if model_name == "sasrec" else None,
     )

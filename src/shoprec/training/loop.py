@@ -24,7 +24,8 @@ from shoprec.evaluation import metrics as M
 from shoprec.evaluation.evaluate import rank_targets
 from shoprec.evaluation.splits import EvalSet
 from shoprec.models.base import Recommender
-from shoprec.training.batches import training_windows, window_batches
+from shoprec.models.contextual import WithUserContext
+from shoprec.training.batches import ContextBatch, training_windows, window_batches
 from shoprec.training.device import (
     autocast, choose_device, release_freed_cpu_memory, seed_everything, tune_cpu_allocator, use_bf16,
 )
@@ -49,6 +50,9 @@ class TrainConfig:
     budget_minutes: float | None = None
     seed: int = 0
     crops: str = "all"  # see training.data.training_windows
+    # "length": batches of similar-length windows (fewer padded columns); "random": batches of
+    # windows drawn at random, every target weighing about the same (see window_batches).
+    batching: str = "length"
     amp: str = "auto"  # see training.device.use_bf16
     device: str | None = None
     progress: bool = True
@@ -101,6 +105,18 @@ class TrainResult:
         return asdict(self)
 
 
+@dataclass
+class UserContextData:
+    """The user context of a run (`features.user_context`): `table` [E+1, F] float32, one row
+    per training-set event (row 0: zeros, for padding); `train_rows` parallel to the training
+    sequences (element j: the table row of that event's point-in-time context); `valid` [V, F]:
+    the context of each validation target."""
+
+    table: torch.Tensor
+    train_rows: Sequence[np.ndarray]
+    valid: np.ndarray
+
+
 def distributed_context() -> tuple[int, int]:
     """(rank, world size): (0, 1) unless torch.distributed was initialised (see training.ddp)."""
     if dist.is_available() and dist.is_initialized():
@@ -115,10 +131,14 @@ def train(
     config: TrainConfig,
     exclude_seen: bool,
     k: int = 10,
+    context: UserContextData | None = None,
 ) -> TrainResult:
-    """Train `model` in place and leave it holding its best-validation weights (on CPU)."""
+    """Train `model` in place and leave it holding its best-validation weights (on CPU).
+    context: the user context of every target (a SASRec built with `user_features`)."""
     if not model.trainable:
         raise ValueError(f"{model.kind} is fit in closed form (call .fit), not trained")
+    if config.batching not in ("length", "random"):
+        raise ValueError(f"batching must be 'length' or 'random', not {config.batching!r}")
     rank, world = distributed_context()
     device = choose_device(config.device)
     if device.type == "cuda" and world > 1:
@@ -138,6 +158,11 @@ def train(
     if callable(prepare):
         prepare(train_sequences)  # e.g. SASRec's sampled softmax draws negatives by training counts
     windows = training_windows(train_sequences, model.max_len, config.crops)  # type: ignore[attr-defined]
+    # The same cuts of the context rows (equal lengths): window for window, element for element.
+    context_windows = None if context is None else \
+        training_windows(context.train_rows, model.max_len, config.crops)  # type: ignore[attr-defined]
+    context_table = None if context is None else context.table.to(device)
+    scored = model if context is None else WithUserContext(model, valid.histories, context.valid)
     data_rng = np.random.default_rng(config.seed)  # identical on every rank
     best_score, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
     history: list[dict[str, float]] = []
@@ -152,7 +177,8 @@ def train(
     for epoch in range(1, config.max_epochs + 1):
         epoch_start = time.perf_counter()
         bar = tqdm(
-            window_batches(windows, config.batch_size, data_rng, rank, world),
+            window_batches(windows, config.batch_size, data_rng, rank, world, context_windows,
+                           by_length=config.batching == "length"),
             total=n_batches, desc=f"epoch {epoch}", leave=False,
             disable=not config.progress or rank != 0, mininterval=2.0,
         )
@@ -172,7 +198,10 @@ def train(
             step += 1
             batch = batch.to(device)
             with autocast(device, bf16):
-                loss = net(batch.inputs, batch.targets)
+                if isinstance(batch, ContextBatch) and context_table is not None:
+                    loss = net(batch.inputs, batch.targets, context_table[batch.context_rows])
+                else:
+                    loss = net(batch.inputs, batch.targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -184,7 +213,7 @@ def train(
                "train_seconds": time.perf_counter() - epoch_start,
                "learning_rate": optimizer.param_groups[0]["lr"]}
         if epoch % config.eval_every == 0 or epoch == config.max_epochs or cut_short:
-            score = _validate(model, valid, exclude_seen, k, rank, world, device, log)
+            score = _validate(scored, valid, exclude_seen, k, rank, world, device, log)
             if score > best_score:
                 best_score, best_epoch, stale = score, epoch, 0
                 best_state = {n: t.detach().to("cpu", copy=True) for n, t in model.state_dict().items()}
