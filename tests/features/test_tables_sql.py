@@ -21,6 +21,7 @@ from shoprec import schema as S
 from shoprec.data.dataset import EventData
 from shoprec.config import DEFAULT_MAX_LEN
 from shoprec.data.loaders import load_instacart, load_movielens_100k
+from shoprec.errors import FeatureTableError
 from shoprec.features import names as N
 from shoprec.features.tables import build_feature_tables, build_features
 
@@ -390,3 +391,68 @@ def test_build_features_reads_naive_and_ms_timestamps_as_utc(tmp_path, timeline)
     tables.write(tmp_path / "copy")  # a table on disk is copied, not read
     copied, built = (pd.read_parquet(tmp_path / d / "user_stats.parquet") for d in ("copy", "features"))
     assert copied.equals(built)
+
+
+# --- in parts (build_features' part_events) ------------------------------------------------------
+
+
+def _assert_same_files(got_dir, want_dir) -> None:
+    """The tables in `got_dir` are those in `want_dir`: one Parquet file each, the same Parquet
+    schema, rows, order and values. Floats within 1e-12: DuckDB sums doubles (the price sums) in
+    an order that follows where a key's rows sit among others, so a last bit may differ."""
+    import pyarrow.parquet as pq
+
+    for name, file in N.TABLE_FILES.items():
+        got, want = pq.ParquetFile(got_dir / file), pq.ParquetFile(want_dir / file)
+        assert got.schema == want.schema, name  # the Parquet schema: required / optional included
+        assert got.schema_arrow == want.schema_arrow, name
+        got_frame, want_frame = got.read().to_pandas(), want.read().to_pandas()
+        pd.testing.assert_frame_equal(got_frame, want_frame, check_exact=False, rtol=1e-12, atol=0)
+        for column in want_frame.columns:
+            if want_frame[column].dtype != "float64":
+                assert (got_frame[column].astype(str) == want_frame[column].astype(str)).all(), (name, column)
+    assert (json.loads((got_dir / "features.json").read_text())
+            == json.loads((want_dir / "features.json").read_text()))
+    assert sorted(p.name for p in got_dir.iterdir()) == sorted([*N.TABLE_FILES.values(), "features.json"])
+
+
+def _build_in_parts(tmp_path, events, items, part_events: int, max_len: int, as_of=None) -> None:
+    """Build from a clean folder of `events` in one part and in parts of `part_events` events,
+    after checking that the log makes many parts, one of them a key bigger than a part; the two
+    builds' files must be the same and match the oracle."""
+    biggest = max(events[key].astype(str).value_counts().max() for key in (S.USER_ID, S.ITEM_ID))
+    assert biggest > part_events and len(events) >= 20 * part_events, (biggest, len(events))
+    clean = EventData(events, items, source="parts").write(tmp_path / "clean")
+    whole = build_features(clean, tmp_path / "whole", as_of, max_len, part_events=len(events))
+    parts = build_features(clean, tmp_path / "parts", as_of, max_len, part_events=part_events)
+    _assert_same_files(tmp_path / "parts", tmp_path / "whole")
+    assert parts.rows() == whole.rows()
+    _assert_tables_equal(parts, _oracle(events, items, as_of, max_len))
+
+
+@pytest.mark.parametrize("part_events", [7, 60])
+def test_build_features_in_parts_random_log(tmp_path, part_events):
+    """Parts of 7 events: every user and item (about 75 and 25 events) is bigger than a part.
+    Parts of 60: several items a part, users bigger than a part, an as_of inside the log."""
+    events, items = _random_log(5)
+    as_of = events[S.TIMESTAMP].quantile(0.9) if part_events == 60 else None
+    _build_in_parts(tmp_path, events, items, part_events, max_len=4, as_of=as_of)
+
+
+@pytest.mark.integration
+def test_build_features_in_parts_movielens_100k(tmp_path):
+    data = load_movielens_100k()  # users up to 737 events, items up to 583: parts of 500
+    _build_in_parts(tmp_path, data.events, data.items, 500, max_len=20)
+
+
+@pytest.mark.integration
+def test_build_features_in_parts_instacart(tmp_path):
+    data = load_instacart()  # users up to 1,571 events, items up to 2,087: parts of 1,000
+    _build_in_parts(tmp_path, data.events, data.items, 1000, max_len=50)
+
+
+def test_build_features_rejects_parts_below_one_event(tmp_path, timeline):
+    events, items = timeline
+    EventData(events, items, source="timeline").write(tmp_path / "clean")
+    with pytest.raises(FeatureTableError, match="part_events must be >= 1, got 0"):
+        build_features(tmp_path / "clean", tmp_path / "features", part_events=0)

@@ -6,10 +6,12 @@ that window counts and recency are current there. A row timestamped `t` is compu
 events with timestamp <= t only; that is what makes Feast's point-in-time join honest.
 
 One implementation, in DuckDB SQL (GROUP BY and window functions, no Python loop over rows):
-the pipeline's `build_features` reads the clean events Parquet and writes the tables with
-DuckDB's COPY, under a memory limit with a spill folder, so its memory is bounded whatever
-the size of the log; `build_feature_tables` runs the same queries over an in-memory frame
-(tests, monitoring windows, the demo) and returns pandas frames.
+the pipeline's `build_features` reads the clean events Parquet and writes the tables part by
+part (`part_events` events at a time, each part a run of consecutive user or item keys, so
+every window is complete inside its part), streaming each part's rows into one Parquet file
+per table, under a memory limit with a spill folder: memory is bounded and the cost grows
+linearly with the size of the log. `build_feature_tables` runs the same queries over an
+in-memory frame (tests, monitoring windows, the demo), in one part, and returns pandas frames.
 
 Inside the queries a time is `t`, nanoseconds since the epoch (UTC: pandas' resolution, so an
 in-memory build is exact to the nanosecond), and events are ordered
@@ -24,7 +26,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -41,6 +43,19 @@ if TYPE_CHECKING:
 
 DEFAULT_MEMORY_LIMIT = "2GB"
 """DuckDB's memory limit while it builds the tables: past it, sorts and windows spill to disk."""
+
+DEFAULT_PART_EVENTS = 1_000_000
+"""About how many events `build_features` computes a table's rows from at a time. Every part
+costs what a build of about this many events costs, so the whole build grows linearly with the
+log; built in one part, the windows and sorts of a larger log outgrew `DEFAULT_MEMORY_LIMIT` and
+spilled (a 30M-event build cost 9.3x the CPU of a 5M one)."""
+
+# The Parquet row groups `build_features` writes: at most DuckDB's COPY's row count, and fewer
+# rows where they are wide (a `recent_items` row holds up to `max_len` ids), so that a row group
+# held in memory before it is written stays small.
+_ROW_GROUP_ROWS = 122_880
+_ROW_GROUP_BYTES = 64 << 20
+_FETCH_ROWS = 8_192  # rows per Arrow batch fetched from DuckDB
 
 _NS_PER_DAY = 86_400_000_000_000
 # How `event_timestamp` leaves a query: for Parquet files, a UTC time in microseconds (DuckDB's
@@ -201,13 +216,26 @@ def build_features(
     max_len: int = DEFAULT_MAX_LEN,
     memory_limit: str = DEFAULT_MEMORY_LIMIT,
     temp_dir: str | Path | None = None,
+    part_events: int = DEFAULT_PART_EVENTS,
 ) -> FeatureTables:
     """Pipeline step: read the clean dataset directory, build the tables, write them to `features_dir`.
 
-    DuckDB reads the events Parquet and writes each table straight to Parquet: memory stays
-    within `memory_limit` (plus the item table, read whole) whatever the number of events;
-    what does not fit spills to `temp_dir` (default: a folder next to the tables, removed
-    after). The returned tables are on disk: their frames are read only if asked for.
+    DuckDB reads the events Parquet and computes each table in parts of about `part_events`
+    events: the keys of the table (users for user_stats and user_recent_items, items for
+    item_stats), in order, cut into consecutive runs by their event counts, a key never in two
+    parts (a key with more events than `part_events` is a part of its own). The events are
+    copied once, clustered by part, so a part reads only its own rows. Each part's rows are
+    streamed, in key order, into one Parquet file per table (`<name>.parquet.partial`, renamed
+    when whole), ordered by (key, timestamp) as one query over the whole log would write them.
+    Memory stays within `memory_limit` (plus the item table, read whole, and one row group)
+    whatever the number of events; what does not fit spills to `temp_dir` (default: a folder
+    next to the tables, removed after). The returned tables are on disk: their frames are read
+    only if asked for. The tables do not depend on `part_events`, but for the last bit of the
+    price means: DuckDB adds doubles in an order that follows where a key's rows sit in a window.
+
+    Raises:
+        FeatureTableError: a required column is missing, `max_len` or `part_events` is below 1,
+            or no event is at or before `as_of`.
     """
     root = Path(clean_dir)
     events_path = root / S.EVENTS_FILE
@@ -218,6 +246,8 @@ def build_features(
     schema = pq.read_schema(events_path)
     columns = schema.names
     _check(columns, max_len)
+    if part_events < 1:
+        raise FeatureTableError(f"part_events must be >= 1, got {part_events}")
     manifest_path = root / S.DATASET_MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     items = _read_items(root / S.ITEMS_FILE)
@@ -234,19 +264,26 @@ def build_features(
     paths: dict[str, Path] = {}
     rows: dict[str, int] = {}
     with duckdb_connection(memory_limit, temp_dir or out) as con:
-        cutoff, count, several = _load_events(con, source, items, as_of)
-        queries = {
-            N.USER_STATS: user_stats_table(_ns(cutoff)),
-            N.ITEM_STATS: item_stats_table(_ns(cutoff), several),
-            N.USER_RECENT_ITEMS: user_recent_items_table(_ns(cutoff), max_len),
+        # `ev` stays a view over the file: each table's pass copies it once, clustered by part.
+        cutoff, count, several = _load_events(con, source, items, as_of, view=True)
+        at = _ns(cutoff)
+        by_key = {  # the tables of each key, and the event columns their queries read
+            S.USER_ID: (
+                [S.USER_ID, S.ITEM_ID, S.EVENT_TYPE, "t", S.PRICE, "ord", "category"],
+                {N.USER_STATS: lambda events: user_stats_table(at, events=events),
+                 N.USER_RECENT_ITEMS: lambda events: user_recent_items_table(at, max_len, events=events)},
+            ),
+            S.ITEM_ID: (
+                [S.ITEM_ID, S.USER_ID, S.EVENT_TYPE, "t", S.PRICE],
+                {N.ITEM_STATS: lambda events: item_stats_table(at, several, events=events)},
+            ),
         }
-        for name, query in queries.items():
-            path = out / N.TABLE_FILES[name]
-            partial = path.with_suffix(".parquet.partial")  # a reader never sees half a file
-            written = _one(con, f"COPY ({query}) TO {_literal(partial)} (FORMAT parquet)")
-            partial.replace(path)
-            paths[name] = path
-            rows[name] = int(written[0]) if written else 0
+        for key, (event_columns, queries) in by_key.items():
+            parts, null_key = _cluster_by_part(con, key, event_columns, part_events)
+            for name, query in queries.items():
+                paths[name] = out / N.TABLE_FILES[name]
+                rows[name] = _write_parts(con, query, parts, paths[name], () if null_key else (key,))
+            con.execute("DROP TABLE ev_parts")
     tables = FeatureTables(
         as_of=cutoff,
         max_len=max_len,
@@ -276,9 +313,10 @@ def features_max_len(features_dir: str | Path) -> int | None:
 # --- the tables: SQL over the `ev` table (`_load_events`) ---------------------------------------
 
 
-def user_stats_table(as_of: int, timestamp: str = _FILE_TIMESTAMP) -> str:
-    """One row per (user, distinct event time) and per user at `as_of` (nanoseconds); see
-    `names.USER_STATS_FEATURES`.
+def user_stats_table(as_of: int, timestamp: str = _FILE_TIMESTAMP, events: str = "ev") -> str:
+    """One row per (user, distinct event time) and per user at `as_of` (nanoseconds), from the
+    events of `events` (a table, or a subquery with an alias: each of its users' events whole);
+    see `names.USER_STATS_FEATURES`.
 
     Windows are half-open, (t - w, t]. `top_category` is the category the user has met most
     often so far; on a tie the category that reached the count first keeps the lead. So the
@@ -297,17 +335,17 @@ def user_stats_table(as_of: int, timestamp: str = _FILE_TIMESTAMP) -> str:
 WITH groups AS (
     SELECT {S.USER_ID}, t, {counts},
         sum(coalesce({S.PRICE}, 0)) AS price_sum, count({S.PRICE}) AS price_n
-    FROM ev GROUP BY {S.USER_ID}, t
+    FROM {events} GROUP BY {S.USER_ID}, t
 ),
 first_meetings AS (
     SELECT {S.USER_ID}, t, count(*) AS new_items
-    FROM (SELECT {S.USER_ID}, min(t) AS t FROM ev GROUP BY {S.USER_ID}, {S.ITEM_ID})
+    FROM (SELECT {S.USER_ID}, min(t) AS t FROM {events} GROUP BY {S.USER_ID}, {S.ITEM_ID})
     GROUP BY {S.USER_ID}, t
 ),
 met AS (
     SELECT {S.USER_ID}, category, t, ord,
         row_number() OVER (PARTITION BY {S.USER_ID}, category ORDER BY t, ord) AS level
-    FROM ev WHERE category IS NOT NULL AND category <> '{N.UNKNOWN_CATEGORY}'
+    FROM {events} WHERE category IS NOT NULL AND category <> '{N.UNKNOWN_CATEGORY}'
 ),
 levels AS (
     SELECT {S.USER_ID}, level, arg_min(category, {{'t': t, 'ord': ord}}) AS category, min(t) AS t
@@ -338,9 +376,11 @@ ORDER BY {S.USER_ID}, t
 """
 
 
-def item_stats_table(as_of: int, several_types: bool, timestamp: str = _FILE_TIMESTAMP) -> str:
-    """One row per (item, distinct event time) and per item at `as_of` (nanoseconds); see
-    `names.ITEM_STATS_FEATURES`.
+def item_stats_table(as_of: int, several_types: bool, timestamp: str = _FILE_TIMESTAMP,
+                     events: str = "ev") -> str:
+    """One row per (item, distinct event time) and per item at `as_of` (nanoseconds), from the
+    events of `events` (a table, or a subquery with an alias: each of its items' events whole);
+    see `names.ITEM_STATS_FEATURES`.
 
     `purchase_share` is purchases / events so far, only where the log has more than one
     event type (`several_types`; in a purchase-only or view-only log the share says nothing:
@@ -356,11 +396,11 @@ WITH groups AS (
     SELECT {S.ITEM_ID}, t, count(*) AS n_events,
         count(*) FILTER (WHERE {S.EVENT_TYPE} = '{S.PURCHASE}') AS n_purchases,
         sum(coalesce({S.PRICE}, 0)) AS price_sum, count({S.PRICE}) AS price_n
-    FROM ev GROUP BY {S.ITEM_ID}, t
+    FROM {events} GROUP BY {S.ITEM_ID}, t
 ),
 first_meetings AS (
     SELECT {S.ITEM_ID}, t, count(*) AS new_users
-    FROM (SELECT {S.ITEM_ID}, min(t) AS t FROM ev GROUP BY {S.ITEM_ID}, {S.USER_ID})
+    FROM (SELECT {S.ITEM_ID}, min(t) AS t FROM {events} GROUP BY {S.ITEM_ID}, {S.USER_ID})
     GROUP BY {S.ITEM_ID}, t
 ),
 timeline AS (
@@ -391,17 +431,19 @@ ORDER BY s.{S.ITEM_ID}, t
 """
 
 
-def user_recent_items_table(as_of: int, max_len: int, timestamp: str = _FILE_TIMESTAMP) -> str:
-    """One row per (user, distinct event time) and per user at `as_of` (nanoseconds): the
-    last `max_len` item ids with timestamp <= the row's, oldest first (events at one time keep
-    file order). A window list over the last `max_len` rows, kept at each time's last event."""
+def user_recent_items_table(as_of: int, max_len: int, timestamp: str = _FILE_TIMESTAMP,
+                            events: str = "ev") -> str:
+    """One row per (user, distinct event time) and per user at `as_of` (nanoseconds), from the
+    events of `events` (a table, or a subquery with an alias: each of its users' events whole):
+    the last `max_len` item ids with timestamp <= the row's, oldest first (events at one time
+    keep file order). A window list over the last `max_len` rows, kept at each time's last event."""
     order = f"PARTITION BY {S.USER_ID} ORDER BY t, ord"
     return f"""
 WITH recent AS (
     SELECT {S.USER_ID}, t,
         list({S.ITEM_ID}) OVER ({order} ROWS BETWEEN {max_len - 1} PRECEDING AND CURRENT ROW) AS {N.RECENT_ITEMS},
         lead(t) OVER ({order}) AS next_t
-    FROM ev
+    FROM {events}
     QUALIFY next_t IS NULL OR next_t <> t
 ),
 timeline AS (  -- a user's last row is repeated at as_of (the snapshot) unless it is at as_of
@@ -453,9 +495,11 @@ def _load_events(
     source: str,
     items: pd.DataFrame | None,
     as_of: pd.Timestamp | str | None,
+    view: bool = False,
 ) -> tuple[pd.Timestamp, int, bool]:
     """Create the item lookups and `ev` (the events at or before the cutoff, each with its item's
-    category) from `source`, a query with user_id, item_id, event_type, t, price and ord.
+    category) from `source`, a query with user_id, item_id, event_type, t, price and ord: a
+    table, or with `view` a view that reads `source` again at each use.
     Returns (cutoff, events kept, whether the kept events have several event types)."""
     _item_lookup(con, "item_categories", items, S.CATEGORY, "VARCHAR")
     _item_lookup(con, "item_prices", items, S.PRICE, "DOUBLE")
@@ -470,7 +514,7 @@ def _load_events(
         cutoff = pd.Timestamp(int(last[0]), unit="ns", tz="UTC")
     con.execute(
         f"""
-        CREATE TEMP TABLE ev AS
+        CREATE TEMP {"VIEW" if view else "TABLE"} ev AS
         SELECT e.{S.USER_ID}, e.{S.ITEM_ID}, e.{S.EVENT_TYPE}, e.t,
             CASE WHEN isnan(e.{S.PRICE}) THEN NULL ELSE e.{S.PRICE} END AS {S.PRICE},
             e.ord, c.category
@@ -498,6 +542,111 @@ def _item_lookup(con: "duckdb.DuckDBPyConnection", table: str, items: pd.DataFra
         con.register("_lookup_frame", lookup)
         con.execute(f"INSERT INTO {table} SELECT {S.ITEM_ID}, {column} FROM _lookup_frame")
         con.unregister("_lookup_frame")
+
+
+def _cluster_by_part(
+    con: "duckdb.DuckDBPyConnection", key: str, columns: list[str], part_events: int
+) -> tuple[list[int], bool]:
+    """Cut the keys of `ev` (in their ORDER BY order) into parts of about `part_events` events:
+    a key goes to the part numbered (events of the keys before it) // part_events, so a part is
+    a run of consecutive keys, a key is never in two parts, and a key bigger than a part is
+    alone in its own. Copies `columns` of `ev` once into `ev_parts`, with the part number,
+    sorted by it: a part's scan (`WHERE part = p`) skips the other parts' row groups by their
+    min/max part (DuckDB's zone maps), so the parts together read the events once, not once
+    per part. Returns the part numbers in key order, and whether a key is null."""
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE key_parts AS
+        SELECT {key}, CAST((sum(n) OVER (ORDER BY {key} ROWS UNBOUNDED PRECEDING) - n) // {int(part_events)}
+            AS BIGINT) AS part
+        FROM (SELECT {key}, count(*) AS n FROM ev GROUP BY {key})
+        """
+    )
+    selected = ", ".join(f"e.{column}" for column in columns)
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE ev_parts AS
+        SELECT k.part, {selected}
+        FROM ev e JOIN key_parts k ON e.{key} IS NOT DISTINCT FROM k.{key}
+        ORDER BY k.part
+        """
+    )
+    parts = [int(row[0]) for row in con.execute("SELECT DISTINCT part FROM key_parts ORDER BY part").fetchall()]
+    null_key = _one(con, f"SELECT count(*) FROM key_parts WHERE {key} IS NULL")
+    con.execute("DROP TABLE key_parts")
+    return parts, bool(null_key and null_key[0])
+
+
+def _write_parts(
+    con: "duckdb.DuckDBPyConnection", query: Callable[[str], str], parts: list[int], path: Path,
+    required: tuple[str, ...] = (),
+) -> int:
+    """Run `query(events)` over each part of `ev_parts` in turn and stream the rows, part after
+    part, into the Parquet file `path` (written as `<path>.partial`, renamed when whole: a reader
+    never sees half a file). Returns the rows written.
+
+    The file reads back as DuckDB's COPY of the query over the whole log did: the same Arrow
+    schema (timestamps UTC microseconds, no Arrow schema stored so readers go by the Parquet
+    types, the `required` columns (the key, where no key is null, which COPY found from DuckDB's
+    statistics) not nullable), rows and order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    partial = path.with_suffix(".parquet.partial")
+    writer: pq.ParquetWriter | None = None
+    schema: pa.Schema | None = None
+    pending: list[pa.RecordBatch] = []
+    pending_rows = pending_bytes = written = 0
+
+    def flush() -> None:
+        nonlocal pending, pending_rows, pending_bytes
+        if pending:
+            assert writer is not None and schema is not None
+            writer.write_table(pa.Table.from_batches(pending).cast(schema), row_group_size=max(pending_rows, 1))
+        pending, pending_rows, pending_bytes = [], 0, 0
+
+    try:
+        for part in parts:
+            events = f"(SELECT * FROM ev_parts WHERE part = {part}) ev"
+            reader = con.sql(query(events)).to_arrow_reader(_FETCH_ROWS)
+            if writer is None:
+                schema = _file_schema(reader.schema, required)
+                writer = pq.ParquetWriter(partial, schema, store_schema=False)
+            for batch in reader:
+                if batch.num_rows == 0:
+                    continue
+                pending.append(batch)
+                pending_rows += batch.num_rows
+                pending_bytes += batch.nbytes
+                written += batch.num_rows
+                if pending_rows >= _ROW_GROUP_ROWS or pending_bytes >= _ROW_GROUP_BYTES:
+                    flush()
+        flush()
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        raise FeatureTableError(f"no part to write {path.name} from")  # `_load_events` made sure of events
+    partial.replace(path)
+    return written
+
+
+def _file_schema(schema: "pa.Schema", required: tuple[str, ...]) -> "pa.Schema":
+    """The schema a table's file is written with: DuckDB's Arrow types, timestamps in "UTC" (DuckDB
+    names its session's zone, e.g. "Etc/UTC"), lists with Arrow's default item name, the
+    `required` columns not nullable."""
+    import pyarrow as pa
+
+    def typed(kind: pa.DataType) -> pa.DataType:
+        if pa.types.is_timestamp(kind) and kind.tz is not None:
+            return pa.timestamp(kind.unit, tz="UTC")
+        if pa.types.is_list(kind):
+            return pa.list_(typed(kind.value_type))
+        return kind
+
+    return pa.schema(
+        [pa.field(field.name, typed(field.type), field.nullable and field.name not in required) for field in schema]
+    )
 
 
 def _one(con: "duckdb.DuckDBPyConnection", query: str) -> tuple | None:
