@@ -52,6 +52,7 @@ def train(
     from shoprec import schema as S
     from shoprec.data.dataset import EventData
     from shoprec.evaluation.splits import SplitSpec
+    from shoprec.home import Home
     from shoprec.training.fit import FitConfig, fit_and_evaluate, save_outcome
     from shoprec.training.loop import TrainConfig
 
@@ -98,6 +99,8 @@ def train(
         train=TrainConfig(max_epochs=max_epochs, learning_rate=learning_rate,
                           budget_minutes=budget_minutes or None),
         split=SplitSpec(split, cutoff),
+        # Titles embedded by earlier runs on this home are not embedded again.
+        embedding_cache=Home.at(home or None).embeddings,
     )
     outcome = fit_and_evaluate(data, config, training_set=training_set)
     snapshot = data.info.get("snapshot_id")

@@ -72,6 +72,12 @@ class Home:
         return self.root / "logs"
 
     @property
+    def embeddings(self) -> Path:
+        """Title embeddings computed so far, one row per distinct title
+        (`models.content.title_embeddings`): a retraining embeds only new titles."""
+        return self.root / "embeddings"
+
+    @property
     def predictions(self) -> Path:
         """The servers' prediction log (one JSON-lines file per server process)."""
         return self.logs / "predictions"

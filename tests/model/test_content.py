@@ -29,3 +29,37 @@ def test_title_embeddings_are_offline_and_meaningful(monkeypatch):
     import os
 
     assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_title_embeddings_come_from_the_cache_and_only_new_titles_are_embedded(tmp_path, monkeypatch):
+    """With a cache folder, a second run embeds only the titles it has not seen (a renamed item
+    counts as new) and reads the others back exactly as stored."""
+    import shoprec.models.content as content
+
+    embedded: list[list[str]] = []
+    real = content.embed_texts
+
+    def counting(texts: list[str], batch_size: int = 128) -> np.ndarray:
+        embedded.append(list(texts))
+        return real(texts, batch_size)
+
+    monkeypatch.setattr(content, "embed_texts", counting)
+    items = pd.DataFrame({S.ITEM_ID: ["a", "b", "c"],
+                          S.TITLE: ["organic whole milk", "skim milk half gallon", "organic whole milk"]})
+    vocab = ItemVocab(("a", "b", "c", "d"))
+    first = item_features(items, vocab, cache=tmp_path).text.numpy()
+    assert sorted(embedded[0]) == ["organic whole milk", "skim milk half gallon"]  # each distinct title once
+    assert (tmp_path / content.CACHE_FILE).is_file()
+    plain = item_features(items, vocab).text.numpy()  # without a cache: the same vectors
+    np.testing.assert_allclose(first, plain, atol=1e-5)
+    embedded.clear()
+
+    renamed = items.assign(**{S.TITLE: ["organic whole milk", "skim milk one gallon", "organic whole milk"]})
+    more = pd.concat([renamed, pd.DataFrame({S.ITEM_ID: ["d"], S.TITLE: ["chocolate chip cookies"]})])
+    second = item_features(more, vocab, cache=tmp_path).text.numpy()
+    assert sorted(embedded[0]) == ["chocolate chip cookies", "skim milk one gallon"]
+    assert np.array_equal(second[1], first[1]) and np.array_equal(second[3], first[3])  # read back as stored
+    assert not np.allclose(second[2], first[2])  # the renamed item has its new title's vector
+    embedded.clear()
+    third = item_features(more, vocab, cache=tmp_path).text.numpy()
+    assert embedded == [] and np.array_equal(third, second)  # nothing new: no model call at all

@@ -5,8 +5,10 @@ nothing is ever fetched from a hub at run time."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,6 +19,8 @@ from shoprec.errors import DataSourceError
 from shoprec.sequences import ItemVocab
 
 TEXT_DIM = 384  # all-MiniLM-L6-v2 sentence embedding size
+# The cache file of `title_embeddings`, named after the model: another model starts a new file.
+CACHE_FILE = "all-MiniLM-L6-v2.parquet"
 
 
 @dataclass
@@ -68,9 +72,12 @@ def embed_texts(texts: list[str], batch_size: int = 128) -> np.ndarray:
     )
 
 
-def title_embeddings(items: pd.DataFrame | None, vocab: ItemVocab) -> torch.Tensor | None:
+def title_embeddings(items: pd.DataFrame | None, vocab: ItemVocab, cache: str | Path | None = None
+                     ) -> torch.Tensor | None:
     """[N+1, 384] MiniLM embedding of each item's title (zeros without a title); None when
-    the items table has no titles."""
+    the items table has no titles. With `cache` (a folder, e.g. `Home.embeddings`), titles
+    embedded by an earlier call are read from it and only new titles are embedded (then added):
+    a retraining on a 300k-item catalogue embeds what changed, not every title again."""
     if items is None or S.TITLE not in items:
         return None
     frame = items[[S.ITEM_ID, S.TITLE]].dropna()
@@ -79,12 +86,49 @@ def title_embeddings(items: pd.DataFrame | None, vocab: ItemVocab) -> torch.Tens
     frame, index = frame[index > 0], index[index > 0]
     if len(frame) == 0:
         return None
+    titles = frame[S.TITLE].astype(str).tolist()
+    vectors = embed_texts(titles) if cache is None else _cached_embeddings(titles, Path(cache))
     out = torch.zeros(vocab.n_items + 1, TEXT_DIM)
-    out[torch.as_tensor(index)] = torch.from_numpy(embed_texts(frame[S.TITLE].astype(str).tolist()))
+    out[torch.as_tensor(index)] = torch.from_numpy(vectors)
     return out
 
 
-def item_features(items: pd.DataFrame | None, vocab: ItemVocab, text: bool = True) -> ItemFeatures:
-    """Category codes and (when `text` and titles exist) title embeddings for the vocabulary."""
+def _title_key(title: str) -> str:
+    return hashlib.sha256(title.encode("utf-8")).hexdigest()
+
+
+def _cached_embeddings(titles: list[str], folder: Path) -> np.ndarray:
+    """[len(titles), 384] embeddings, from the cache file in `folder` where a title is there and
+    embedded (and added to the file) otherwise. Keyed by the title's sha256, so a renamed item
+    gets a fresh vector and an unchanged one is never embedded twice."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = folder / CACHE_FILE
+    keys = [_title_key(t) for t in titles]
+    known: dict[str, np.ndarray] = {}
+    if path.is_file():
+        table = pq.read_table(path)
+        stored = table.column("vector").combine_chunks()
+        matrix = stored.values.to_numpy(zero_copy_only=False).reshape(-1, TEXT_DIM).astype(np.float32)
+        known = dict(zip(table.column("key").to_pylist(), matrix))
+    missing = sorted({k: t for k, t in zip(keys, titles) if k not in known}.items())
+    if missing:
+        fresh = embed_texts([t for _, t in missing])
+        known.update(zip((k for k, _ in missing), fresh))
+        folder.mkdir(parents=True, exist_ok=True)
+        all_keys = list(known)
+        flat = np.concatenate([known[k] for k in all_keys]).astype(np.float32)
+        vectors = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.float32()), TEXT_DIM)
+        partial = path.with_suffix(".parquet.partial")  # a reader never sees half a file
+        pq.write_table(pa.table({"key": all_keys, "vector": vectors}), partial)
+        partial.replace(path)
+    return np.stack([known[k] for k in keys]).astype(np.float32)
+
+
+def item_features(items: pd.DataFrame | None, vocab: ItemVocab, text: bool = True,
+                  cache: str | Path | None = None) -> ItemFeatures:
+    """Category codes and (when `text` and titles exist) title embeddings for the vocabulary;
+    `cache`: the folder of computed title embeddings (`title_embeddings`)."""
     codes, names = category_codes(items, vocab)
-    return ItemFeatures(codes, names, title_embeddings(items, vocab) if text else None)
+    return ItemFeatures(codes, names, title_embeddings(items, vocab, cache) if text else None)

@@ -53,6 +53,9 @@ class FitConfig:
     split: SplitSpec = SplitSpec()
     content: bool = True
     impute_cold_items: bool = True
+    # Where title embeddings computed by earlier runs are kept (`Home.embeddings`); None: embed
+    # every title each time.
+    embedding_cache: Path | None = None
     # Repeat-purchase data only: the SASRec repeat bonus weights tried on validation (0 = off).
     # Up to weights so large that past items rank first by count (the transformer then only
     # orders equal counts and the rest): validation decides how much "buy again" there is.
@@ -201,7 +204,7 @@ def fit_and_evaluate(
     exclude = exclude_seen_policy(data.info)
     popularity = np.zeros(vocab.n_items + 1)
     np.add.at(popularity, np.concatenate(split.train), 1.0)
-    features = item_features(data.items, vocab, text=config.content) if config.content else \
+    features = item_features(data.items, vocab, text=config.content, cache=config.embedding_cache) if config.content else \
         item_features(None, vocab, text=False)
     names = baseline_kinds(exclude, config.baselines)
     models: dict[str, Recommender] = {}
