@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,9 +121,13 @@ def _cached_embeddings(titles: list[str], folder: Path) -> np.ndarray:
         all_keys = list(known)
         flat = np.concatenate([known[k] for k in all_keys]).astype(np.float32)
         vectors = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.float32()), TEXT_DIM)
-        partial = path.with_suffix(".parquet.partial")  # a reader never sees half a file
+        # Written under a name of its own, then renamed: a reader never sees half a file, and two
+        # runs adding titles at once cannot interleave their writes (the last rename wins; the
+        # titles only the other one added are embedded again later).
+        handle, partial = tempfile.mkstemp(prefix=f".{CACHE_FILE}.", suffix=".partial", dir=folder)
+        os.close(handle)
         pq.write_table(pa.table({"key": all_keys, "vector": vectors}), partial)
-        partial.replace(path)
+        os.replace(partial, path)
     return np.stack([known[k] for k in keys]).astype(np.float32)
 
 
