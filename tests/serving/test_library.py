@@ -289,3 +289,14 @@ def test_a_cold_cart_with_preferences_gets_onboarding_and_a_paid_item_is_marked(
     assert warm["items"][1]["reason"] == "sponsored" and warm["items"][1]["reason_item_id"] is None
     with pytest.raises(InvalidRequest, match=r"instances\[0\].preferences: unknown category"):
         core.check(parse_request_v1({"instances": [{"user_id": "u1", "preferences": {"categories": ["neither"]}}]}))
+
+
+def test_a_shared_v2_exclude_counts_toward_the_id_cap_once_per_user():
+    """V2 `exclude` of shape [E] applies to every user, so it weighs what V1's per-instance lists
+    would: 200 users x 600 shared ids is over the 100,000-id cap, 100 x 600 is not."""
+    from shoprec.serving.requests import MAX_TOTAL_IDS, v2_filters
+
+    shared = TensorInput("exclude", "BYTES", [600], [f"i{n}" for n in range(600)])
+    assert len(v2_filters({"exclude": shared}, users=100, ids_sent=100)) == 100
+    with pytest.raises(InvalidRequest, match=f"120200 ids in all .* at most {MAX_TOTAL_IDS}"):
+        v2_filters({"exclude": shared}, users=200, ids_sent=200)

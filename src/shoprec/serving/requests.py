@@ -407,9 +407,12 @@ def v2_filters(by_name: dict[str, TensorInput], users: int,
         if len(shape) == 2 and shape[0] != users:
             raise InvalidRequest(f"input 'exclude' has shape {shown(shape)}: {shape[0]} rows, but the "
                                  f"request has {users} user(s); send one row per user, or shape [E] for all")
-        if ids_sent + len(flat) > MAX_TOTAL_IDS:
-            raise InvalidRequest(f"the request holds {ids_sent + len(flat)} ids in all (users, items, exclude); "
-                                 f"at most {MAX_TOTAL_IDS} per request")
+        # A shared [E] list applies to every user: it counts once per user, as V1's per-instance
+        # `exclude` would (256 users x 1,000 shared ids would otherwise pass a 100,000-id cap).
+        counted = ids_sent + len(flat) * (users if len(shape) == 1 else 1)
+        if counted > MAX_TOTAL_IDS:
+            raise InvalidRequest(f"the request holds {counted} ids in all (users, items, exclude; a shared "
+                                 f"'exclude' counts once per user); at most {MAX_TOTAL_IDS} per request")
         width = shape[-1]
         rows = [flat] if len(shape) == 1 else [flat[n * width:(n + 1) * width] for n in range(users)]
         checked = []
