@@ -59,13 +59,15 @@ def _readiness(model_name: str = INFERENCE_SERVICE_NAME) -> V1Probe:
 
 
 def model_spec(storage_uri: str, *, model_format: str, runtime: str, resources: dict[str, Any],
-               model_name: str, env: list[V1EnvVar] | None = None) -> V1beta1ModelSpec:
+               model_name: str, env: list[V1EnvVar] | None = None,
+               volume_mounts: list[V1VolumeMount] | None = None) -> V1beta1ModelSpec:
     """A predictor's model: the bundle at `storage_uri` (downloaded to /mnt/models by KServe's
     storage initializer) run by `runtime`, locked down and bounded, ready once the V1 endpoint
-    of `model_name` answers; `env` is added to the runtime's container environment. Shared by
-    the recommender's and the churn model's services."""
+    of `model_name` answers; `env` is added to the runtime's container environment and
+    `volume_mounts` to its mounts. Shared by the recommender's and the churn model's services."""
     return V1beta1ModelSpec(
         env=env or None,
+        volume_mounts=volume_mounts or None,
         name="kserve-container",
         model_format=V1beta1ModelFormat(name=model_format),
         runtime=runtime,
@@ -77,12 +79,27 @@ def model_spec(storage_uri: str, *, model_format: str, runtime: str, resources: 
     )
 
 
+def campaigns_in_home(campaigns: str) -> bool:
+    """Whether a campaigns setting is a file on the shared home (the predictor then mounts it);
+    False for an object-store URL. Any other local path names nothing inside the predictor's
+    pod (a path of the machine that rendered the service, say): a ValueError saying so."""
+    protocol, path = fsspec.core.split_protocol(campaigns)
+    if protocol not in (None, "file", "local"):
+        return False
+    inside = os.path.normpath(path)
+    if not inside.startswith(HOME_MOUNT + "/"):
+        raise ValueError(f"campaigns table {campaigns!r}: on a cluster it must be an object-store URL "
+                         f"(s3://...) or a file on the shared home under {HOME_MOUNT}/; a local path "
+                         "elsewhere does not exist in the predictor's pod")
+    return True
+
+
 def campaigns_env(campaigns: str) -> list[V1EnvVar]:
     """The predictor container's environment for a campaigns table (`shoprec.serving.campaigns`):
     SHOPREC_CAMPAIGNS, and for an object-store URL the store's credentials from its Secret (KServe
     gives them to the storage initializer only, not to the container that serves)."""
     env = [V1EnvVar(name=CAMPAIGNS_ENV, value=campaigns)]
-    if fsspec.core.split_protocol(campaigns)[0] not in (None, "file", "local"):
+    if not campaigns_in_home(campaigns):
         env += [V1EnvVar(name=key, value_from=V1EnvVarSource(secret_key_ref=V1SecretKeySelector(
             name=OBJECT_STORE_SECRET, key=key))) for key in OBJECT_STORE_KEYS]
     return env
@@ -145,7 +162,8 @@ def render_inference_service(
     the last ready one (None: all traffic, i.e. a full rollout). image: the transformer's
     image (default: $SHOPREC_IMAGE or the release image). logger_url: see `transformer_spec`.
     campaigns: the campaigns table the predictor loads at start, an object-store URL
-    (s3://...) or a path inside its pod (the shared home is mounted at HOME_MOUNT): passed as
+    (s3://...) or a file on the shared home (under HOME_MOUNT, which the predictor then mounts
+    read-only; any other local path is refused, `campaigns_in_home`): passed as
     $SHOPREC_CAMPAIGNS on its container (`campaigns_env`); default: $SHOPREC_CAMPAIGNS of the
     deploying process (the deploy step, `shoprec models promote --cluster`), as the image
     defaults to $SHOPREC_IMAGE; "" or unset: no table, and the variable is absent."""
@@ -154,7 +172,9 @@ def render_inference_service(
     if canary_traffic_percent is not None and not 0 <= canary_traffic_percent <= 100:
         raise ValueError(f"canary_traffic_percent must be 0..100, got {canary_traffic_percent}")
     annotations = {"shoprec.io/model-version": version} if version else None
-    campaigns = os.environ.get(CAMPAIGNS_ENV, "") if campaigns is None else campaigns
+    campaigns = (os.environ.get(CAMPAIGNS_ENV, "") if campaigns is None else campaigns).strip()
+    # A table on the shared home: the predictor mounts the home, read-only (it only reads it).
+    in_home = bool(campaigns) and campaigns_in_home(campaigns)
     isvc = V1beta1InferenceService(
         api_version=constants.KSERVE_V1BETA1,
         kind=constants.KSERVE_KIND_INFERENCESERVICE,
@@ -169,7 +189,11 @@ def render_inference_service(
                 security_context=pod_security(),
                 model=model_spec(storage_uri, model_format=MODEL_FORMAT, runtime=runtime,
                                  resources=PREDICTOR_RESOURCES, model_name=INFERENCE_SERVICE_NAME,
-                                 env=campaigns_env(campaigns.strip()) if campaigns.strip() else None),
+                                 env=campaigns_env(campaigns) if campaigns else None,
+                                 volume_mounts=[V1VolumeMount(name="home", mount_path=HOME_MOUNT, read_only=True)]
+                                 if in_home else None),
+                volumes=[V1Volume(name="home", persistent_volume_claim=V1PersistentVolumeClaimVolumeSource(
+                    claim_name=HOME_CLAIM, read_only=True))] if in_home else None,
             ),
             transformer=transformer_spec(resolve_image(image), feature_server_url=feature_server_url,
                                          logger_url=logger_url),

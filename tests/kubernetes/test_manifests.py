@@ -209,9 +209,22 @@ def test_the_predictor_gets_a_campaigns_table_only_when_one_is_set(monkeypatch: 
     [store] = [s for s in yaml.safe_load_all((REPO / "manifests/base/secrets.template.yaml").read_text())
                if s["metadata"]["name"] == "shoprec-object-store"]
     assert {e["name"] for e in env[1:]} <= set(store["stringData"])
-    # A path in the pod (the shared home) needs no keys.
-    assert model_of(campaigns="/var/lib/shoprec/campaigns.csv")["env"] == [
-        {"name": "SHOPREC_CAMPAIGNS", "value": "/var/lib/shoprec/campaigns.csv"}]
+    assert "volumeMounts" not in remote["spec"]["predictor"]["model"]  # nothing to mount for a URL
+    # A file on the shared home needs no keys: the predictor mounts the home, read-only.
+    local = render_inference_service("s3://shoprec/registry/versions/v1", campaigns="/var/lib/shoprec/campaigns.csv")
+    assert errors_of(validator, local) == []
+    predictor = local["spec"]["predictor"]
+    assert predictor["model"]["env"] == [{"name": "SHOPREC_CAMPAIGNS", "value": "/var/lib/shoprec/campaigns.csv"}]
+    assert predictor["model"]["volumeMounts"] == [{"name": "home", "mountPath": "/var/lib/shoprec", "readOnly": True}]
+    assert predictor["volumes"] == [{"name": "home", "persistentVolumeClaim": {"claimName": "shoprec-home",
+                                                                               "readOnly": True}}]
+    # A path of the machine that renders the service names nothing in the pod: refused, clearly.
+    for elsewhere in ("/home/me/campaigns.csv", "campaigns.csv", "/var/lib/shoprec/../etc/campaigns.csv"):
+        with pytest.raises(ValueError, match="object-store URL .* shared home under /var/lib/shoprec/"):
+            model_of(campaigns=elsewhere)
+    monkeypatch.setenv("SHOPREC_CAMPAIGNS", "/tmp/left-from-a-local-demo.csv")
+    with pytest.raises(ValueError, match="does not exist in the predictor's pod"):
+        model_of()
     # The deploy setting: $SHOPREC_CAMPAIGNS where the service is rendered; "" renders none.
     monkeypatch.setenv("SHOPREC_CAMPAIGNS", "s3://shop/spring.csv")
     assert model_of()["env"][0] == {"name": "SHOPREC_CAMPAIGNS", "value": "s3://shop/spring.csv"}
