@@ -233,7 +233,7 @@ def test_a_broken_version_under_the_alias_is_logged_once_and_retried_with_back_o
     weights.write_bytes(weights.read_bytes()[:-8] + b"corrupt!")  # fails its sha256 check
     loads_before = registry.loads
 
-    with caplog.at_level("DEBUG", logger="shoprec.serving.predictor"):
+    with caplog.at_level("DEBUG", logger="shoprec.serving.alias_follower"):
         live.start_polling()
         time.sleep(0.8)  # 40 polls
         live.stop_polling()

@@ -18,13 +18,13 @@ answered by `BundleRecommender.recommend_batch`, exactly as the evaluator ranks;
 from one masked score row, in this order: diversity re-ranks it, reasons explain the list,
 sponsored items are placed into it (a paid item has no reason: the model did not choose it).
 
-Following an alias: a background thread reads the alias pointer every `poll_seconds`; when it
-names another version, the new bundle is loaded and verified completely, then one reference
-(version, recommender) is swapped. Requests always read that one reference, so each is answered
-wholly by the old model or wholly by the new one, none waits for a load, and a version that
-fails to load is logged once (one line) and never served (the old one keeps answering); it is
-tried again after a back-off that doubles up to `MAX_RETRY_SECONDS`, not at every poll (a
-load reads and hashes the whole weights file).
+Following an alias is `shoprec.serving.alias_follower.AliasFollower`'s: a background thread
+reads the alias pointer every `poll_seconds`; when it names another version, the new bundle is
+loaded and verified completely, then one reference (version, recommender) is swapped. Requests
+always read that one reference, so each is answered wholly by the old model or wholly by the
+new one, none waits for a load, and a version that fails to load is logged once (one line) and
+never served (the old one keeps answering); it is tried again after a back-off that doubles up
+to `MAX_RETRY_SECONDS`, not at every poll (a load reads and hashes the whole weights file).
 
 Scoring is CPU work: `ScoringPool` runs it in worker threads, at most `concurrency` requests at
 once and at most `max_waiting` more queued (beyond: `ServerBusy`), so the server's event loop
@@ -42,8 +42,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -53,7 +51,7 @@ import numpy as np
 import torch
 
 from shoprec.serving.catalog import ItemCatalog
-from shoprec.errors import BundleError, InvalidRequest, RegistryError, ShoprecError
+from shoprec.errors import BundleError, InvalidRequest
 from shoprec.models.inference import MAX_HISTORY, BundleRecommender
 from shoprec.models.base import mask_seen
 from shoprec.ranking.sponsored import DEFAULT_FLOOR
@@ -63,16 +61,11 @@ from shoprec.serving.campaigns import CAMPAIGNS_ENV, Campaigns
 from shoprec.serving.requests import Query, TensorInput, bounded, history_limit, parse_v1, parse_v2, shown
 from shoprec.serving.sponsored import with_sponsored
 from shoprec.lifecycle.registry import PRODUCTION, Registry
+from shoprec.serving.alias_follower import AliasFollower, ServingUnavailable
 
 logger = logging.getLogger(__name__)
 
-MAX_RETRY_SECONDS = 300.0  # the longest wait before a version that failed to load is tried again
 T = TypeVar("T")
-
-
-class ServingUnavailable(ShoprecError):
-    """The server cannot answer this request as it is configured or loaded: a 503 naming what
-    the operator must fix, never a 400 (the request itself is fine)."""
 
 
 class ServerBusy(ServingUnavailable):
@@ -285,8 +278,10 @@ def lineage(recommender: BundleRecommender, version: str) -> dict[str, Any]:
             "data_snapshot": config.get("snapshot_id"), "model_kind": config.get("kind")}
 
 
-class LiveModel:
-    """The (version, recommender) a server answers with."""
+class LiveModel(AliasFollower[tuple[BundleRecommender, "np.ndarray | None"]]):
+    """The (version, recommender) a server answers with: an `AliasFollower` whose served thing
+    is the recommender with its items' category codes (swapped together, so a request never
+    pairs one bundle with another's item features)."""
 
     def __init__(self, *, bundle_dir: str | Path | None = None, registry: Registry | None = None,
                  alias: str = PRODUCTION, poll_seconds: float = 1.0,
@@ -301,75 +296,24 @@ class LiveModel:
         if not 0.0 <= sponsored_floor <= 1.0:
             raise ValueError(f"sponsored_floor is a relevance percentile in [0, 1], not {sponsored_floor}")
         self.sponsored_floor = sponsored_floor
-        if (bundle_dir is None) == (registry is None):
-            raise ValueError("give exactly one of bundle_dir (a fixed bundle) or registry (follow an alias)")
-        self.bundle_dir = Path(bundle_dir) if bundle_dir is not None else None
-        self.registry, self.alias, self.poll_seconds = registry, alias, poll_seconds
+        super().__init__(bundle_dir=bundle_dir, registry=registry, alias=alias, poll_seconds=poll_seconds)
         self.catalog = catalog
         self.features_max_len = features_max_len
-        # (version, recommender, category codes per vocabulary index or None): swapped as one
-        # reference, so a request never pairs one bundle with another's item features.
-        self._current: tuple[str, BundleRecommender, np.ndarray | None] | None = None
-        # version -> (failed attempts, monotonic time of the next try): a broken version is not
-        # read and hashed again at every poll, and is logged once.
-        self._failed: dict[str, tuple[int, float]] = {}
-        self._last_failure: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def load(self) -> str:
-        """Load the bundle (or the alias's version) now; returns the version served."""
-        if self.bundle_dir is not None:
-            recommender = self.check_window(BundleRecommender.from_bundle(self.bundle_dir), str(self.bundle_dir))
-            # The registry version when the folder is a copy of one (/mnt/models on a cluster).
-            self._current = (recommender.bundle.version or self.bundle_dir.name, recommender,
-                             self._features(recommender))
-        else:
-            self.refresh()
-            if self._current is None:
-                assert self.registry is not None
-                raise RegistryError(f"registry {self.registry.uri} has no {self.alias} version to serve")
-        return self._current[0]
+    def open_folder(self, folder: Path) -> tuple[str, tuple[BundleRecommender, np.ndarray | None]]:
+        recommender = self.check_window(BundleRecommender.from_bundle(folder), str(folder))
+        # The registry version when the folder is a copy of one (/mnt/models on a cluster).
+        return recommender.bundle.version or folder.name, (recommender, self._features(recommender))
 
-    @property
-    def version(self) -> str | None:
-        return self._current[0] if self._current else None
-
-    def refresh(self) -> bool:
-        """Follow the alias once: True when a new version was loaded and swapped in. A version
-        that failed to load raises here, then is skipped until its back-off has passed."""
-        if self.registry is None:
-            return False
-        pointer = self.registry.alias(self.alias)
-        if pointer is None or (self._current is not None and pointer.version == self._current[0]):
-            return False
-        attempts, next_try = self._failed.get(pointer.version, (0, 0.0))
-        if time.monotonic() < next_try:
-            return False
-        try:
-            recommender = self.registry.load(pointer.version)  # fully loaded and verified first
-            self.check_window(recommender, f"{self.alias} version {pointer.version}")
-        except Exception:
-            self._last_failure = pointer.version
-            wait = min(MAX_RETRY_SECONDS, max(self.poll_seconds, 1.0) * 2 ** attempts)
-            self._failed[pointer.version] = (attempts + 1, time.monotonic() + wait)
-            raise
-        self._failed.pop(pointer.version, None)
-        # Built before the swap: one reference swap stays atomic for readers.
-        self._current = (pointer.version, recommender, self._features(recommender))
-        logger.info("now serving %s version %s", self.alias, pointer.version)
-        return True
+    def open_version(self, version: str) -> tuple[BundleRecommender, np.ndarray | None]:
+        assert self.registry is not None
+        recommender = self.check_window(self.registry.load(version), f"{self.alias} version {version}")
+        return recommender, self._features(recommender)  # built before the swap
 
     def _features(self, recommender: BundleRecommender) -> np.ndarray | None:
         """Category codes of the bundle's vocabulary from the catalogue, once per loaded bundle
         (a vocabulary walk: never per request); None without a catalogue."""
         return catalog_categories(self.catalog, recommender.bundle.vocab) if self.catalog is not None else None
-
-    def retry_in(self, version: str) -> float | None:
-        """Seconds until a version that failed to load is tried again (None: it has not failed)."""
-        if version not in self._failed:
-            return None
-        return max(0.0, self._failed[version][1] - time.monotonic())
 
     def check_window(self, recommender: BundleRecommender, what: str) -> BundleRecommender:
         """The recommender, unless it cannot be served as trained: its model reads a longer
@@ -390,39 +334,9 @@ class LiveModel:
                 f"refusing to serve it")
         return recommender
 
-    def start_polling(self) -> None:
-        """Follow the alias in a daemon thread (no-op for a fixed bundle)."""
-        if self.registry is None or self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._poll, name="shoprec-alias-poll", daemon=True)
-        self._thread.start()
-
-    def stop_polling(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def _poll(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
-            try:
-                self.refresh()
-            except Exception as exc:  # a broken new version must not take the server down
-                version = self._last_failure
-                attempts = self._failed.get(version or "", (0, 0.0))[0]
-                # One line per broken version, at its first failure, without the traceback (the
-                # message names the fault); the retries after the back-off log at debug level.
-                log = logger.error if attempts <= 1 else logger.debug
-                log("could not load %s version %s (%s); still serving %s; next try in %.0f s",
-                    self.alias, version, bounded(f"{type(exc).__name__}: {exc}", 300), self.version,
-                    self.retry_in(version or "") or 0.0)
-
     def predict_v1(self, payload: Any) -> dict[str, Any]:
         """A V1 answer: {"predictions": [...], "model_version": ..., "lineage": {...}}."""
-        current = self._current  # read once: the whole request uses one model
-        if current is None:
-            raise ServingUnavailable("the model is not loaded yet")
-        version, recommender, features = current
+        version, (recommender, features) = self.current()  # read once: the whole request uses one model
         queries = parse_v1(payload, history_limit(recommender.bundle.max_len, self.features_max_len))
         queries = with_campaigns(queries, self.campaigns, recommender)
         predictions = answer(recommender, queries, self.catalog, features=features,
@@ -432,10 +346,7 @@ class LiveModel:
     def predict_v2(self, inputs: Sequence[TensorInput]) -> dict[str, Any]:
         """The answer to Open Inference Protocol inputs (`parse_v2`), as `predict_v1` returns
         it; `v2_outputs` turns its predictions into tensors."""
-        current = self._current
-        if current is None:
-            raise ServingUnavailable("the model is not loaded yet")
-        version, recommender, features = current
+        version, (recommender, features) = self.current()
         queries = parse_v2(inputs, history_limit(recommender.bundle.max_len, self.features_max_len))
         queries = with_campaigns(queries, self.campaigns, recommender, lambda n: "input campaign[0]")
         predictions = answer(recommender, queries, self.catalog, features=features,
