@@ -57,6 +57,7 @@ benchmark: setup-dev
 	$(BIN)/python benchmarks/serving.py --demo $$(mktemp -d)
 	$(BIN)/python benchmarks/monitoring.py
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python benchmarks/quality.py $(QUALITY_ARGS)
+	$(BIN)/python benchmarks/repeat_head.py
 
 compile: setup
 	$(BIN)/shoprec compile
