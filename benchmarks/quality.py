@@ -181,6 +181,9 @@ def main() -> None:
     parser.add_argument("--loss", choices=("auto", "full", "sampled"), default=None,
                         help="training loss (auto: full softmax up to models.sasrec.SAMPLED_SOFTMAX_ITEMS items)")
     parser.add_argument("--negatives", type=int, default=None, help="sampled softmax: negatives per step")
+    parser.add_argument("--repeat-head", action="store_true",
+                        help="repeat-purchase data: also fit the learned repeat head and keep it where "
+                             "session-opening validation prefers it to the bonus (FitConfig.repeat_head)")
     parser.add_argument("--ml1m", type=Path, default=ML1M_FILE, help="the SASRec ml-1m.txt.gz")
     parser.add_argument("--json", type=Path, default=None, help="also write all figures here")
     args = parser.parse_args()
@@ -210,6 +213,7 @@ def main() -> None:
             split=SplitSpec("temporal") if PRESETS[name].get("split") == "temporal" else
             SplitSpec("leave-one-out", validation_users=preset["validation_users"]),
             bootstrap=200,
+            repeat_head=args.repeat_head,
         )
         started = time.perf_counter()
         outcome = fit_and_evaluate(data, config)
@@ -217,7 +221,10 @@ def main() -> None:
         everything[name] = {"recipe": args.recipe if name in REFERENCE_RECIPES else "preset", "results": outcome.comparison(), "train": outcome.train_result.to_dict(),
                             "wall_seconds": wall, "threads": threads, "versus_best": versus_best(outcome),
                             "repeat": {"weight": getattr(outcome.models["sasrec"], "repeat_weight", 0.0),
-                                       "decay": getattr(outcome.models["sasrec"], "repeat_decay", 1.0)},
+                                       "decay": getattr(outcome.models["sasrec"], "repeat_decay", 1.0),
+                                       "head": getattr(outcome.models["sasrec"], "repeat_head", 0),
+                                       "share": getattr(outcome.models["sasrec"], "repeat_share", None),
+                                       "side_validation": outcome.repeat_side},
                             "baseline_settings": outcome.baseline_settings}
         label = name if everything[name]["recipe"] == "preset" else f"{name} (reference SASRec+ recipe)"
         console.print(render(label, outcome))

@@ -29,9 +29,8 @@ from shoprec.data.loaders import load_instacart
 from shoprec.evaluation import metrics as M
 from shoprec.evaluation.splits import temporal_cutoff
 from shoprec.models.baselines import DecayedFrequency
-from shoprec.models.repeat_head import (fit_repeat_head, mixture_scores, session_examples,
-                                        session_starts)
-from shoprec.sequences import FlatSequences, build_vocab
+from shoprec.models.repeat_head import fit_repeat_head, mixture_scores, newest_openings, session_examples
+from shoprec.sequences import FlatSequences, build_vocab, session_starts
 
 DECAYS = (1.0, 0.999, 0.995, 0.99, 0.98, 0.95)
 
@@ -79,13 +78,9 @@ def main() -> None:
     head, losses = fit_repeat_head(train, valid, epochs=args.epochs, seed=args.seed)
 
     # Validation targets for the choices: each user's newest session opening before the cut.
-    val_h, val_s, val_t = [], [], []
-    for items, opens, read in zip(early_items, early_starts, early_read):
-        opening = np.flatnonzero(opens)
-        opening = opening[opening > 0]
-        if len(opening):
-            at = int(opening[-1])
-            val_h.append(items[:at]), val_s.append(read[:at]), val_t.append(int(items[at]))
+    val_h, val_s, val_t = newest_openings(early_items, early_starts)
+    if args.no_sessions:
+        val_s = [np.ones(len(h), dtype=bool) for h in val_h]
 
     popularity = np.bincount(np.concatenate(early_items), minlength=vocab.n_items + 1).astype(np.float64)
     log_pop = torch.as_tensor(np.log(popularity + 1e-3), dtype=torch.float32)
@@ -97,10 +92,9 @@ def main() -> None:
         explore = log_pop.expand(len(histories), -1)
         return mixture_scores(head.item_scores(histories, opens), explore, share)
 
-    val_t_arr = np.asarray(val_t)
-    decay_valid = {d: M.ndcg_at_k(ranks_of(decayfreq_scores(val_h, d), val_t_arr), 10).mean() for d in DECAYS}
+    decay_valid = {d: M.ndcg_at_k(ranks_of(decayfreq_scores(val_h, d), val_t), 10).mean() for d in DECAYS}
     best_decay = max(DECAYS, key=lambda d: (decay_valid[d], -abs(1 - d)))
-    share_valid = {s: M.ndcg_at_k(ranks_of(head_scores(val_h, val_s, s), val_t_arr), 10).mean()
+    share_valid = {s: M.ndcg_at_k(ranks_of(head_scores(val_h, val_s, s), val_t), 10).mean()
                    for s in args.repeat_shares}
     best_share = max(args.repeat_shares, key=lambda s: share_valid[s])
 

@@ -287,6 +287,41 @@ class FlatSequences:
         return FlatSequences.load(out)
 
 
+# Where a log carries no session ids, an event more than this after the user's previous one
+# starts a new session (a common web-analytics session timeout).
+SESSION_GAP = pd.Timedelta(minutes=30)
+
+
+def session_starts(events: pd.DataFrame, rows: np.ndarray, offsets: np.ndarray,
+                   gap: pd.Timedelta = SESSION_GAP) -> np.ndarray:
+    """[len(rows)] bool: True where the event at `rows[j]` of `events` opens a session.
+
+    `rows` and `offsets` are a `FlatSequences`' event positions and user offsets (each user's
+    events in time order). Every user's first event opens one; after that a change of
+    `session_id` where the log has one, else a gap of more than `gap` since the user's
+    previous event (also where a session id is missing). Session ids are compared as
+    factorized codes (8 bytes an event, never a column of Python strings)."""
+    starts = np.zeros(len(rows), dtype=bool)
+    starts[offsets[:-1][offsets[:-1] < len(rows)]] = True
+    if len(rows) < 2:
+        return starts
+    by_gap = np.zeros(len(rows), dtype=bool)
+    if S.TIMESTAMP in events:
+        nanos = pd.DatetimeIndex(pd.to_datetime(events[S.TIMESTAMP], utc=True)).asi8[rows]
+        by_gap[1:] = (nanos[1:] - nanos[:-1]) > gap.value
+    codes = pd.factorize(events[S.SESSION_ID])[0][rows] if S.SESSION_ID in events else None
+    if codes is not None and (codes >= 0).any():
+        known = codes >= 0  # -1: no session id on that event
+        changed = np.zeros(len(rows), dtype=bool)
+        changed[1:] = codes[1:] != codes[:-1]
+        both = np.zeros(len(rows), dtype=bool)
+        both[1:] = known[1:] & known[:-1]
+        starts |= np.where(both, changed, by_gap)
+    else:
+        starts |= by_gap
+    return starts
+
+
 def _user_time_order(codes: np.ndarray, times: pd.Series | None) -> np.ndarray:
     """Positions in the order of pandas' stable sort by (user, time), NaT last, as
     `build_sequences` sorts: `codes` rank the users as text. Datetimes sort as integers

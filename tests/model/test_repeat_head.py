@@ -13,8 +13,8 @@ from shoprec import schema as S
 from shoprec.evaluation import metrics as M
 from shoprec.models.baselines import DecayedFrequency
 from shoprec.models.repeat_head import (FEATURE_NAMES, fit_repeat_head, mixture_scores, repeat_features,
-                                        session_examples, session_starts)
-from shoprec.sequences import FlatSequences, ItemVocab
+                                        session_examples)
+from shoprec.sequences import FlatSequences, ItemVocab, session_starts
 
 
 def _events(rows: list[tuple[str, str, str, str | None]]) -> pd.DataFrame:

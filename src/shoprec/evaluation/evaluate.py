@@ -14,6 +14,19 @@ from shoprec.evaluation.splits import EvalSet
 from shoprec.models.base import Recommender, mask_seen
 
 
+def score_rows(model: Recommender, eval_set: EvalSet, rows: slice) -> torch.Tensor:
+    """[B, N+1] scores of the set's histories in `rows`; a model that reads where sessions
+    start (a repeat head: `needs_sessions`) gets the set's `starts` too, and a set without
+    them is a clear error rather than a silently different ranking."""
+    histories = eval_set.histories[rows]
+    if not getattr(model, "needs_sessions", False):
+        return model.score_all(histories)
+    if eval_set.starts is None:
+        raise ValueError("this model reads where each history's sessions start, but the evaluation set "
+                         "carries none: make the split with sessions=True")
+    return model.score_all(histories, starts=eval_set.starts[rows])  # type: ignore[call-arg]
+
+
 def rank_targets(
     model: Recommender,
     eval_set: EvalSet,
@@ -31,7 +44,7 @@ def rank_targets(
     with torch.no_grad():
         for s in range(0, len(eval_set), batch_size):
             histories = eval_set.histories[s:s + batch_size]
-            scores = model.score_all(histories).float()  # [B, N+1]
+            scores = score_rows(model, eval_set, slice(s, s + batch_size)).float()  # [B, N+1]
             if exclude_seen:
                 mask_seen(scores, histories)
             targets = torch.as_tensor(eval_set.targets[s:s + batch_size])

@@ -60,7 +60,8 @@ def evaluate_bundle(
     `tradeoff_users` test users."""
     bundle = load_bundle(bundle_dir)
     spec = SplitSpec.from_dict(bundle.config.get("training", {}).get("split"))
-    split = make_split(events_for_training(data, training_set), bundle.vocab, spec)
+    split = make_split(events_for_training(data, training_set), bundle.vocab, spec,
+                       sessions=bool(getattr(bundle.model, "needs_sessions", False)))
     popularity = np.zeros(bundle.vocab.n_items + 1)
     np.add.at(popularity, np.concatenate(split.train), 1.0)
     codes, names = category_codes(data.items, bundle.vocab)

@@ -18,7 +18,7 @@ import pandas as pd
 from shoprec import schema as S
 from shoprec.data.dataset import EventData
 from shoprec.errors import DataSourceError
-from shoprec.sequences import FlatSequences, ItemVocab, Sequences
+from shoprec.sequences import FlatSequences, ItemVocab, Sequences, session_starts
 
 SplitKind = Literal["leave-one-out", "temporal"]
 SPLIT_KINDS: tuple[str, ...] = ("leave-one-out", "temporal")
@@ -118,6 +118,9 @@ class EvalSet:
     users: np.ndarray
     histories: list[np.ndarray]
     targets: np.ndarray
+    # Where asked for (`make_split(..., sessions=True)`): per history, True where an event opens
+    # a session (`sequences.session_starts`), for models that read sessions (the repeat head).
+    starts: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -132,6 +135,7 @@ class Split:
     valid: EvalSet
     test: EvalSet
     spec: SplitSpec  # the split as made: a temporal cutoff is always resolved here
+    train_starts: list[np.ndarray] | None = None  # session openings of `train`, where asked for
 
     @property
     def kind(self) -> str:
@@ -140,8 +144,9 @@ class Split:
         return self.spec.label
 
 
-def _eval_set(users: list, histories: list[np.ndarray], targets: list[int]) -> EvalSet:
-    return EvalSet(np.array(users, dtype=object), histories, np.array(targets, dtype=np.int64))
+def _eval_set(users: list, histories: list[np.ndarray], targets: list[int],
+              starts: list[np.ndarray] | None = None) -> EvalSet:
+    return EvalSet(np.array(users, dtype=object), histories, np.array(targets, dtype=np.int64), starts)
 
 
 def leave_one_out(sequences: Sequences | FlatSequences, validation_users: int | None = None, seed: int = 0) -> Split:
@@ -178,14 +183,16 @@ def leave_one_out(sequences: Sequences | FlatSequences, validation_users: int | 
                  SplitSpec("leave-one-out", validation_users=validation_users, seed=seed))
 
 
-def temporal_split(events: pd.DataFrame, vocab: ItemVocab, cutoff: pd.Timestamp) -> Split:
+def temporal_split(events: pd.DataFrame, vocab: ItemVocab, cutoff: pd.Timestamp, sessions: bool = False) -> Split:
     """A global time cut: the test target is each user's first item at or after `cutoff`
     (history: everything before it); validation is each user's last item before the cut;
     training sequences are everything before the cut minus that validation item.
 
     The events are sorted once into flat sequences (`FlatSequences`): each user's events before
     the cut are the head of their sequence, those at or after it the tail, so every history,
-    training sequence and target is a view of one int32 array (no frame copies per side)."""
+    training sequence and target is a view of one int32 array (no frame copies per side).
+    With `sessions`, every history and training sequence also gets its session openings
+    (`EvalSet.starts`, `Split.train_starts`: views of one bool array)."""
     if S.TIMESTAMP not in events:
         raise DataSourceError(f"a temporal split needs a '{S.TIMESTAMP}' column")
     spec = SplitSpec("temporal", cutoff)
@@ -210,8 +217,10 @@ def temporal_split(events: pd.DataFrame, vocab: ItemVocab, cutoff: pd.Timestamp)
     if not heads.any():
         raise DataSourceError(f"no events before the temporal cutoff {stamp}")
     flat = seqs.flat
+    opens = session_starts(events, seqs.rows, seqs.offsets) if sessions else np.zeros(0, dtype=bool)
     train: list[np.ndarray] = []
     vu, vh, vt, tu, th, tt = [], [], [], [], [], []
+    train_s, vs, ts = [], [], []  # the same slices of `opens`, with sessions
     for user, start, stop, head in zip(seqs.users, seqs.offsets[:-1].tolist(), seqs.offsets[1:].tolist(),
                                        heads.tolist()):
         cut = start + head
@@ -219,11 +228,18 @@ def temporal_split(events: pd.DataFrame, vocab: ItemVocab, cutoff: pd.Timestamp)
         if head >= 2:
             train.append(seq[:-1])
             vu.append(user), vh.append(seq[:-1]), vt.append(int(seq[-1]))
+            if sessions:
+                train_s.append(opens[start:cut - 1]), vs.append(opens[start:cut - 1])
         elif head == 1:
             train.append(seq)
+            if sessions:
+                train_s.append(opens[start:cut])
         if cut < stop:
             tu.append(user), th.append(seq), tt.append(int(flat[cut]))
-    return Split(train, _eval_set(vu, vh, vt), _eval_set(tu, th, tt), spec)
+            if sessions:
+                ts.append(opens[start:cut])
+    return Split(train, _eval_set(vu, vh, vt, vs if sessions else None),
+                 _eval_set(tu, th, tt, ts if sessions else None), spec, train_s if sessions else None)
 
 
 def temporal_cutoff(events: pd.DataFrame, test_share: float = TEMPORAL_TEST_SHARE) -> pd.Timestamp:
@@ -231,18 +247,21 @@ def temporal_cutoff(events: pd.DataFrame, test_share: float = TEMPORAL_TEST_SHAR
     return pd.to_datetime(events[S.TIMESTAMP], utc=True).quantile(1.0 - test_share)
 
 
-def make_split(events: pd.DataFrame, vocab: ItemVocab, spec: SplitSpec) -> Split:
+def make_split(events: pd.DataFrame, vocab: ItemVocab, spec: SplitSpec, sessions: bool = False) -> Split:
     """The split `spec` asks for; the `Split` records the spec resolved (a temporal split
     without a cutoff gets `temporal_cutoff` of these events). Its evaluation sets hold at most
-    `spec.eval_users` users each (`cap_users`)."""
+    `spec.eval_users` users each (`cap_users`). sessions: also each history's session openings
+    (temporal splits only: leave-one-out serves data sets without repeat purchases)."""
     if spec.kind == "leave-one-out":
+        if sessions:
+            raise DataSourceError("session openings are built for the temporal split, not leave-one-out")
         split = leave_one_out(FlatSequences.from_events(events, vocab), spec.validation_users, spec.seed)
         split = replace(split, spec=spec)
     else:
         if S.TIMESTAMP not in events:
             raise DataSourceError(f"a temporal split needs a '{S.TIMESTAMP}' column")
         cutoff = spec.cutoff if spec.cutoff is not None else temporal_cutoff(events)
-        split = replace(temporal_split(events, vocab, cutoff), spec=replace(spec, cutoff=cutoff))
+        split = replace(temporal_split(events, vocab, cutoff, sessions), spec=replace(spec, cutoff=cutoff))
     return replace(split, valid=cap_users(split.valid, spec.eval_users, spec.seed),
                    test=cap_users(split.test, spec.eval_users, spec.seed))
 
@@ -256,7 +275,8 @@ def cap_users(eval_set: EvalSet, max_users: int | None, seed: int = 0) -> EvalSe
     ids = np.asarray([str(user) for user in eval_set.users], dtype=object)
     keys = pd.util.hash_array(ids, hash_key=f"shoprec{seed % 10**9:09d}", categorize=False)
     kept = np.sort(np.argpartition(keys, max_users - 1)[:max_users])
-    return EvalSet(eval_set.users[kept], [eval_set.histories[i] for i in kept], eval_set.targets[kept])
+    return EvalSet(eval_set.users[kept], [eval_set.histories[i] for i in kept], eval_set.targets[kept],
+                   None if eval_set.starts is None else [eval_set.starts[i] for i in kept])
 
 
 def events_for_training(data: EventData, training_set: pd.DataFrame | None = None) -> pd.DataFrame:

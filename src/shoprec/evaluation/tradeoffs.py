@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from shoprec.evaluation import metrics as M
-from shoprec.evaluation.evaluate import head_items
+from shoprec.evaluation.evaluate import head_items, score_rows
 from shoprec.evaluation.exposure import gini, group_exposure, long_tail_share, ndcg_of_lists
 from shoprec.evaluation.splits import EvalSet
 from shoprec.models.base import Recommender, mask_seen
@@ -42,7 +42,7 @@ def score_batches(model: Recommender, eval_set: EvalSet, exclude_seen: bool,
         with torch.no_grad():
             for start in range(0, len(eval_set), batch_size):
                 rows = slice(start, min(len(eval_set), start + batch_size))
-                scores = model.score_all(eval_set.histories[rows]).float()
+                scores = score_rows(model, eval_set, rows).float()
                 if exclude_seen:
                     mask_seen(scores, eval_set.histories[rows])
                 scores[:, 0] = float("-inf")

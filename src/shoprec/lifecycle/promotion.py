@@ -3,6 +3,7 @@ by `deploy`). The infra check starts a real predictor, so the shell passes it in
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,8 +11,8 @@ from typing import Any
 
 from shoprec.evaluation.splits import SplitSpec
 from shoprec.lifecycle.gate import Check, Policy, PromotionDecision, gate_bundle
-from shoprec.lifecycle.window import newest_window
-from shoprec.models.bundle import load_bundle
+from shoprec.lifecycle.window import newest_window, reads_sessions
+from shoprec.models.bundle import CONFIG_FILE, load_bundle
 
 # Checks a candidate bundle on the real serving stack (shoprec.kserve.infra_check.check_bundle).
 InfraCheck = Callable[[Path], Check]
@@ -40,9 +41,12 @@ def run_promotion(candidate_dir: str | Path, data_dir: str | Path, registry: Any
     candidate_dir = Path(candidate_dir)
     config = load_bundle(candidate_dir).config  # refuses a bundle whose weights fail their sha256
     data = EventData.read(data_dir)
-    window = newest_window(data.events, data.items, SplitSpec.from_dict(config.get("training", {}).get("split")))
     champion = registry.production()
     champion_dir = registry.bundle_dir(champion) if champion else None
+    # config.json alone says whether the champion reads sessions (its weights load in the gate).
+    champion_config = json.loads((Path(champion_dir) / CONFIG_FILE).read_text()) if champion_dir is not None else {}
+    window = newest_window(data.events, data.items, SplitSpec.from_dict(config.get("training", {}).get("split")),
+                           sessions=reads_sessions(config) or reads_sessions(champion_config))
     decision = gate_bundle(candidate_dir, window, champion_dir, policy,
                            champion_name=f"champion {champion}" if champion else None)
     decision = decision.with_check(infra_check(candidate_dir))

@@ -34,6 +34,9 @@ class GateWindow:
     targets: tuple[str, ...]
     train: tuple[tuple[str, ...], ...] = ()
     kind: str = ""
+    # Temporal windows: per history, the positions of the events that open a session (for a
+    # model with a repeat head, `needs_sessions`); () where the split has no sessions.
+    session_openings: tuple[tuple[int, ...], ...] = ()
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -59,6 +62,8 @@ class GateWindow:
             targets=tuple(vocab.item_ids(test.targets)),
             train=tuple(tuple(vocab.item_ids(s)) for s in split.train),
             kind=split.kind,
+            session_openings=() if test.starts is None else tuple(
+                tuple(np.flatnonzero(opens).tolist()) for opens in test.starts),
         )
 
     def write(self, path: str | Path) -> Path:
@@ -71,15 +76,25 @@ class GateWindow:
         return GateWindow(
             tuple(data["users"]), tuple(tuple(h) for h in data["histories"]),
             tuple(data["targets"]), tuple(tuple(s) for s in data.get("train", ())), data.get("kind", ""),
+            tuple(tuple(o) for o in data.get("session_openings", ())),
         )
 
 
-def newest_window(events: pd.DataFrame, items: pd.DataFrame | None, spec: SplitSpec) -> GateWindow:
+def reads_sessions(bundle_config: dict) -> bool:
+    """Whether a bundle's model reads where sessions start (a SASRec with a repeat head), from
+    its config.json alone (no weights loaded)."""
+    return bool(bundle_config.get("model_config", {}).get("repeat_head"))
+
+
+def newest_window(events: pd.DataFrame, items: pd.DataFrame | None, spec: SplitSpec,
+                  sessions: bool = False) -> GateWindow:
     """The evaluation window matching how the candidate was trained (the spec its bundle records,
     `SplitSpec.from_dict`): for a temporal split every user's first item at or after the cutoff;
-    for leave-one-out the test set (each user's newest item)."""
+    for leave-one-out the test set (each user's newest item). sessions: also each history's
+    session openings (when the candidate or the champion reads them: `reads_sessions`), so
+    both are scored on the same window."""
     vocab = build_vocab(events, items)
-    split = make_split(events, vocab, spec)
+    split = make_split(events, vocab, spec, sessions=sessions)
     if len(split.test) == 0:
         raise GateError(f"the evaluation window ({split.kind}) holds no users")
     return GateWindow.from_split(split, vocab)
@@ -105,14 +120,24 @@ def score_model(model: Model, vocab: ItemVocab, exclude_seen: bool, window: Gate
                 k: int = 10, name: str | None = None) -> GateScores:
     """Rank every window target with the evaluator's `rank_targets` (full catalogue, the model's
     seen-items policy). A target outside the model's vocabulary cannot be ranked: it counts as a miss."""
-    histories = []
-    for history in window.histories:
+    histories, starts = [], []
+    for row, history in enumerate(window.histories):
         index = vocab.index(list(history))
-        histories.append(index[index > 0])
+        kept = index > 0
+        histories.append(index[kept])
+        if window.session_openings:
+            # An item the model does not know is dropped; its session still opens at the next kept one.
+            session = np.zeros(len(index), dtype=np.int64)
+            session[list(window.session_openings[row])] = 1
+            session = np.cumsum(session)[kept]
+            opens = np.ones(len(session), dtype=bool)
+            opens[1:] = session[1:] != session[:-1]
+            starts.append(opens)
     targets = vocab.index(list(window.targets))
     known = targets > 0
     # Unknown targets get a stand-in (item 1) so every user still gets a list for coverage.
-    eval_set = EvalSet(np.asarray(window.users, dtype=object), histories, np.where(known, targets, 1))
+    eval_set = EvalSet(np.asarray(window.users, dtype=object), histories, np.where(known, targets, 1),
+                       starts if window.session_openings else None)
     ranks, lists = rank_targets(model, eval_set, exclude_seen, k)
     ranks = np.where(known, ranks, model.n_items)
     return GateScores(name or model.kind, window.users, M.ndcg_at_k(ranks, k),

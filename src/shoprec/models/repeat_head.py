@@ -10,8 +10,8 @@ training sessions' first items (a softmax over the user's own past items, Repeat
 side). `mixture_scores` blends its distribution with an explore distribution over the whole
 catalogue (RepeatNet's gate as one validated weight).
 
-What a history needs besides its items: where its sessions start (`session_starts`, from
-the log's session ids, else from a gap in time). Measured in RESULTS ("A learned repeat
+What a history needs besides its items: where its sessions start
+(`shoprec.sequences.session_starts`, from the log's session ids, else from a gap in time). Measured in RESULTS ("A learned repeat
 head"): the session features carry the gain; the same head on item-only features does not.
 """
 
@@ -21,16 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
-from shoprec import schema as S
 from shoprec.sequences import PAD
-
-# Where a log carries no session ids, an event more than this after the user's previous one
-# starts a new session (a common web-analytics session timeout).
-SESSION_GAP = pd.Timedelta(minutes=30)
 
 ITEM_DECAYS = (0.9, 0.99, 0.995, 1.0)  # per later item, as `decayed_counts`
 SESSION_DECAYS = (0.7, 1.0)  # per later session, for the items that opened a session
@@ -44,35 +38,6 @@ FEATURE_NAMES: tuple[str, ...] = (
     "in_last_session",
     "log_sessions",
 )
-
-
-def session_starts(events: pd.DataFrame, rows: np.ndarray, offsets: np.ndarray,
-                   gap: pd.Timedelta = SESSION_GAP) -> np.ndarray:
-    """[len(rows)] bool: True where the event at `rows[j]` of `events` opens a session.
-
-    `rows` and `offsets` are a `FlatSequences`' event positions and user offsets (each user's
-    events in time order). Every user's first event opens one; after that a change of
-    `session_id` where the log has one, else a gap of more than `gap` since the user's
-    previous event (also where a session id is missing)."""
-    starts = np.zeros(len(rows), dtype=bool)
-    starts[offsets[:-1][offsets[:-1] < len(rows)]] = True
-    if len(rows) < 2:
-        return starts
-    by_gap = np.zeros(len(rows), dtype=bool)
-    if S.TIMESTAMP in events:
-        nanos = pd.DatetimeIndex(pd.to_datetime(events[S.TIMESTAMP], utc=True)).asi8[rows]
-        by_gap[1:] = (nanos[1:] - nanos[:-1]) > gap.value
-    if S.SESSION_ID in events and events[S.SESSION_ID].notna().any():
-        ids = events[S.SESSION_ID].to_numpy(dtype=object)[rows]
-        known = pd.notna(ids)
-        changed = np.zeros(len(rows), dtype=bool)
-        changed[1:] = ids[1:] != ids[:-1]
-        both = np.zeros(len(rows), dtype=bool)
-        both[1:] = known[1:] & known[:-1]
-        starts |= np.where(both, changed, by_gap)
-    else:
-        starts |= by_gap
-    return starts
 
 
 def repeat_features(items: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -156,11 +121,28 @@ def session_examples(sequences: Sequence[np.ndarray], starts: Sequence[np.ndarra
     return train, valid
 
 
+def newest_openings(sequences: Sequence[np.ndarray], starts: Sequence[np.ndarray]
+                    ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """(histories, their starts, targets): per sequence with a session after its first, the
+    first item of its newest session and everything before it: the validation targets
+    `session_examples` holds out (new items included: the explore side must rank those)."""
+    histories, opens_of, targets = [], [], []
+    for items, opens in zip(sequences, starts):
+        positions = np.flatnonzero(np.asarray(opens, dtype=bool))
+        positions = positions[positions > 0]
+        if len(positions):
+            at = int(positions[-1])
+            histories.append(np.asarray(items)[:at]), opens_of.append(np.asarray(opens)[:at])
+            targets.append(int(items[at]))
+    return histories, opens_of, np.asarray(targets, dtype=np.int64)
+
+
 class RepeatHead(nn.Module):
     """Scores a history's past items from their `repeat_features` (standardized; a small MLP)."""
 
     def __init__(self, hidden: int = 16) -> None:
         super().__init__()
+        self.hidden = int(hidden)
         width = len(FEATURE_NAMES)
         self.register_buffer("mean", torch.zeros(width))
         self.register_buffer("scale", torch.ones(width))

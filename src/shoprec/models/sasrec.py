@@ -28,6 +28,7 @@ from torch.nn import functional as F
 
 from shoprec.models.base import Recommender
 from shoprec.models.baselines import decayed_counts
+from shoprec.models.repeat_head import RepeatHead, mixture_scores
 from shoprec.sequences import PAD, pad_histories
 
 
@@ -410,6 +411,8 @@ class SASRec(Recommender):
         negatives: int = SAMPLED_NEGATIVES,
         negative_sampling: str = "popularity",
         user_features: int = 0,
+        repeat_head: int = 0,
+        repeat_share: float = 1.0,
     ) -> None:
         super().__init__(n_items)
         # The training loss: "full" softmax over the catalogue or "sampled" softmax (K =
@@ -467,6 +470,27 @@ class SASRec(Recommender):
             self.user_context = nn.Sequential(nn.Linear(self.user_features, hidden), nn.GELU(),
                                               nn.Linear(hidden, hidden))
         self.apply(self._init_weights)
+        # Repeat-purchase data, where validation chose it over the bonus (`fit.choose_repeat_side`):
+        # a learned repeat head (`models.repeat_head`, `repeat_head` hidden units) scores the
+        # user's past items from their session features, mixed with the transformer's softmax
+        # as RepeatNet does (`repeat_share` of the probability on the repeat side). It reads
+        # where each history's sessions start, so scoring then needs them (`needs_sessions`).
+        self.repeat_head, self.repeat_share = 0, float(repeat_share)
+        if repeat_head:
+            self.attach_repeat_head(RepeatHead(int(repeat_head)), repeat_share)
+
+    def attach_repeat_head(self, head: RepeatHead, share: float) -> None:
+        """Score with `head` on the repeat side from now on (the bonus is then off)."""
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"repeat_share must be in [0, 1], not {share}")
+        self.repeat_scorer = head
+        self.repeat_head, self.repeat_share = head.hidden, float(share)
+        self.repeat_weight = 0.0
+
+    @property
+    def needs_sessions(self) -> bool:
+        """Whether scoring needs each history's session openings (a repeat head reads them)."""
+        return bool(self.repeat_head)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -489,6 +513,7 @@ class SASRec(Recommender):
             "residual_gates": self.residual_gates, "ffn_activation": self.ffn_activation,
             "loss": self.loss_kind, "negatives": self.negatives, "negative_sampling": self.negative_sampling,
             "user_features": self.user_features,
+            "repeat_head": self.repeat_head, "repeat_share": self.repeat_share,
         }
 
     @classmethod
@@ -622,10 +647,12 @@ class SASRec(Recommender):
                                                 self._kept_softmax)
 
     @torch.no_grad()
-    def score_all(self, histories: Sequence[np.ndarray], context: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
+    def score_all(self, histories: Sequence[np.ndarray], context: np.ndarray | torch.Tensor | None = None,
+                  starts: Sequence[np.ndarray] | None = None) -> torch.Tensor:
         """context: [B, F] user context of each history (`features.user_context`), when the
-        model reads one (`user_features`)."""
-        return self._scores(histories, None, context)
+        model reads one (`user_features`). starts: per history, True where an event opens a
+        session (`sequences.session_starts`), needed when the model has a repeat head."""
+        return self._scores(histories, None, context, starts)
 
     @torch.no_grad()
     def score_items(self, histories: Sequence[np.ndarray], items: torch.Tensor) -> torch.Tensor:
@@ -633,9 +660,18 @@ class SASRec(Recommender):
         return self._scores(histories, items)
 
     def _scores(self, histories: Sequence[np.ndarray], columns: torch.Tensor | None,
-                context: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
+                context: np.ndarray | torch.Tensor | None = None,
+                starts: Sequence[np.ndarray] | None = None) -> torch.Tensor:
         """[B, N+1] scores (columns None) or [B, R] for the item indices `columns`: padding is
-        -inf, an empty history scores every item 0 (ties, broken by index), plus the repeat bonus."""
+        -inf, an empty history scores every item 0 (ties, broken by index), plus the repeat bonus;
+        with a repeat head, the log of its mixture with the transformer's softmax."""
+        if self.repeat_head:
+            if starts is None or len(starts) != len(histories):
+                raise ValueError("this model's repeat head reads where each history's sessions start: "
+                                 "pass starts, one bool array per history")
+            explore = self.transformer_scores(histories, None, context)
+            mixed = mixture_scores(self.repeat_scorer.item_scores(histories, starts), explore, self.repeat_share)
+            return mixed if columns is None else mixed[:, columns.cpu()]
         scores = self.transformer_scores(histories, columns, context)
         if self.repeat_weight:
             columns = torch.arange(self.n_items + 1) if columns is None else columns.cpu()

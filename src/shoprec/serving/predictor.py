@@ -325,6 +325,13 @@ class LiveModel(AliasFollower[tuple[BundleRecommender, "np.ndarray | None"]]):
                 f"model bundle {what} reads a user context ({', '.join(recommender.bundle.user_context.columns)}) "
                 f"that the serving path does not send to the predictor yet; train it without "
                 f"user_context to serve it; refusing to serve it")
+        if getattr(recommender.bundle.model, "needs_sessions", False):
+            # Scoring without the session openings is impossible (the head reads them), and
+            # guessing them would answer from other features than the model was chosen on.
+            raise BundleError(
+                f"model bundle {what} has a repeat head that reads where each history's sessions "
+                f"start, which the serving path does not send to the predictor yet; train it "
+                f"without repeat_head to serve it; refusing to serve it")
         model_len, features_len = recommender.bundle.max_len, self.features_max_len
         if model_len is not None and features_len is not None and model_len > features_len:
             raise BundleError(

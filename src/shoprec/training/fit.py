@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from shoprec.models.base import Recommender
 from shoprec.models.cold_items import ColdImputation, impute_cold_item_embeddings
 from shoprec.models.content import ItemFeatures, item_features
 from shoprec.models.contextual import WithUserContext
+from shoprec.models.repeat_head import fit_repeat_head, mixture_scores, newest_openings, session_examples
 from shoprec.models.sasrec import SASRec
 from shoprec.sequences import ItemVocab, build_vocab
 from shoprec.training.device import seed_everything
@@ -71,6 +73,12 @@ class FitConfig:
     # each example, point in time, enter SASRec (empty = off, the default: on the validation
     # splits measured it did not help; figures in FEATURE_VALIDATION and the model card).
     user_context: tuple[str, ...] = ()
+    # Repeat-purchase data with sessions: also fit the learned repeat head
+    # (`models.repeat_head`) and keep it instead of the bonus where session-opening validation
+    # says it ranks better (`choose_repeat_side`). Off by default until serving sends the
+    # sessions of a history (the predictor refuses a model with a head).
+    repeat_head: bool = False
+    repeat_shares: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95, 0.99, 1.0)
 
 
 # Validation NDCG@10 of SASRec+ without and with each feature group: the measurements that
@@ -150,6 +158,7 @@ class FitOutcome:
     repeat_tuning: dict[str, float] | None = None  # weight -> validation NDCG@k (repeat data only)
     baseline_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # chosen on validation
     user_context: UserContextTransform | None = None  # the user-context transform SASRec reads
+    repeat_side: dict[str, float] | None = None  # bonus vs repeat head on session openings (`choose_repeat_side`)
 
     @property
     def n_items(self) -> int:
@@ -198,10 +207,11 @@ def fit_and_evaluate(
     in-memory `user_stats` table (the benchmark, which has no store)."""
     events = events_for_training(data, training_set)
     vocab = build_vocab(events, data.items)
-    split = make_split(events, vocab, config.split)
+    exclude = exclude_seen_policy(data.info)
+    sessions = config.repeat_head and not exclude and config.split.kind == "temporal"
+    split = make_split(events, vocab, config.split, sessions=sessions)
     if not split.train or len(split.test) == 0:
         raise DataSourceError(f"nothing to train or test on after the {split.kind} split")
-    exclude = exclude_seen_policy(data.info)
     popularity = np.zeros(vocab.n_items + 1)
     np.add.at(popularity, np.concatenate(split.train), 1.0)
     features = item_features(data.items, vocab, text=config.content, cache=config.embedding_cache) if config.content else \
@@ -227,6 +237,10 @@ def fit_and_evaluate(
         repeat_tuning = tune_repeat_weight(sasrec, split.valid, config.repeat_weights, config.k,
                                            config.repeat_decays,
                                            context=None if context is None else context.data.valid)
+    repeat_side = None
+    if sessions and split.train_starts is not None and context is None:
+        repeat_side = choose_repeat_side(sasrec, split.train, split.train_starts, config.repeat_shares,
+                                         config.k, config.train.seed)
     models["sasrec"], seconds["sasrec"] = sasrec, time.perf_counter() - started
     baseline_settings: dict[str, dict[str, Any]] = {}
     for name in names:
@@ -249,7 +263,46 @@ def fit_and_evaluate(
             )
     return FitOutcome(vocab, split, exclude, popularity, features, models, results, seconds,
                       train_result, config, cold_items, repeat_tuning, baseline_settings,
-                      None if context is None else context.transform)
+                      None if context is None else context.transform, repeat_side)
+
+
+def choose_repeat_side(model: SASRec, sequences: Sequence[np.ndarray], starts: Sequence[np.ndarray],
+                       shares: tuple[float, ...], k: int = 10, seed: int = 0) -> dict[str, float] | None:
+    """Fit a repeat head on the training sessions' first items and attach it to `model` (with
+    the best repeat share) when it ranks the newest session openings better than the model as
+    it is (its tuned bonus); returns the validation NDCG@k of each choice ("bonus",
+    "head@share"), None when no session opened with an item bought before.
+
+    The validation targets are each training sequence's newest session opening, which the head
+    never trains on; the transformer has read those sequences, equally for both sides."""
+    train, valid = session_examples(sequences, starts)
+    if not len(train):
+        return None
+    head, _ = fit_repeat_head(train, valid, seed=seed)
+    histories, opens, targets = newest_openings(sequences, starts)
+    if not len(targets):
+        return None
+    target_tensor = torch.as_tensor(targets)
+    found: dict[str, float] = {}
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        bonus_ranks, head_ranks = [], {share: [] for share in shares}
+        for s in range(0, len(histories), 256):
+            rows = slice(s, s + 256)
+            bonus_ranks.append(M.pessimistic_ranks(model.score_all(histories[rows]).float(), target_tensor[rows]))
+            explore = model.transformer_scores(histories[rows])
+            repeat = head.item_scores(histories[rows], opens[rows])
+            for share in shares:
+                head_ranks[share].append(M.pessimistic_ranks(mixture_scores(repeat, explore, share), target_tensor[rows]))
+    model.train(was_training)
+    found["bonus"] = float(M.ndcg_at_k(np.concatenate(bonus_ranks), k).mean())
+    for share in shares:
+        found[f"head@{share:g}"] = float(M.ndcg_at_k(np.concatenate(head_ranks[share]), k).mean())
+    best_share = max(shares, key=lambda share: found[f"head@{share:g}"])
+    if found[f"head@{best_share:g}"] > found["bonus"] + 1e-9:
+        model.attach_repeat_head(head, best_share)
+    return found
 
 
 def tune_repeat_weight(model: SASRec, valid: EvalSet, weights: tuple[float, ...],
@@ -310,12 +363,21 @@ def repeat_line(outcome: FitOutcome) -> str:
         return "repeat-purchase bonus: off (this data set's policy excludes past items)" if outcome.exclude_seen \
             else "repeat-purchase bonus: not tuned"
     model = outcome.models["sasrec"]
+    side = outcome.repeat_side
+    if side is not None and getattr(model, "repeat_head", 0):
+        figures = ", ".join(f"{name}: {value:.4f}" for name, value in side.items())
+        return (f"repeat side: a learned repeat head (session features of each past item, "
+                f"models/repeat_head.py) mixed with the transformer's softmax, repeat share "
+                f"{model.repeat_share:g}; chosen over the bonus on the newest session openings of the "
+                f"training sequences, NDCG@{outcome.config.k} ({figures})")
     weight, decay = getattr(model, "repeat_weight", 0.0), getattr(model, "repeat_decay", 1.0)
     best = sorted(outcome.repeat_tuning.items(), key=lambda kv: -kv[1])[:5]
     tried = ", ".join(f"{w}: {s:.4f}" for w, s in best)
+    kept = "" if side is None else (f"; a learned repeat head lost to it on session openings (bonus "
+                                    f"{side['bonus']:.4f}, best head {max(v for n, v in side.items() if n != 'bonus'):.4f})")
     return (f"repeat-purchase bonus weight {weight:g} x log(1 + purchases over the whole history, each "
             f"decayed {decay:g} per later item), chosen on validation NDCG@{outcome.config.k} among "
-            f"{len(outcome.repeat_tuning)} settings (best: {tried})")
+            f"{len(outcome.repeat_tuning)} settings (best: {tried}){kept}")
 
 
 def baselines_line(outcome: FitOutcome) -> str:
@@ -378,6 +440,7 @@ def save_outcome(
         "train": outcome.train_result.to_dict(),
         "cold_items": None if outcome.cold_items is None else outcome.cold_items.to_dict(),
         "repeat_tuning": outcome.repeat_tuning,
+        "repeat_side": outcome.repeat_side,
         "baseline_settings": outcome.baseline_settings,
     }
     return save_bundle(
