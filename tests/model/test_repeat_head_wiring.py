@@ -161,3 +161,26 @@ def test_the_evaluate_and_promote_steps_score_a_head_with_the_sessions_of_their_
     promoted = run_promotion(bundle, data.write(tmp_path / "data"), Registry(tmp_path / "registry"),
                              Policy(bootstrap=20), infra_check=lambda _: Check("infra check", True, "not in this test"))
     assert promoted.decision.metrics["candidate NDCG@10"] == pytest.approx(outcome.results["sasrec"].metrics["NDCG@10"])
+
+
+def test_choosing_the_repeat_side_reads_at_most_a_fixed_sample_of_users(head_outcome, monkeypatch) -> None:
+    import shoprec.training.fit as fit
+
+    _, outcome = head_outcome
+    split = outcome.split
+    read: list[list[str]] = []
+    original = fit.session_examples
+
+    def spy(sequences, starts, *args, **kwargs):
+        read.append([np.asarray(s).tobytes().hex()[:32] for s in sequences])
+        return original(sequences, starts, *args, **kwargs)
+
+    monkeypatch.setattr(fit, "session_examples", spy)
+    def fresh() -> SASRec:  # choosing may attach a head: each call gets its own model
+        return SASRec(outcome.n_items, max_len=20, hidden=16, blocks=1).eval()
+
+    for _ in range(2):
+        fit.choose_repeat_side(fresh(), split.train, split.train_starts, (0.9,), seed=0, max_users=5)
+    fit.choose_repeat_side(fresh(), split.train, split.train_starts, (0.9,), seed=0)
+    assert len(read[0]) == 5 and read[0] == read[1]  # the same fixed sample each time
+    assert len(read[2]) == len(split.train)

@@ -266,15 +266,27 @@ def fit_and_evaluate(
                       None if context is None else context.transform, repeat_side)
 
 
+# How many users' training sequences the repeat head learns and is validated on (a fixed sample).
+REPEAT_HEAD_USERS = 20_000
+
+
 def choose_repeat_side(model: SASRec, sequences: Sequence[np.ndarray], starts: Sequence[np.ndarray],
-                       shares: tuple[float, ...], k: int = 10, seed: int = 0) -> dict[str, float] | None:
+                       shares: tuple[float, ...], k: int = 10, seed: int = 0,
+                       max_users: int = REPEAT_HEAD_USERS) -> dict[str, float] | None:
     """Fit a repeat head on the training sessions' first items and attach it to `model` (with
     the best repeat share) when it ranks the newest session openings better than the model as
     it is (its tuned bonus); returns the validation NDCG@k of each choice ("bonus",
     "head@share"), None when no session opened with an item bought before.
 
     The validation targets are each training sequence's newest session opening, which the head
-    never trains on; the transformer has read those sequences, equally for both sides."""
+    never trains on; the transformer has read those sequences, equally for both sides. At most
+    `max_users` sequences (a fixed sample) take part: the features are built per example in
+    Python, so the work stays bounded on a large log."""
+    if model.needs_sessions:
+        raise ValueError("the model already has a repeat head: choose the repeat side once, after training")
+    if len(sequences) > max_users:
+        kept = np.sort(np.random.default_rng(seed).choice(len(sequences), max_users, replace=False))
+        sequences, starts = [sequences[i] for i in kept], [starts[i] for i in kept]
     train, valid = session_examples(sequences, starts)
     if not len(train):
         return None
