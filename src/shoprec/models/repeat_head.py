@@ -95,6 +95,12 @@ class RepeatExamples:
         return len(self.targets)
 
 
+def later_openings(opens: np.ndarray) -> np.ndarray:
+    """Positions of the sessions a history opens after its first (the repeat head's targets)."""
+    positions = np.flatnonzero(np.asarray(opens, dtype=bool))
+    return positions[positions > 0]
+
+
 def session_examples(sequences: Sequence[np.ndarray], starts: Sequence[np.ndarray], per_user: int = 16,
                      reads: Sequence[np.ndarray] | None = None) -> tuple[RepeatExamples, RepeatExamples]:
     """(train, valid) examples from the first item of each user's sessions after their first:
@@ -107,8 +113,7 @@ def session_examples(sequences: Sequence[np.ndarray], starts: Sequence[np.ndarra
     train, valid = RepeatExamples(), RepeatExamples()
     for items, opens, read in zip(sequences, starts, starts if reads is None else reads):
         items = np.asarray(items)
-        positions = np.flatnonzero(np.asarray(opens, dtype=bool))
-        positions = positions[positions > 0]
+        positions = later_openings(opens)
         if not len(positions):
             continue
         for k, at in enumerate(positions[::-1][: per_user + 1]):
@@ -128,8 +133,7 @@ def newest_openings(sequences: Sequence[np.ndarray], starts: Sequence[np.ndarray
     `session_examples` holds out (new items included: the explore side must rank those)."""
     histories, opens_of, targets = [], [], []
     for items, opens in zip(sequences, starts):
-        positions = np.flatnonzero(np.asarray(opens, dtype=bool))
-        positions = positions[positions > 0]
+        positions = later_openings(opens)
         if len(positions):
             at = int(positions[-1])
             histories.append(np.asarray(items)[:at]), opens_of.append(np.asarray(opens)[:at])

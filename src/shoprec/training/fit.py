@@ -302,8 +302,9 @@ def choose_repeat_side(model: SASRec, sequences: Sequence[np.ndarray], starts: S
         bonus_ranks, head_ranks = [], {share: [] for share in shares}
         for s in range(0, len(histories), 256):
             rows = slice(s, s + 256)
-            bonus_ranks.append(M.pessimistic_ranks(model.score_all(histories[rows]).float(), target_tensor[rows]))
-            explore = model.transformer_scores(histories[rows])
+            explore = model.transformer_scores(histories[rows])  # once: both sides start from it
+            bonus = explore + model.repeat_bonus(histories[rows]) if model.repeat_weight else explore
+            bonus_ranks.append(M.pessimistic_ranks(bonus, target_tensor[rows]))
             repeat = head.item_scores(histories[rows], opens[rows])
             for share in shares:
                 head_ranks[share].append(M.pessimistic_ranks(mixture_scores(repeat, explore, share), target_tensor[rows]))
