@@ -86,9 +86,12 @@ PRESETS: dict[str, dict] = {
 # validated on the second-last item, so no user trains on it (their `train` is
 # time_idx_reversed >= 2; the test history includes it without retraining). Same data file,
 # split and evaluation as ours (checked user by user: RESULTS.md, "the gap to the reference").
+# Its architecture too: the original SASRec block (`models.sasrec.PostNormBlock`) and
+# positions numbered from the oldest item of the window.
 REFERENCE_RECIPES: dict[str, dict] = {
     "ml-1m": {"model": {"dropout": 0.1, "attention_dropout": 0.1, "hidden": 64, "max_len": 200,
-                        "blocks": 2, "heads": 1, "ffn_multiplier": 1},
+                        "blocks": 2, "heads": 1, "ffn_multiplier": 1,
+                        "block": "post_norm", "positions": "oldest"},
               "train": {"patience": 10, "batch_size": 128, "learning_rate": 1e-3, "schedule": "constant",
                         "crops": "last", "batching": "random"},
               "validation_users": None, "max_epochs": 100},
@@ -116,6 +119,7 @@ OVERRIDES: dict[str, tuple[str, str]] = {
     "attention_dropout": ("model", "attention_dropout"), "ffn": ("model", "ffn_multiplier"),
     "ffn_activation": ("model", "ffn_activation"), "hidden": ("model", "hidden"), "blocks": ("model", "blocks"),
     "loss": ("model", "loss"), "negatives": ("model", "negatives"),
+    "block": ("model", "block"), "positions": ("model", "positions"),
 }
 
 
@@ -176,6 +180,10 @@ def main() -> None:
     parser.add_argument("--ffn-activation", choices=("gelu", "swiglu"), default=None, help="override the preset")
     parser.add_argument("--residual-gates", choices=("on", "off"), default=None,
                         help="override the preset: sigmoid-gated residual branches (LiGR layers)")
+    parser.add_argument("--block", choices=("pre_ln", "post_norm"), default=None,
+                        help="override the preset: our pre-LN block or the reference SASRec's (models.sasrec)")
+    parser.add_argument("--positions", choices=("newest", "oldest"), default=None,
+                        help="override the preset: positions counted from the newest or the oldest item")
     parser.add_argument("--hidden", type=int, default=None, help="override the preset")
     parser.add_argument("--blocks", type=int, default=None, help="override the preset")
     parser.add_argument("--loss", choices=("auto", "full", "sampled"), default=None,
