@@ -94,8 +94,16 @@ def train(
         log_peak_memory(metrics)
         return
 
+    from shoprec.config import DEFAULT_HISTORY_LEN
+    from shoprec.features.settings import FeatureStoreSettings
+    from shoprec.features.tables import features_history_len
+
+    # The repeat side reads as many newest items as the published features keep per user
+    # (`user_history`): what serving will send it.
+    features_dir = FeatureStoreSettings.from_env(home or None).features_dir
+    history_len = features_history_len(features_dir) or DEFAULT_HISTORY_LEN
     config = FitConfig(
-        model={"hidden": hidden, "max_len": max_len, "dropout": dropout},
+        model={"hidden": hidden, "max_len": max_len, "dropout": dropout, "repeat_history": history_len},
         train=TrainConfig(max_epochs=max_epochs, learning_rate=learning_rate,
                           budget_minutes=budget_minutes or None),
         split=SplitSpec(split, cutoff),

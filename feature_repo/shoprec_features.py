@@ -16,7 +16,7 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSo
 from feast.types import Array, Float64, Int64, String
 
 from shoprec import schema as S
-from shoprec.config import DEFAULT_MAX_LEN
+from shoprec.config import DEFAULT_HISTORY_LEN, DEFAULT_MAX_LEN
 from shoprec.features import names as N
 
 FEATURES_DIR = os.environ.get(N.FEATURES_DIR_ENV) or str(
@@ -58,6 +58,11 @@ user_recent_items_source = parquet_source("user_recent_items_source", N.USER_REC
 
 # Live events reach the online store through this push source at once, without re-materializing.
 user_recent_items_push = PushSource(name=N.PUSH_SOURCE, batch_source=user_recent_items_source)
+
+# Each user's longer history as of the build (one row per user: tables.user_history_table) and
+# its push source, which live events reach as the recent items' does.
+user_history_source = parquet_source("user_history_source", N.USER_HISTORY)
+user_history_push = PushSource(name=N.HISTORY_PUSH_SOURCE, batch_source=user_history_source)
 
 # --- feature views -----------------------------------------------------------------------------
 
@@ -110,16 +115,29 @@ user_recent_items_fv = FeatureView(
     tags={"owner": "features", "max_len": str(DEFAULT_MAX_LEN)},
 )
 
+# What serving sends the model: the newest N item ids, oldest first (the window is its tail, the
+# repeat bonus reads all of it); fed by its push source. A snapshot: no value as of earlier times.
+user_history_fv = FeatureView(
+    name=N.USER_HISTORY,
+    entities=[user],
+    ttl=timedelta(0),
+    schema=[Field(name=N.HISTORY_ITEMS, dtype=Array(String))],
+    source=user_history_push,
+    online=True,
+    tags={"owner": "features", "history_len": str(DEFAULT_HISTORY_LEN)},
+)
+
 # --- feature services --------------------------------------------------------------------------
 
 # The contract between a model and its features: training retrieval and online serving both go
 # through it, and every model bundle records its name. It carries what they read: the user's
-# recent items (the model's input at serving) and user_stats (serving's top category and the
-# model's optional user context, `shoprec.features.user_context`). item_stats left it: on
+# history (the model's input at serving; the recent items are its window, kept as of every
+# time) and user_stats (serving's top category and the model's optional user context,
+# `shoprec.features.user_context`). item_stats left it: on
 # validation no model input built from it was kept, and serving reads no item row online.
 recommender_v1 = FeatureService(
     name=N.FEATURE_SERVICE,
-    features=[user_stats_fv, user_recent_items_fv],
+    features=[user_stats_fv, user_recent_items_fv, user_history_fv],
     tags={"model": "sequential-recommender"},
     description="Features of the sequential recommender, version 1",
 )

@@ -14,7 +14,7 @@ from kserve import ModelServer, model_server
 
 from shoprec.kserve.predictor.model import MODEL_NAME, ShoprecPredictor
 from shoprec.kserve.http import install_error_handlers, serve
-from shoprec.features.tables import features_max_len
+from shoprec.features.tables import features_history_len, features_max_len
 from shoprec.serving.campaigns import CAMPAIGNS_ENV, load_campaigns
 from shoprec.serving.catalog import load_catalog
 from shoprec.lifecycle.registry import PRODUCTION, Registry
@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     catalog = load_catalog(args.catalog, args.items) if (args.catalog or args.items) else None
     # The window of the users' recent items: a model reading a longer one is refused at load.
     window = features_max_len(args.catalog) if args.catalog else None
+    history = features_history_len(args.catalog) if args.catalog else None  # what requests may carry
     # Read and checked once here: a bad table stops the start, never a request.
     campaigns = load_campaigns(args.campaigns) if args.campaigns else None
     if campaigns is not None:
@@ -87,11 +88,11 @@ def main(argv: list[str] | None = None) -> None:
                                           ", ".join(campaigns.names[:20]))
     if args.model_dir:
         live = LiveModel(bundle_dir=args.model_dir, catalog=catalog, features_max_len=window,
-                         sponsored_floor=args.sponsored_floor, campaigns=campaigns)
+                         sponsored_floor=args.sponsored_floor, campaigns=campaigns, features_history_len=history)
     else:
         live = LiveModel(registry=Registry(args.registry), alias=args.alias,
                          poll_seconds=args.poll_seconds, catalog=catalog, features_max_len=window,
-                         sponsored_floor=args.sponsored_floor, campaigns=campaigns)
+                         sponsored_floor=args.sponsored_floor, campaigns=campaigns, features_history_len=history)
     predictor = ShoprecPredictor(live, name=args.model_name,
                                  pool=ScoringPool(args.scoring_threads, args.max_queued))
     predictor.load()

@@ -20,7 +20,7 @@ from shoprec.features.settings import FeatureStoreSettings
 from shoprec.home import Home
 from shoprec.serving.prediction_log import PredictionLog
 from shoprec.serving.feature_sources import FeastHTTPSource, FeastSDKSource
-from shoprec.features.tables import features_max_len
+from shoprec.features.tables import features_history_len
 from shoprec.serving.requests import MAX_BODY_BYTES, history_limit
 from shoprec.serving.transformer import DEFAULT_FEATURE_TIMEOUT_S, TransformerCore
 
@@ -78,9 +78,9 @@ def main(argv: list[str] | None = None) -> None:
     if isinstance(source, FeastSDKSource):
         source.warm_up()
     log = None if args.no_prediction_log else PredictionLog(Path(args.log_dir) if args.log_dir else home.predictions)
-    # Histories (Feast's recent items, or a cart) hold at most the feature tables' window: the
+    # Histories (Feast's user_history, or a cart) hold at most the tables' history_len: the
     # predictor refuses a model reading a longer one, so it reads all of them.
-    window = features_max_len(home.features) if home.features.exists() else None
+    window = features_history_len(home.features) if home.features.exists() else None
     # Counted once here, never per request; a named dataset that cannot be read stops the start.
     dataset = args.dataset or (home.data if (home.data / S.EVENTS_FILE).exists() else None)
     onboarding = load_onboarding(dataset, catalog) if dataset else None

@@ -27,6 +27,13 @@ DEFAULT_GPU_IMAGE = DEFAULT_IMAGE + GPU_TAG_SUFFIX
 # `recent_items` lists (features.training_set.TRAINING_FEATURES) it costs the train step no
 # join: the window's cost is the transformer's, inside the train step's time budget.
 DEFAULT_MAX_LEN = 200
+# The repeat history: how many of a user's newest items the model's repeat side (the bonus of
+# `models.sasrec`) reads, `user_history` keeps (one row per user, not one per event: a long
+# list costs once per user) and serving sends. At least the window. Repeat-purchase shops buy
+# again from far back: on the Instacart sample 69% of the test users have more than 200 items
+# before the cut, and the decayed frequency read over the newest 200 scores NDCG@10 0.369,
+# over the newest 1,000 0.377, the same as over whole histories (2% of users have more).
+DEFAULT_HISTORY_LEN = 1000
 # The served model's name: KServe routes /v1/models/<name>, the InferenceService and the registry.
 MODEL_NAME = "shoprec"
 

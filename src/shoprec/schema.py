@@ -50,8 +50,10 @@ DATASET_MANIFEST: Final = "dataset.json"
 USER_STATS: Final = "user_stats"
 ITEM_STATS: Final = "item_stats"
 USER_RECENT_ITEMS: Final = "user_recent_items"
+USER_HISTORY: Final = "user_history"
 TABLE_FILES: Final[dict[str, str]] = {
     USER_STATS: "user_stats.parquet",
     ITEM_STATS: "item_stats.parquet",
     USER_RECENT_ITEMS: "user_recent_items.parquet",
+    USER_HISTORY: "user_history.parquet",
 }

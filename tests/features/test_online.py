@@ -30,7 +30,7 @@ def settings(request, tmp_path) -> FeatureStoreSettings:
 def loaded(settings):
     """ML-100K, 40 users: tables built, applied and materialized into the online store."""
     data = limit_to_users(load_movielens_100k(), 40)
-    tables = build_feature_tables(data.events, data.items, max_len=10)
+    tables = build_feature_tables(data.events, data.items, max_len=10, history_len=30)
     tables.write(settings.features_dir)
     store = apply_definitions(settings)
     summary = materialize(store, settings)
@@ -63,7 +63,9 @@ def test_online_values_equal_the_latest_offline_values(settings, loaded):
 def test_a_pushed_event_shows_up_in_the_next_read(settings, loaded):
     store, _ = loaded
     user = "1"
-    before = online_user_features(store, [user], settings=settings)[N.RECENT_ITEMS][0]
+    before = online_user_features(store, [user], settings=settings).iloc[0]
+    assert len(before[N.RECENT_ITEMS]) == 10 and len(before[N.HISTORY_ITEMS]) == 30
+    assert before[N.HISTORY_ITEMS][-10:] == before[N.RECENT_ITEMS]  # the window is the history's tail
     now = pd.Timestamp.now(tz="UTC")
     pushed = pd.DataFrame(
         {S.USER_ID: [user, user, "brand-new"], S.ITEM_ID: ["9002", "9001", "77"],
@@ -73,8 +75,10 @@ def test_a_pushed_event_shows_up_in_the_next_read(settings, loaded):
     assert (summary.users, summary.events) == (2, 3)
 
     after = online_user_features(store, [user, "brand-new"], settings=settings).set_index(S.USER_ID)
-    assert after.loc[user, N.RECENT_ITEMS] == (before + ["9001", "9002"])[-10:]  # time order, last 10
-    assert after.loc["brand-new", N.RECENT_ITEMS] == ["77"]
+    assert after.loc[user, N.RECENT_ITEMS] == (before[N.RECENT_ITEMS] + ["9001", "9002"])[-10:]  # time order
+    assert after.loc[user, N.HISTORY_ITEMS] == (before[N.HISTORY_ITEMS] + ["9001", "9002"])[-30:]
+    assert summary.history_items[user] == after.loc[user, N.HISTORY_ITEMS]
+    assert after.loc["brand-new", N.RECENT_ITEMS] == after.loc["brand-new", N.HISTORY_ITEMS] == ["77"]
     assert not after.loc["brand-new", MISSING_FLAG]  # known now, through the push alone
     assert after.loc["brand-new", "views_all"] == 0  # its stats still take the defaults
 

@@ -95,14 +95,17 @@ def test_a_feature_list_joins_only_those_features_point_in_time(timeline_store, 
     examples = next_item_examples(events[events[S.TIMESTAMP] < AS_OF])
     whole = build_training_set(timeline_store, examples)
     stats = training_features(timeline_store)
-    assert stats and all(not ref.endswith(f":{N.RECENT_ITEMS}") for ref in stats)
+    lists = [N.RECENT_ITEMS, N.HISTORY_ITEMS]
+    assert stats and all(ref.split(":")[1] not in lists for ref in stats)
     assert {ref.split(":")[0] for ref in stats} == {N.USER_STATS}
     got = build_training_set(timeline_store, examples, features=stats)
 
-    assert N.RECENT_ITEMS not in got
-    assert list(got.columns) == [c for c in whole.columns if c != N.RECENT_ITEMS]
+    assert not set(lists) & set(got.columns)
+    assert list(got.columns) == [c for c in whole.columns if c not in lists]
     # The same values as the whole service's join: strictly before each example, row for row.
-    pd.testing.assert_frame_equal(got, whole.drop(columns=[N.RECENT_ITEMS]))
+    pd.testing.assert_frame_equal(got, whole.drop(columns=lists))
+    # user_history is a snapshot at as_of: nothing of it is known before then.
+    assert all(value == [] for value in whole[N.HISTORY_ITEMS])
     one = build_training_set(timeline_store, examples, features=[f"{N.USER_STATS}:views_all"])
     assert list(one.columns) == [S.USER_ID, S.ITEM_ID, S.TIMESTAMP, "views_all"]
     pd.testing.assert_series_equal(one["views_all"], whole["views_all"])

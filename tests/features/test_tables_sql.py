@@ -19,7 +19,7 @@ import pytest
 
 from shoprec import schema as S
 from shoprec.data.dataset import EventData
-from shoprec.config import DEFAULT_MAX_LEN
+from shoprec.config import DEFAULT_HISTORY_LEN, DEFAULT_MAX_LEN
 from shoprec.data.loaders import load_instacart, load_movielens_100k
 from shoprec.errors import FeatureTableError
 from shoprec.features import names as N
@@ -31,7 +31,7 @@ _DAY = pd.Timedelta(days=1)
 
 
 def _oracle(events: pd.DataFrame, items: pd.DataFrame | None = None, as_of=None,
-            max_len: int = DEFAULT_MAX_LEN) -> dict:
+            max_len: int = DEFAULT_MAX_LEN, history_len: int = DEFAULT_HISTORY_LEN) -> dict:
     """The tables as the pandas implementation built them (its `build_feature_tables`)."""
     ev = _prepared(events, items)
     cutoff = _utc(as_of) if as_of is not None else ev[S.TIMESTAMP].max()
@@ -40,6 +40,7 @@ def _oracle(events: pd.DataFrame, items: pd.DataFrame | None = None, as_of=None,
         N.USER_STATS: _user_stats_table(ev, cutoff),
         N.ITEM_STATS: _item_stats_table(ev, items, cutoff),
         N.USER_RECENT_ITEMS: _user_recent_items_table(ev, cutoff, max_len),
+        N.USER_HISTORY: _user_history_table(ev, cutoff, history_len),
         "as_of": cutoff,
         "events": len(ev),
     }
@@ -232,6 +233,15 @@ def _utc(value: pd.Timestamp | str) -> pd.Timestamp:
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
+def _user_history_table(ev: pd.DataFrame, as_of: pd.Timestamp, history_len: int) -> pd.DataFrame:
+    """One row per user at `as_of`: the user's newest `history_len` item ids, oldest first."""
+    lists = ev.groupby(S.USER_ID, sort=True)[S.ITEM_ID].agg(lambda items: items.tolist()[-history_len:])
+    out = pd.DataFrame({S.USER_ID: lists.index.to_numpy(dtype=object),
+                        N.FEATURE_TIMESTAMP: pd.Series([as_of] * len(lists), dtype="datetime64[ns, UTC]"),
+                        N.HISTORY_ITEMS: pd.Series(list(lists.to_numpy()), dtype=object)})
+    return out
+
+
 def _utc_series(column: pd.Series) -> pd.Series:
     if isinstance(column.dtype, pd.DatetimeTZDtype):
         return column.dt.tz_convert("UTC")
@@ -250,7 +260,7 @@ def _assert_same(got: pd.DataFrame, want: pd.DataFrame, name: str) -> None:
         a, b = got[column].to_numpy(), want[column].to_numpy()
         if want[column].dtype == "float64":
             same = np.isclose(a, b, rtol=1e-9, atol=1e-12, equal_nan=True)
-        elif column == N.RECENT_ITEMS:
+        elif column in (N.RECENT_ITEMS, N.HISTORY_ITEMS):
             same = np.array([type(x) is list and x == y for x, y in zip(a, b)])
         else:
             same = a == b
@@ -306,7 +316,9 @@ def _random_log(seed: int, n: int = 3000) -> tuple[pd.DataFrame, pd.DataFrame]:
 def test_random_logs_match_the_oracle(seed, max_len):
     events, items = _random_log(seed)
     as_of = events[S.TIMESTAMP].quantile(0.8) if seed == 1 else None  # some events left out
-    _assert_tables_equal(build_feature_tables(events, items, as_of, max_len), _oracle(events, items, as_of, max_len))
+    # history_len 3x the window: users (about 75 events) hold more, so the cut is tested too.
+    _assert_tables_equal(build_feature_tables(events, items, as_of, max_len, history_len=3 * max_len),
+                         _oracle(events, items, as_of, max_len, 3 * max_len))
 
 
 def test_without_items_prices_or_several_types(timeline):
@@ -423,11 +435,12 @@ def _build_in_parts(tmp_path, events, items, part_events: int, max_len: int, as_
     biggest = max(events[key].astype(str).value_counts().max() for key in (S.USER_ID, S.ITEM_ID))
     assert biggest > part_events and len(events) >= 20 * part_events, (biggest, len(events))
     clean = EventData(events, items, source="parts").write(tmp_path / "clean")
-    whole = build_features(clean, tmp_path / "whole", as_of, max_len, part_events=len(events))
-    parts = build_features(clean, tmp_path / "parts", as_of, max_len, part_events=part_events)
+    history_len = 3 * max_len  # shorter than the users' histories: the cut is tested in parts
+    whole = build_features(clean, tmp_path / "whole", as_of, max_len, part_events=len(events), history_len=history_len)
+    parts = build_features(clean, tmp_path / "parts", as_of, max_len, part_events=part_events, history_len=history_len)
     _assert_same_files(tmp_path / "parts", tmp_path / "whole")
     assert parts.rows() == whole.rows()
-    _assert_tables_equal(parts, _oracle(events, items, as_of, max_len))
+    _assert_tables_equal(parts, _oracle(events, items, as_of, max_len, history_len))
 
 
 @pytest.mark.parametrize("part_events", [7, 60])

@@ -34,15 +34,18 @@ def make_bundle(directory: Path, kind: str = "mostpop", sequences: list[np.ndarr
                        metrics=metrics if metrics is not None else default)
 
 
-def make_window_bundle(directory: Path, max_len: int, vocab: ItemVocab = VOCAB) -> Path:
-    """A tiny untrained SASRec bundle reading the newest `max_len` items (its window)."""
-    model = SASRec(vocab.n_items, max_len=max_len, hidden=8, blocks=1, dropout=0.0)
+def make_window_bundle(directory: Path, max_len: int, vocab: ItemVocab = VOCAB, repeat_history: int = 0) -> Path:
+    """A tiny untrained SASRec bundle reading the newest `max_len` items (its window), and
+    with `repeat_history` a repeat bonus reading that many."""
+    model = SASRec(vocab.n_items, max_len=max_len, hidden=8, blocks=1, dropout=0.0,
+                   repeat_weight=1.0 if repeat_history else 0.0, repeat_history=repeat_history)
     return save_bundle(directory, model, vocab, exclude_seen=True, metrics={})
 
 
-def make_features(directory: Path, max_len: int) -> Path:
-    """Real feature tables (and their features.json) built with window `max_len`."""
-    build_feature_tables(sequences_frame(), max_len=max_len).write(directory)
+def make_features(directory: Path, max_len: int, history_len: int | None = None) -> Path:
+    """Real feature tables (and their features.json) built with window `max_len` and
+    `history_len` (default: the window)."""
+    build_feature_tables(sequences_frame(), max_len=max_len, history_len=history_len or max_len).write(directory)
     return directory
 
 

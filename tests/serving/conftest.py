@@ -27,7 +27,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoHome:
     import torch
 
     torch.set_num_threads(1)
-    return build_demo_home(tmp_path_factory.mktemp("serving-home"), users=40, max_len=200, epochs=2)
+    # Histories of up to 400 items: a user with more than the window (200) is served more
+    # than the model's transformer reads (seen items excluded over all of it, as evaluation does).
+    return build_demo_home(tmp_path_factory.mktemp("serving-home"), users=40, max_len=200, epochs=2, history_len=400)
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,7 @@ def test_v1_user_answer_has_items_metadata_reasons_and_lineage(servers, demo):
     assert prediction["model_version"] == demo.version == body["model_version"]
     assert len(prediction["items"]) == 5
     sequence = demo.sequences.items[list(demo.sequences.users).index(user)]
-    history = set(demo.vocab.item_ids(sequence[-demo.max_len:]))  # what serving sees: recent_items
+    history = set(demo.vocab.item_ids(sequence[-demo.history_len:]))  # what serving sees: user_history
     for item in prediction["items"]:
         assert set(item) >= {"item_id", "score", "title", "category", "reason"}
         assert item["item_id"] not in history  # MovieLens policy: seen items are excluded
@@ -56,8 +56,9 @@ def test_no_skew_the_endpoint_top10_is_the_evaluators_top10(servers, demo):
     users = known_users(demo, 8)
     rows = [list(demo.sequences.users).index(u) for u in users]
     # The evaluator's view of each user: the training sequence (from the event log), its
-    # newest `max_len` items - what the feature tables serve as recent_items.
-    histories = [np.asarray(demo.sequences.items[r][-demo.max_len:]) for r in rows]
+    # newest `history_len` items - what the feature tables serve as user_history.
+    histories = [np.asarray(demo.sequences.items[r][-demo.history_len:]) for r in rows]
+    assert max(len(h) for h in histories) > demo.max_len  # some histories are longer than the window
     bundle = BundleRecommender.from_bundle(demo.bundle_dir).bundle
     eval_set = EvalSet(np.array(users, dtype=object), histories, np.ones(len(users), dtype=np.int64))
     _, top = rank_targets(bundle.model, eval_set, bundle.exclude_seen, k=10)

@@ -131,7 +131,7 @@ def test_ids_in_all_and_a_history_longer_than_the_model_window_are_400s(servers,
     response = predict(servers.predictor, many[:256])
     assert response.status_code == 400 and f"at most {MAX_TOTAL_IDS} per request" in response.json()["error"]
 
-    window = demo.max_len  # the model's window; the demo's feature tables keep the same
+    window = demo.history_len  # the longest history the demo's feature tables keep (> the model's window)
     fits = predict(servers.predictor, [{"items": ["50"] * window, "k": 2}])
     assert fits.status_code == 200, fits.text
     longer = predict(servers.predictor, [{"items": ["50"] * (window + 1), "k": 2}])

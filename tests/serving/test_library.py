@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import numpy as np
@@ -13,7 +14,7 @@ from shoprec import schema as S
 from shoprec.serving.catalog import ItemCatalog, load_catalog
 from shoprec.serving.cold_start import FEATURES_UNAVAILABLE, fallback_items
 from shoprec.errors import BundleError, DataSourceError, InvalidRequest
-from shoprec.features.tables import features_max_len
+from shoprec.features.tables import features_history_len, features_max_len
 from shoprec.lifecycle.registry import Registry
 from shoprec.models.inference import BundleRecommender
 from shoprec.serving.reasons import reason_indices
@@ -176,6 +177,34 @@ def test_a_model_reading_a_longer_window_than_the_features_is_refused_at_load(tm
     message = str(refused.value)
     assert "max_len=20" in message and "max_len=10" in message
     assert "rebuild the features with max_len=20" in message and "train the model with max_len=10" in message
+
+
+def test_a_model_whose_repeat_side_reads_a_longer_history_than_the_features_is_refused(tmp_path):
+    bundle = make_window_bundle(tmp_path / "sasrec", max_len=10, repeat_history=50)
+    features = make_features(tmp_path / "features", max_len=10, history_len=30)
+    assert (features_max_len(features), features_history_len(features)) == (10, 30)
+    with pytest.raises(BundleError) as refused:
+        LiveModel(bundle_dir=bundle, features_max_len=10, features_history_len=30).load()
+    message = str(refused.value)
+    assert "repeat_history=50" in message and "history_len=30" in message
+    assert "rebuild the features with history_len=50" in message
+
+    live = LiveModel(bundle_dir=bundle, features_max_len=10, features_history_len=50)
+    assert live.load() == "sasrec"
+    # Requests may carry the whole history the features keep (50), not only the window (10).
+    history = [f"i{1 + n % 5}" for n in range(50)]  # seen items are excluded: 7 are left
+    assert live.predict_v1({"instances": [{"items": history, "k": 3}]})["predictions"][0]["items"]
+    with pytest.raises(InvalidRequest, match="holds 51 ids; at most 50"):
+        live.predict_v1({"instances": [{"items": history + ["i1"], "k": 3}]})
+
+
+def test_tables_built_before_user_history_report_their_window_as_the_history(tmp_path):
+    features = make_features(tmp_path / "features", max_len=10)
+    manifest = features / "features.json"
+    record = json.loads(manifest.read_text())
+    del record["history_len"]
+    manifest.write_text(json.dumps(record))
+    assert features_history_len(features) == 10
 
 
 @pytest.mark.parametrize("model_len, features_len", [(10, 10), (5, 10), (20, None)],

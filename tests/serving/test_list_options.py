@@ -44,9 +44,9 @@ def ranked(model: BundleRecommender, history: list[str]) -> tuple[list[str], np.
 
 
 def user_history(demo, user: str) -> list[str]:
-    """What Feast serves as the user's recent items: the newest max_len of the training log."""
+    """What Feast serves as the user's history: the newest history_len of the training log."""
     row = list(demo.sequences.users).index(user)
-    return demo.vocab.item_ids(np.asarray(demo.sequences.items[row][-demo.max_len:]))
+    return demo.vocab.item_ids(np.asarray(demo.sequences.items[row][-demo.history_len:]))
 
 
 def settled(base: str, instance: dict, tries: int = 5) -> dict:

@@ -111,7 +111,7 @@ def test_predictor_v2_faults_are_400s_naming_the_input(servers, inputs, message)
 
 
 def test_predictor_v2_history_longer_than_the_window_is_a_400(servers, demo):
-    window = demo.max_len
+    window = demo.history_len  # the longest history the features keep
     fits = infer(servers.predictor, [{"name": "items", "datatype": "BYTES", "shape": [window], "data": ["50"] * window}])
     assert fits.status_code == 200, fits.text
     longer = infer(servers.predictor, [{"name": "items", "datatype": "BYTES", "shape": [1, window + 1],

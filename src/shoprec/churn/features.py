@@ -75,7 +75,8 @@ def churn_feature_tables(
     stats = stats.sort_values([S.USER_ID, N.FEATURE_TIMESTAMP], ignore_index=True)
     return FeatureTables(user_stats=stats, item_stats=base.item_stats,
                          user_recent_items=base.user_recent_items, as_of=base.as_of,
-                         max_len=base.max_len, info={**base.info, "churn_snapshots": [str(s) for s in snapshots]})
+                         max_len=base.max_len, user_history=base.user_history,
+                         history_len=base.history_len, info={**base.info, "churn_snapshots": [str(s) for s in snapshots]})
 
 
 def publish_churn_store(tables: FeatureTables, settings: FeatureStoreSettings) -> "FeatureStore":

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from shoprec.config import DEFAULT_HISTORY_LEN
 from shoprec.models.bundle import save_bundle
 from shoprec.data.dataset import EventData
 from shoprec.features.settings import FeatureStoreSettings
@@ -29,10 +30,11 @@ class DemoHome:
     version: str
     items_path: Path
     max_len: int
+    history_len: int  # how many newest items the feature store serves per user
 
 
 def build_demo_home(root: str | Path, *, users: int = 40, max_len: int = 200, epochs: int = 2,
-                    model: str = "sasrec", seed: int = 0) -> DemoHome:
+                    model: str = "sasrec", seed: int = 0, history_len: int = DEFAULT_HISTORY_LEN) -> DemoHome:
     """Build everything under `root` (a fresh folder); returns where things are.
 
     model: "sasrec" (trained for `epochs` on CPU) or a baseline kind ("itemknn", "markov1", ...)."""
@@ -48,7 +50,7 @@ def build_demo_home(root: str | Path, *, users: int = 40, max_len: int = 200, ep
     home = Home.at(Path(root).resolve())
     data = limit_to_users(load_movielens_100k(), users)
     settings = FeatureStoreSettings(home=home)
-    tables = build_feature_tables(data.events, data.items, max_len=max_len)
+    tables = build_feature_tables(data.events, data.items, max_len=max_len, history_len=history_len)
     tables.write(settings.features_dir)
     materialize(apply_definitions(settings), settings)
     data.write(home.data)
@@ -72,4 +74,5 @@ def build_demo_home(root: str | Path, *, users: int = 40, max_len: int = 200, ep
     registry = Registry.from_home(home)
     version = registry.register(bundle_dir, note="serving demo").version
     registry.promote(version, reason="serving demo", actor="build_demo_home")
-    return DemoHome(home, data, vocab, sequences, bundle_dir, version, home.data / "items.parquet", max_len)
+    return DemoHome(home, data, vocab, sequences, bundle_dir, version, home.data / "items.parquet", max_len,
+                    history_len)

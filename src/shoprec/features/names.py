@@ -25,8 +25,9 @@ FEATURE_REPO_ENV: Final = "SHOPREC_FEATURE_REPO"
 OFFLINE_STORE_ENV: Final = "SHOPREC_FEAST_OFFLINE_STORE"
 
 # --- tables (file names under Home.features): defined in schema, below Home and this room ------
-from shoprec.schema import ITEM_STATS, TABLE_FILES, USER_RECENT_ITEMS, USER_STATS  # noqa: E402, F401
+from shoprec.schema import ITEM_STATS, TABLE_FILES, USER_HISTORY, USER_RECENT_ITEMS, USER_STATS  # noqa: E402, F401
 PUSH_SOURCE: Final = "user_recent_items_push"
+HISTORY_PUSH_SOURCE: Final = "user_history_push"
 FEATURE_SERVICE: Final = "recommender_v1"
 
 # --- user_stats -------------------------------------------------------------------------------
@@ -56,5 +57,10 @@ ITEM_STATS_FEATURES: Final[tuple[str, ...]] = ITEM_EVENT_FEATURES + (
 # --- user_recent_items ------------------------------------------------------------------------
 RECENT_ITEMS: Final = "recent_items"  # oldest first, most recent last: the model's input order
 # Its length is the sequence window, `max_len` (config.DEFAULT_MAX_LEN unless the pipeline says).
+
+# --- user_history -----------------------------------------------------------------------------
+# Each user's newest `history_len` items (config.DEFAULT_HISTORY_LEN), oldest first, as of the
+# build and kept current online by pushes: what serving sends the model (the window is its tail).
+HISTORY_ITEMS: Final = "history_items"
 
 UNKNOWN_CATEGORY: Final = "unknown"

@@ -3,8 +3,8 @@
 Reads go through the `recommender_v1` service and come back as one dict per user, with
 `USER_DEFAULTS` and the `missing` flag for users the store does not know; `user_rows` builds
 those rows for the SDK read here and for the feature-server client alike, so both answer the
-same. `push_events` appends new events to the users' online `recent_items` (the offline
-history gets them at the next table build). Both take an opened store (`store.open_store`)
+same. `push_events` appends new events to the users' online `recent_items` and
+`history_items` (the offline tables get them at the next build). Both take an opened store (`store.open_store`)
 and never open, apply or materialize one; a store that does not answer raises
 FeatureStoreUnavailable naming it (`settings.online_errors`).
 """
@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any, Sequence
 import pandas as pd
 
 from shoprec import schema as S
-from shoprec.config import DEFAULT_MAX_LEN
+from shoprec.config import DEFAULT_HISTORY_LEN, DEFAULT_MAX_LEN
 from shoprec.errors import FeatureStoreError
 from shoprec.features import names as N
 from shoprec.features.settings import FeatureStoreSettings, online_errors
-from shoprec.features.tables import features_max_len
+from shoprec.features.tables import features_history_len, features_max_len
 
 if TYPE_CHECKING:  # Feast takes seconds to import: only the functions that need it import it.
     from feast import FeatureStore
@@ -36,7 +36,9 @@ USER_DEFAULTS: dict[str, Any] = {
     N.MEAN_PRICE: math.nan,
     N.TOP_CATEGORY: N.UNKNOWN_CATEGORY,
     N.RECENT_ITEMS: [],
+    N.HISTORY_ITEMS: [],
 }
+LIST_FEATURES = (N.RECENT_ITEMS, N.HISTORY_ITEMS)
 MISSING_FLAG = "missing"
 
 
@@ -86,7 +88,7 @@ def user_rows(user_ids: Sequence[str], names: Sequence[str], columns: dict[str, 
         row: dict[str, Any] = {S.USER_ID: user}
         for name in names:
             value = columns.get(name, unknown)[i]
-            if name == N.RECENT_ITEMS:
+            if name in LIST_FEATURES:
                 row[name] = list(value) if value is not None else []
             else:
                 row[name] = USER_DEFAULTS.get(name) if value is None else value
@@ -115,6 +117,7 @@ class PushSummary:
     users: int
     events: int
     recent_items: dict[str, list[str]] = field(default_factory=dict)
+    history_items: dict[str, list[str]] = field(default_factory=dict)
 
 
 def push_events(
@@ -122,10 +125,13 @@ def push_events(
     events: pd.DataFrame,
     settings: FeatureStoreSettings | None = None,
     max_len: int | None = None,
+    history_len: int | None = None,
 ) -> PushSummary:
     """Push new events to the online store at once: each user's `recent_items` becomes the
     online list followed by the new items (by time), cut to the last N: `max_len`, else the
-    N the tables were built with (features.json in the settings' home), else the view's tag.
+    N the tables were built with (features.json in the settings' home), else the view's tag;
+    `history_items` the same, cut to `history_len` (or the tables' / the tag's). A store
+    without `user_history` (a repo applied before it) gets the recent items only.
 
     Only the online store changes; the offline history gets these events at the next
     `build_features` from the event log, so training never sees a pushed-only value.
@@ -152,24 +158,40 @@ def push_events(
         bad = int(new[S.TIMESTAMP].isna().sum())
         raise FeatureStoreError(f"{bad} pushed event(s) have no parseable timestamp; nothing pushed")
     new = new.sort_values([S.USER_ID, S.TIMESTAMP], kind="stable")
-    keep = max_len or _tables_max_len(settings) or int(
-        store.get_feature_view(N.USER_RECENT_ITEMS).tags.get("max_len", DEFAULT_MAX_LEN)
-    )
+    features_dir = settings.features_dir if settings else None
+    keep = {
+        N.RECENT_ITEMS: max_len or (features_max_len(features_dir) if features_dir else None) or int(
+            store.get_feature_view(N.USER_RECENT_ITEMS).tags.get("max_len", DEFAULT_MAX_LEN)),
+    }
+    views = {N.RECENT_ITEMS: (N.USER_RECENT_ITEMS, N.PUSH_SOURCE)}
+    if _has_view(store, N.USER_HISTORY):
+        keep[N.HISTORY_ITEMS] = history_len or (features_history_len(features_dir) if features_dir else None) or int(
+            store.get_feature_view(N.USER_HISTORY).tags.get("history_len", DEFAULT_HISTORY_LEN))
+        views[N.HISTORY_ITEMS] = (N.USER_HISTORY, N.HISTORY_PUSH_SOURCE)
     users = list(dict.fromkeys(new[S.USER_ID]))
-    current = online_user_features(store, users, refs=[f"{N.USER_RECENT_ITEMS}:{N.RECENT_ITEMS}"], settings=settings)
-    lists: dict[str, list[str]] = {}
+    refs = [f"{view}:{name}" for name, (view, _) in views.items()]
+    current = online_user_features(store, users, refs=refs, settings=settings)
+    lists: dict[str, dict[str, list[str]]] = {name: {} for name in views}
     stamps = []
-    for (user, group), before in zip(new.groupby(S.USER_ID, sort=False), current[N.RECENT_ITEMS]):
-        lists[str(user)] = (list(before) + group[S.ITEM_ID].tolist())[-keep:]
+    for n, (user, group) in enumerate(new.groupby(S.USER_ID, sort=False)):
+        added = group[S.ITEM_ID].tolist()
+        for name in views:
+            lists[name][str(user)] = (list(current[name].iloc[n]) + added)[-keep[name]:]
         stamps.append(group[S.TIMESTAMP].max())
-    frame = pd.DataFrame(
-        {S.USER_ID: list(lists), N.FEATURE_TIMESTAMP: stamps, N.RECENT_ITEMS: list(lists.values())}
-    )
     with online_errors(settings):
-        store.push(N.PUSH_SOURCE, frame, to=PushMode.ONLINE)
-    return PushSummary(users=len(lists), events=len(new), recent_items=lists)
+        for name, (_, source) in views.items():
+            frame = pd.DataFrame({S.USER_ID: list(lists[name]), N.FEATURE_TIMESTAMP: stamps,
+                                  name: list(lists[name].values())})
+            store.push(source, frame, to=PushMode.ONLINE)
+    return PushSummary(users=len(stamps), events=len(new), recent_items=lists[N.RECENT_ITEMS],
+                       history_items=lists.get(N.HISTORY_ITEMS, {}))
 
 
-def _tables_max_len(settings: FeatureStoreSettings | None) -> int | None:
-    """The `max_len` the published tables were built with (features.json), if known."""
-    return features_max_len(settings.features_dir) if settings else None
+def _has_view(store: "FeatureStore", name: str) -> bool:
+    from feast.errors import FeatureViewNotFoundException
+
+    try:
+        store.get_feature_view(name)
+    except FeatureViewNotFoundException:
+        return False
+    return True

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from shoprec import schema as S
-from shoprec.config import DEFAULT_MAX_LEN
+from shoprec.config import DEFAULT_HISTORY_LEN, DEFAULT_MAX_LEN
 from shoprec.errors import DataSourceError, FeatureTableError
 from shoprec.features import names as N
 from shoprec.home import FEATURES_MANIFEST
@@ -66,7 +66,7 @@ _FRAME_TIMESTAMP = f"t AS {N.FEATURE_TIMESTAMP}"
 
 
 class FeatureTables:
-    """The three feature tables as built as of one time (each keyed by entity and timestamp).
+    """The feature tables as built as of one time (each keyed by entity and timestamp).
 
     In memory (`build_feature_tables`: pandas frames) or on disk (`build_features`: the Parquet
     files it wrote, read only when a frame is asked for; `rows` never reads them).
@@ -79,11 +79,14 @@ class FeatureTables:
         user_recent_items: pd.DataFrame | None = None,
         as_of: pd.Timestamp | None = None,
         max_len: int = DEFAULT_MAX_LEN,
+        user_history: pd.DataFrame | None = None,
+        history_len: int = DEFAULT_HISTORY_LEN,
         info: dict[str, object] | None = None,
         paths: dict[str, Path] | None = None,
         row_counts: dict[str, int] | None = None,
     ) -> None:
-        given = {N.USER_STATS: user_stats, N.ITEM_STATS: item_stats, N.USER_RECENT_ITEMS: user_recent_items}
+        given = {N.USER_STATS: user_stats, N.ITEM_STATS: item_stats, N.USER_RECENT_ITEMS: user_recent_items,
+                 N.USER_HISTORY: user_history}
         self._frames: dict[str, pd.DataFrame] = {k: v for k, v in given.items() if v is not None}
         self.paths: dict[str, Path] = dict(paths or {})
         missing = [name for name in N.TABLE_FILES if name not in self._frames and name not in self.paths]
@@ -92,7 +95,7 @@ class FeatureTables:
         if as_of is None:
             raise FeatureTableError("feature tables need their as_of time")
         self.as_of = as_of
-        self.max_len = max_len
+        self.max_len, self.history_len = max_len, history_len
         self.info: dict[str, object] = dict(info or {})
         self._rows = dict(row_counts or {})
 
@@ -107,6 +110,10 @@ class FeatureTables:
     @property
     def user_recent_items(self) -> pd.DataFrame:
         return self.frame(N.USER_RECENT_ITEMS)
+
+    @property
+    def user_history(self) -> pd.DataFrame:
+        return self.frame(N.USER_HISTORY)
 
     def frame(self, name: str) -> pd.DataFrame:
         """One table as a frame (a table on disk is read, whole, on first use)."""
@@ -149,7 +156,8 @@ class FeatureTables:
         return paths
 
     def _write_manifest(self, out: Path) -> None:
-        manifest = {"as_of": self.as_of.isoformat(), "max_len": self.max_len, "rows": self.rows(), **self.info}
+        manifest = {"as_of": self.as_of.isoformat(), "max_len": self.max_len, "history_len": self.history_len,
+                    "rows": self.rows(), **self.info}
         (out / FEATURES_MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
 
 
@@ -159,8 +167,10 @@ def build_feature_tables(
     as_of: pd.Timestamp | str | None = None,
     max_len: int = DEFAULT_MAX_LEN,
     memory_limit: str = DEFAULT_MEMORY_LIMIT,
+    history_len: int = DEFAULT_HISTORY_LEN,
 ) -> FeatureTables:
-    """Build `user_stats`, `item_stats` and `user_recent_items` from clean events as of `as_of`.
+    """Build `user_stats`, `item_stats`, `user_recent_items` and `user_history` from clean
+    events as of `as_of`.
 
     Args:
         events: clean events (user_id, item_id, event_type, timestamp; price optional).
@@ -169,11 +179,13 @@ def build_feature_tables(
             Default: the last event's time.
         max_len: how many recent item ids `user_recent_items` keeps.
         memory_limit: DuckDB's memory limit (e.g. "2GB"); beyond it, work spills to disk.
+        history_len: how many item ids `user_history` keeps (at least `max_len`).
 
     Raises:
-        FeatureTableError: a required column is missing, or no event is at or before `as_of`.
+        FeatureTableError: a required column is missing, `history_len` is below `max_len`, or
+            no event is at or before `as_of`.
     """
-    _check(list(events.columns), max_len)
+    _check(list(events.columns), max_len, history_len)
     frame = pd.DataFrame(
         {
             S.USER_ID: events[S.USER_ID].astype(str).to_numpy(),
@@ -198,13 +210,16 @@ def build_feature_tables(
             N.USER_STATS: _fetch(con, user_stats_table(_ns(cutoff), _FRAME_TIMESTAMP)),
             N.ITEM_STATS: _fetch(con, item_stats_table(_ns(cutoff), several, _FRAME_TIMESTAMP)),
             N.USER_RECENT_ITEMS: _fetch(con, user_recent_items_table(_ns(cutoff), max_len, _FRAME_TIMESTAMP)),
+            N.USER_HISTORY: _fetch(con, user_history_table(_ns(cutoff), history_len, _FRAME_TIMESTAMP)),
         }
     return FeatureTables(
         user_stats=frames[N.USER_STATS],
         item_stats=frames[N.ITEM_STATS],
         user_recent_items=frames[N.USER_RECENT_ITEMS],
+        user_history=frames[N.USER_HISTORY],
         as_of=cutoff,
         max_len=max_len,
+        history_len=history_len,
         info={"events": count},
     )
 
@@ -217,11 +232,12 @@ def build_features(
     memory_limit: str = DEFAULT_MEMORY_LIMIT,
     temp_dir: str | Path | None = None,
     part_events: int = DEFAULT_PART_EVENTS,
+    history_len: int = DEFAULT_HISTORY_LEN,
 ) -> FeatureTables:
     """Pipeline step: read the clean dataset directory, build the tables, write them to `features_dir`.
 
     DuckDB reads the events Parquet and computes each table in parts of about `part_events`
-    events: the keys of the table (users for user_stats and user_recent_items, items for
+    events: the keys of the table (users for user_stats, user_recent_items and user_history, items for
     item_stats), in order, cut into consecutive runs by their event counts, a key never in two
     parts (a key with more events than `part_events` ends its part: no key after it shares it;
     item_stats computes such an oversize part's windows with running sums and ASOF joins, which
@@ -237,7 +253,7 @@ def build_features(
 
     Raises:
         FeatureTableError: a required column is missing, `max_len` or `part_events` is below 1,
-            or no event is at or before `as_of`.
+            `history_len` is below `max_len`, or no event is at or before `as_of`.
     """
     root = Path(clean_dir)
     events_path = root / S.EVENTS_FILE
@@ -247,7 +263,7 @@ def build_features(
 
     schema = pq.read_schema(events_path)
     columns = schema.names
-    _check(columns, max_len)
+    _check(columns, max_len, history_len)
     if part_events < 1:
         raise FeatureTableError(f"part_events must be >= 1, got {part_events}")
     manifest_path = root / S.DATASET_MANIFEST
@@ -273,7 +289,8 @@ def build_features(
             S.USER_ID: (
                 [S.USER_ID, S.ITEM_ID, S.EVENT_TYPE, "t", S.PRICE, "ord", "category"],
                 {N.USER_STATS: lambda events: user_stats_table(at, events=events),
-                 N.USER_RECENT_ITEMS: lambda events: user_recent_items_table(at, max_len, events=events)},
+                 N.USER_RECENT_ITEMS: lambda events: user_recent_items_table(at, max_len, events=events),
+                 N.USER_HISTORY: lambda events: user_history_table(at, history_len, events=events)},
             ),
             S.ITEM_ID: (
                 [S.ITEM_ID, S.USER_ID, S.EVENT_TYPE, "t", S.PRICE],
@@ -294,6 +311,7 @@ def build_features(
     tables = FeatureTables(
         as_of=cutoff,
         max_len=max_len,
+        history_len=history_len,
         info={"events": count, "source": manifest.get("source", str(root)),
               "snapshot_id": manifest.get("snapshot_id")},
         paths=paths,
@@ -307,11 +325,22 @@ def features_max_len(features_dir: str | Path) -> int | None:
     """The window (`max_len`) the feature tables in `features_dir` were built with, from their
     features.json: how many recent item ids `user_recent_items` keeps per user. None when the
     folder has no manifest or the manifest records no window."""
+    return _manifest_length(features_dir, "max_len")
+
+
+def features_history_len(features_dir: str | Path) -> int | None:
+    """How many item ids `user_history` keeps per user in `features_dir` (features.json): the
+    longest history serving sends. Tables built before `user_history` existed: their window
+    (then `user_recent_items` is the history). None without a manifest or a length."""
+    return _manifest_length(features_dir, "history_len") or _manifest_length(features_dir, "max_len")
+
+
+def _manifest_length(features_dir: str | Path, key: str) -> int | None:
     manifest = Path(features_dir) / FEATURES_MANIFEST
     if not manifest.is_file():
         return None
     try:
-        value = json.loads(manifest.read_text()).get("max_len")
+        value = json.loads(manifest.read_text()).get(key)
     except (ValueError, AttributeError) as exc:
         raise FeatureTableError(f"feature manifest {manifest} is not a JSON object: {exc}") from exc
     return None if value is None else int(value)
@@ -506,6 +535,27 @@ timeline AS (  -- a user's last row is repeated at as_of (the snapshot) unless i
     FROM recent
 )
 SELECT {S.USER_ID}, {timestamp}, {N.RECENT_ITEMS} FROM timeline ORDER BY {S.USER_ID}, t
+"""
+
+
+def user_history_table(as_of: int, history_len: int, timestamp: str = _FILE_TIMESTAMP,
+                       events: str = "ev") -> str:
+    """One row per user at `as_of` (nanoseconds), from the events of `events` (a table, or a
+    subquery with an alias: each of its users' events whole): the user's newest `history_len`
+    item ids, oldest first (events at one time keep file order). A snapshot, not a row per
+    event as `user_recent_items`: the list is long, and only its newest value is served (pushes
+    keep it current online); nothing reads it as of an earlier time, so its cost is one sort of
+    the events, whatever `history_len`."""
+    return f"""
+WITH newest AS (
+    SELECT {S.USER_ID}, {S.ITEM_ID}, t, ord FROM {events}
+    QUALIFY row_number() OVER (PARTITION BY {S.USER_ID} ORDER BY t DESC, ord DESC) <= {int(history_len)}
+),
+lists AS (
+    SELECT {S.USER_ID}, {as_of}::BIGINT AS t, list({S.ITEM_ID} ORDER BY t, ord) AS {N.HISTORY_ITEMS}
+    FROM newest GROUP BY {S.USER_ID}
+)
+SELECT {S.USER_ID}, {timestamp}, {N.HISTORY_ITEMS} FROM lists ORDER BY {S.USER_ID}
 """
 
 
@@ -732,7 +782,7 @@ def _fetch(con: "duckdb.DuckDBPyConnection", query: str) -> pd.DataFrame:
     """A query's result as a frame: text as str objects, event_timestamp as datetime64[ns, UTC],
     recent items as Python lists."""
     table = con.sql(query).to_arrow_table()
-    lists = {N.RECENT_ITEMS} & set(table.column_names)
+    lists = {N.RECENT_ITEMS, N.HISTORY_ITEMS} & set(table.column_names)
     frame = table.drop_columns(list(lists)).to_pandas()
     for name in lists:
         frame[name] = pd.Series(table.column(name).to_pylist(), dtype=object)
@@ -745,8 +795,9 @@ def _read_table(path: Path) -> pd.DataFrame:
     """A table written by `build_features`, as `build_feature_tables` returns it."""
     frame = pd.read_parquet(path)
     frame[N.FEATURE_TIMESTAMP] = pd.to_datetime(frame[N.FEATURE_TIMESTAMP], utc=True).dt.as_unit("ns")
-    if N.RECENT_ITEMS in frame:
-        frame[N.RECENT_ITEMS] = [list(v) for v in frame[N.RECENT_ITEMS]]
+    for name in (N.RECENT_ITEMS, N.HISTORY_ITEMS):
+        if name in frame:
+            frame[name] = [list(v) for v in frame[name]]
     return frame
 
 
@@ -772,12 +823,15 @@ def _window_name(days: int | None) -> str:
     return "w_all" if days is None else f"w_{days}d"
 
 
-def _check(columns: list[str], max_len: int) -> None:
+def _check(columns: list[str], max_len: int, history_len: int) -> None:
     missing = [c for c in S.EVENT_REQUIRED if c not in columns]
     if missing:
         raise FeatureTableError(f"events table lacks column(s) {missing}; has {list(columns)}")
     if max_len < 1:
         raise FeatureTableError(f"max_len must be >= 1, got {max_len}")
+    if history_len < max_len:
+        # Serving sends the model the user's history, whose tail is the window the model reads.
+        raise FeatureTableError(f"history_len must be at least max_len={max_len}, got {history_len}")
 
 
 def _literal(path: str | Path) -> str:

@@ -68,10 +68,12 @@ def service_features(store: "FeatureStore", service: str = N.FEATURE_SERVICE) ->
 
 
 def training_features(
-    store: "FeatureStore", service: str = N.FEATURE_SERVICE, without: Sequence[str] = (N.RECENT_ITEMS,)
+    store: "FeatureStore", service: str = N.FEATURE_SERVICE,
+    without: Sequence[str] = (N.RECENT_ITEMS, N.HISTORY_ITEMS),
 ) -> list[str]:
     """The service's features minus those named in `without` (by feature name): by default every
-    statistic of user_stats and item_stats, without the `recent_items` lists."""
+    statistic of user_stats and item_stats, without the `recent_items` and `history_items`
+    lists (training builds its sequences from the events; `user_history` is a snapshot)."""
     dropped = set(without)
     return [ref for ref in service_features(store, service) if ref.split(":", 1)[1] not in dropped]
 
@@ -126,8 +128,9 @@ def build_training_set(
     job = store.get_historical_features(entity_df=frame, features=chosen)
     joined = job.to_df().sort_values(_ROW, kind="stable").reset_index(drop=True)
     joined[S.TIMESTAMP] = stamps
-    if N.RECENT_ITEMS in joined:
-        joined[N.RECENT_ITEMS] = [_as_list(v) for v in joined[N.RECENT_ITEMS]]
+    for name in (N.RECENT_ITEMS, N.HISTORY_ITEMS):
+        if name in joined:
+            joined[name] = [_as_list(v) for v in joined[name]]
     return joined.drop(columns=[_ROW, N.FEATURE_TIMESTAMP])
 
 

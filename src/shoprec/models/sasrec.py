@@ -463,6 +463,7 @@ class SASRec(Recommender):
         repeat_share: float = 1.0,
         block: str = "pre_ln",
         positions: str = "newest",
+        repeat_history: int = 0,
     ) -> None:
         super().__init__(n_items)
         # The architecture: our pre-LN `CausalBlock` with positions counted back from the
@@ -498,6 +499,12 @@ class SASRec(Recommender):
         if not 0.0 < repeat_decay <= 1.0:
             raise ValueError(f"repeat_decay must be in (0, 1], not {repeat_decay}")
         self.repeat_weight, self.repeat_decay = float(repeat_weight), float(repeat_decay)
+        # How many of a history's newest items the repeat side (bonus or head) reads: the
+        # feature store's `history_len`, what serving sends, so that evaluation reads exactly
+        # what serving will. 0 = all it is given (bundles written before it).
+        if repeat_history < 0:
+            raise ValueError(f"repeat_history must be >= 0 (0 = the whole history), not {repeat_history}")
+        self.repeat_history = int(repeat_history)
         self.max_len, self.hidden, self.blocks_n, self.heads = max_len, hidden, blocks, heads
         self.dropout_p, self.n_categories, self.text_dim = dropout, n_categories, text_dim
         self.chunk_rows, self.ffn_multiplier = chunk_rows, ffn_multiplier
@@ -580,7 +587,7 @@ class SASRec(Recommender):
             "loss": self.loss_kind, "negatives": self.negatives, "negative_sampling": self.negative_sampling,
             "user_features": self.user_features,
             "repeat_head": self.repeat_head, "repeat_share": self.repeat_share,
-            "block": self.block, "positions": self.positions,
+            "block": self.block, "positions": self.positions, "repeat_history": self.repeat_history,
         }
 
     @classmethod
@@ -740,7 +747,8 @@ class SASRec(Recommender):
                 raise ValueError("this model's repeat head reads where each history's sessions start: "
                                  "pass starts, one bool array per history")
             explore = self.transformer_scores(histories, None, context)
-            mixed = mixture_scores(self.repeat_scorer.item_scores(histories, starts), explore, self.repeat_share)
+            repeat = self.repeat_scorer.item_scores(self.repeat_view(histories), self.repeat_view(starts))
+            mixed = mixture_scores(repeat, explore, self.repeat_share)
             return mixed if columns is None else mixed[:, columns.cpu()]
         scores = self.transformer_scores(histories, columns, context)
         if self.repeat_weight:
@@ -774,13 +782,21 @@ class SASRec(Recommender):
         scores[:, columns.to(device) == PAD] = float("-inf")
         return scores.cpu()
 
+    def repeat_view(self, sequences: Sequence[np.ndarray]) -> Sequence[np.ndarray]:
+        """What the repeat side reads of per-history sequences (items, or session openings):
+        the newest `repeat_history` entries of each, or all of them."""
+        if not self.repeat_history:
+            return sequences
+        return [np.asarray(sequence)[-self.repeat_history:] for sequence in sequences]
+
     def repeat_bonus(self, histories: Sequence[np.ndarray], weight: float | None = None,
                      decay: float | None = None) -> torch.Tensor:
         """[B, N+1]: weight * log(1 + sum over the item's purchases of decay ** items bought
-        since) over each WHOLE history (default: the model's repeat_weight and repeat_decay).
-        Serving passes the history the request carries, so it scores exactly as evaluation."""
+        since) over the newest `repeat_history` items of each history (0: all of it; default:
+        the model's repeat_weight and repeat_decay). Serving passes the feature store's
+        history, as long as `repeat_history`, so it scores exactly as evaluation."""
         weight = self.repeat_weight if weight is None else weight
-        counts = decayed_counts(histories, self.n_items, self.repeat_decay if decay is None else decay)
+        counts = decayed_counts(self.repeat_view(histories), self.n_items, self.repeat_decay if decay is None else decay)
         counts.data = np.log1p(counts.data) * weight
         bonus = torch.from_numpy(np.asarray(counts.todense(), dtype=np.float32))
         bonus[:, PAD] = 0.0

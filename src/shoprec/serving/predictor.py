@@ -34,7 +34,8 @@ The window check: given the window of the feature tables the histories come from
 (`features_max_len`, from their features.json), a bundle whose model reads a longer window is
 refused at load (BundleError): the online store would only ever hand it the newest
 `features_max_len` items, so it would silently answer from shorter histories than it was
-trained on.
+trained on. So is a model whose repeat side reads a longer history than the tables'
+`user_history` keeps (`features_history_len`); requests may carry histories that long.
 """
 
 from __future__ import annotations
@@ -286,9 +287,12 @@ class LiveModel(AliasFollower[tuple[BundleRecommender, "np.ndarray | None"]]):
     def __init__(self, *, bundle_dir: str | Path | None = None, registry: Registry | None = None,
                  alias: str = PRODUCTION, poll_seconds: float = 1.0,
                  catalog: ItemCatalog | None = None, features_max_len: int | None = None,
-                 sponsored_floor: float = DEFAULT_FLOOR, campaigns: Campaigns | None = None) -> None:
+                 sponsored_floor: float = DEFAULT_FLOOR, campaigns: Campaigns | None = None,
+                 features_history_len: int | None = None) -> None:
         """features_max_len: the window of the feature tables the users' histories come from
         (`shoprec.features.tables.features_max_len`); a bundle reading a longer one is refused.
+        features_history_len: how long the histories they send are (`features_history_len`;
+        default: the window); a bundle whose repeat side reads longer ones is refused.
         sponsored_floor: the relevance percentile a sponsored item must be above (a server
         setting: requests cannot change it). campaigns: the table a request's `campaign`
         names (loaded at start; without it, naming a campaign is ServingUnavailable)."""
@@ -299,6 +303,7 @@ class LiveModel(AliasFollower[tuple[BundleRecommender, "np.ndarray | None"]]):
         super().__init__(bundle_dir=bundle_dir, registry=registry, alias=alias, poll_seconds=poll_seconds)
         self.catalog = catalog
         self.features_max_len = features_max_len
+        self.features_history_len = features_history_len or features_max_len
 
     def open_folder(self, folder: Path) -> tuple[str, tuple[BundleRecommender, np.ndarray | None]]:
         recommender = self.check_window(BundleRecommender.from_bundle(folder), str(folder))
@@ -332,6 +337,13 @@ class LiveModel(AliasFollower[tuple[BundleRecommender, "np.ndarray | None"]]):
                 f"model bundle {what} has a repeat head that reads where each history's sessions "
                 f"start, which the serving path does not send to the predictor yet; train it "
                 f"without repeat_head to serve it; refusing to serve it")
+        repeat_len = int(getattr(recommender.bundle.model, "repeat_history", 0) or 0)
+        if repeat_len and self.features_history_len is not None and repeat_len > self.features_history_len:
+            raise BundleError(
+                f"model bundle {what} reads the newest repeat_history={repeat_len} items of a history, "
+                f"but the feature tables keep only history_len={self.features_history_len} per user: "
+                f"rebuild the features with history_len={repeat_len}, or train the model with "
+                f"history_len={self.features_history_len}; refusing to serve it")
         model_len, features_len = recommender.bundle.max_len, self.features_max_len
         if model_len is not None and features_len is not None and model_len > features_len:
             raise BundleError(
@@ -344,7 +356,7 @@ class LiveModel(AliasFollower[tuple[BundleRecommender, "np.ndarray | None"]]):
     def predict_v1(self, payload: Any) -> dict[str, Any]:
         """A V1 answer: {"predictions": [...], "model_version": ..., "lineage": {...}}."""
         version, (recommender, features) = self.current()  # read once: the whole request uses one model
-        queries = parse_v1(payload, history_limit(recommender.bundle.max_len, self.features_max_len))
+        queries = parse_v1(payload, history_limit(recommender.bundle.max_len, self.features_history_len))
         queries = with_campaigns(queries, self.campaigns, recommender)
         predictions = answer(recommender, queries, self.catalog, features=features,
                              sponsored_floor=self.sponsored_floor)
@@ -354,7 +366,7 @@ class LiveModel(AliasFollower[tuple[BundleRecommender, "np.ndarray | None"]]):
         """The answer to Open Inference Protocol inputs (`parse_v2`), as `predict_v1` returns
         it; `v2_outputs` turns its predictions into tensors."""
         version, (recommender, features) = self.current()
-        queries = parse_v2(inputs, history_limit(recommender.bundle.max_len, self.features_max_len))
+        queries = parse_v2(inputs, history_limit(recommender.bundle.max_len, self.features_history_len))
         queries = with_campaigns(queries, self.campaigns, recommender, lambda n: "input campaign[0]")
         predictions = answer(recommender, queries, self.catalog, features=features,
                              sponsored_floor=self.sponsored_floor)

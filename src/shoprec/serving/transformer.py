@@ -125,7 +125,10 @@ class TransformerCore:
                 if row[MISSING_FLAG]:
                     plan.fallback = UNKNOWN_USER
                 else:
-                    plan.history = tuple(str(i) for i in row.get(N.RECENT_ITEMS) or ())[-self.max_history:]
+                    # The user's history (its tail is the window); a store without one yet
+                    # (a repo applied before `user_history`) has the recent items only.
+                    history = row.get(N.HISTORY_ITEMS) or row.get(N.RECENT_ITEMS) or ()
+                    plan.history = tuple(str(i) for i in history)[-self.max_history:]
                     if not plan.history:
                         plan.fallback = EMPTY_HISTORY
             if plan.fallback is None:

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from shoprec import schema as S
+from shoprec.config import DEFAULT_HISTORY_LEN
 from shoprec.models.bundle import DEFAULT_FEATURE_SERVICE, save_bundle
 from shoprec.data.dataset import EventData
 from shoprec.errors import DataSourceError
@@ -187,7 +188,9 @@ def build_sasrec(vocab: ItemVocab, features: ItemFeatures, model_kwargs: dict[st
         vocab.n_items,
         n_categories=len(features.categories),
         text_dim=0 if features.text is None else features.text.shape[1],
-        **{**model_kwargs, **({"user_features": user_features} if user_features else {})},
+        # The repeat side reads the history the feature store keeps and serving sends.
+        **{"repeat_history": DEFAULT_HISTORY_LEN, **model_kwargs,
+           **({"user_features": user_features} if user_features else {})},
     )
     return model.set_item_features(
         features.category if features.categories else None, features.text
@@ -305,7 +308,7 @@ def choose_repeat_side(model: SASRec, sequences: Sequence[np.ndarray], starts: S
             explore = model.transformer_scores(histories[rows])  # once: both sides start from it
             bonus = explore + model.repeat_bonus(histories[rows]) if model.repeat_weight else explore
             bonus_ranks.append(M.pessimistic_ranks(bonus, target_tensor[rows]))
-            repeat = head.item_scores(histories[rows], opens[rows])
+            repeat = head.item_scores(model.repeat_view(histories[rows]), model.repeat_view(opens[rows]))
             for share in shares:
                 head_ranks[share].append(M.pessimistic_ranks(mixture_scores(repeat, explore, share), target_tensor[rows]))
     model.train(was_training)
@@ -388,7 +391,9 @@ def repeat_line(outcome: FitOutcome) -> str:
     tried = ", ".join(f"{w}: {s:.4f}" for w, s in best)
     kept = "" if side is None else (f"; a learned repeat head lost to it on session openings (bonus "
                                     f"{side['bonus']:.4f}, best head {max(v for n, v in side.items() if n != 'bonus'):.4f})")
-    return (f"repeat-purchase bonus weight {weight:g} x log(1 + purchases over the whole history, each "
+    reads = getattr(model, "repeat_history", 0)
+    span = f"the newest {reads:,} items of the history (what serving sends)" if reads else "the whole history"
+    return (f"repeat-purchase bonus weight {weight:g} x log(1 + purchases over {span}, each "
             f"decayed {decay:g} per later item), chosen on validation NDCG@{outcome.config.k} among "
             f"{len(outcome.repeat_tuning)} settings (best: {tried}){kept}")
 
