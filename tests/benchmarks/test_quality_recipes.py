@@ -24,7 +24,8 @@ def test_reference_recipe_is_the_antklen_run(quality):
     ref = quality.recipe("ml-1m", "reference")
     # antklen/sasrec-bert4rec-recsys23 src/configs/SASRec.yaml + `dataset.max_length=200`
     assert ref["model"] == {"dropout": 0.1, "attention_dropout": 0.1, "hidden": 64, "max_len": 200,
-                            "blocks": 2, "heads": 1, "ffn_multiplier": 1}
+                            "blocks": 2, "heads": 1, "ffn_multiplier": 1,
+                            "block": "post_norm", "positions": "oldest"}  # its layer and positions
     assert ref["validation_users"] is None  # every user validated: nobody trains on the second-last item
     assert ref["max_epochs"] == 100
     config = TrainConfig(**ref["train"])  # the keys are TrainConfig's
