@@ -184,6 +184,9 @@ def main() -> None:
                         help="override the preset: our pre-LN block or the reference SASRec's (models.sasrec)")
     parser.add_argument("--positions", choices=("newest", "oldest"), default=None,
                         help="override the preset: positions counted from the newest or the oldest item")
+    parser.add_argument("--loss-leaves-out-seen", action="store_true",
+                        help="each position's softmax leaves out the other items of its window "
+                             "(TrainConfig.loss_leaves_out_seen; data that never recommends seen items)")
     parser.add_argument("--hidden", type=int, default=None, help="override the preset")
     parser.add_argument("--blocks", type=int, default=None, help="override the preset")
     parser.add_argument("--loss", choices=("auto", "full", "sampled"), default=None,
@@ -208,6 +211,8 @@ def main() -> None:
             value = getattr(args, flag)
             if value is not None:
                 preset[section][key] = value
+        if args.loss_leaves_out_seen:
+            preset["train"]["loss_leaves_out_seen"] = True
         if args.residual_gates is not None:
             preset["model"]["residual_gates"] = args.residual_gates == "on"
         if args.validation_users is not None:

@@ -125,7 +125,7 @@ class ChunkedSoftmaxCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, chunk_rows: int, compute_dtype: torch.dtype,  # type: ignore[override]
-                kept: KeptSoftmax | None = None):
+                kept: KeptSoftmax | None = None, left_out: "LeftOut | None" = None):
         rows, columns = hidden.shape[0], weight.shape[0]
         chunk_rows = max(1, min(chunk_rows, CHUNK_BYTES // (4 * columns)))
         store = rows * columns * torch.finfo(compute_dtype).bits // 8 <= STORED_SOFTMAX_BYTES
@@ -137,6 +137,8 @@ class ChunkedSoftmaxCrossEntropy(torch.autograd.Function):
             for s in range(0, rows, chunk_rows):
                 logits = (hidden[s:s + chunk_rows].to(compute_dtype) @ w.T).float()  # [c, N+1]
                 logits[:, PAD] = float("-inf")
+                if left_out is not None:
+                    logits.masked_fill_(left_out.block(s, s + chunk_rows, targets), float("-inf"))
                 picked[s:s + chunk_rows] = logits.gather(1, targets[s:s + chunk_rows, None]).squeeze(1)
                 top = logits.amax(1, keepdim=True)
                 exps = logits.sub_(top).exp_()  # in place: one [c, N+1] buffer
@@ -149,6 +151,7 @@ class ChunkedSoftmaxCrossEntropy(torch.autograd.Function):
         ctx.save_for_backward(hidden, weight, targets, log_norm)
         ctx.softmax, ctx.kept, ctx.token = softmax, kept, token
         ctx.chunk_rows, ctx.compute_dtype, ctx.stored, ctx.used = chunk_rows, compute_dtype, store, False
+        ctx.left_out = left_out
         return (log_norm - picked).sum() / max(1, rows)
 
     @staticmethod
@@ -168,20 +171,46 @@ class ChunkedSoftmaxCrossEntropy(torch.autograd.Function):
                 probs[torch.arange(len(targets), device=targets.device), targets] -= 1.0
                 grad_h = ((probs @ w).float() * scale).to(hidden.dtype)
                 grad_w = (probs.T @ hidden.to(cd)).float()
-                return grad_h, (grad_w * scale).to(weight.dtype), None, None, None, None
+                return grad_h, (grad_w * scale).to(weight.dtype), None, None, None, None, None
             grad_h = torch.empty_like(hidden)
             grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
             for s in range(0, hidden.shape[0], rows):
                 h = hidden[s:s + rows].to(cd)
                 probs = (h @ w.T).float().sub_(log_norm[s:s + rows, None]).exp_()  # softmax [c, N+1]
                 probs[:, PAD] = 0.0
+                if ctx.left_out is not None:  # columns the forward pass left out of the softmax
+                    probs.masked_fill_(ctx.left_out.block(s, s + rows, targets), 0.0)
                 t = targets[s:s + rows]
                 probs[torch.arange(len(t), device=t.device), t] -= 1.0
                 probs = probs.to(cd)
                 # The scalar scale goes on the [c, d] products, not the [c, N+1] matrix.
                 grad_h[s:s + rows] = ((probs @ w).float() * scale).to(hidden.dtype)
                 grad_w += (probs.T @ h).float()
-        return grad_h, (grad_w * scale).to(weight.dtype), None, None, None, None
+        return grad_h, (grad_w * scale).to(weight.dtype), None, None, None, None, None
+
+
+class LeftOut:
+    """Columns each output row's softmax leaves out: the items of the row's training window
+    (`seen` [B, N+1], True = in the window), but never the row's own target. `owner` [M] says
+    which window each scored row comes from."""
+
+    def __init__(self, seen: torch.Tensor, owner: torch.Tensor) -> None:
+        self.seen, self.owner = seen, owner
+
+    @classmethod
+    def of_windows(cls, inputs: torch.Tensor, targets: torch.Tensor, real: torch.Tensor,
+                   columns: int) -> "LeftOut":
+        """From a batch's [B, L] inputs and targets and its [B, L] real-target mask."""
+        seen = torch.zeros(inputs.shape[0], columns, dtype=torch.bool, device=inputs.device)
+        seen.scatter_(1, inputs, True).scatter_(1, targets, True)
+        seen[:, PAD] = False
+        return cls(seen, real.nonzero()[:, 0])
+
+    def block(self, start: int, stop: int, targets: torch.Tensor) -> torch.Tensor:
+        """[c, N+1] bool for rows start..stop: True where the column is left out."""
+        block = self.seen[self.owner[start:stop]]
+        block[torch.arange(block.shape[0], device=block.device), targets[start:stop]] = False
+        return block
 
 
 class SampledSoftmaxCrossEntropy(torch.autograd.Function):
@@ -704,16 +733,23 @@ class SASRec(Recommender):
         return self.final_norm(x)
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor,
-                context: torch.Tensor | None = None) -> torch.Tensor:
+                context: torch.Tensor | None = None, leave_out_window: bool = False) -> torch.Tensor:
         """Mean cross-entropy over the real target positions of the batch: full softmax over
         the catalogue, or the sampled softmax (`loss_kind`). context: [B, L, F], the user
-        context of each target (see `encode`)."""
+        context of each target (see `encode`). leave_out_window: each position's softmax
+        leaves out the other items of its window (`TrainConfig.loss_leaves_out_seen`; full
+        softmax only)."""
         items = self.item_matrix()
         hidden = self.encode(inputs, items, context)  # [B, L, d]
         real = targets != PAD
         states = hidden[real]  # [M, d]: only positions with a target reach the output layer
         wanted = targets[real]
         compute_dtype = torch.get_autocast_dtype(inputs.device.type) if torch.is_autocast_enabled(inputs.device.type) else torch.float32
+        left_out = None
+        if leave_out_window:
+            if self.loss_kind != "full":
+                raise ValueError("leaving the window's items out of the softmax needs the full softmax (loss='full')")
+            left_out = LeftOut.of_windows(inputs, targets, real, self.n_items + 1)
         if self.loss_kind == "sampled":
             ids, log_expected = self.sample_negatives(inputs.device)
             return SampledSoftmaxCrossEntropy.apply(
@@ -721,7 +757,7 @@ class SASRec(Recommender):
                 self._kept_softmax,
             )
         return ChunkedSoftmaxCrossEntropy.apply(states, items, wanted, self.chunk_rows, compute_dtype,
-                                                self._kept_softmax)
+                                                self._kept_softmax, left_out)
 
     @torch.no_grad()
     def score_all(self, histories: Sequence[np.ndarray], context: np.ndarray | torch.Tensor | None = None,
