@@ -235,7 +235,7 @@ def main() -> None:
                             "wall_seconds": wall, "threads": threads, "versus_best": versus_best(outcome),
                             "repeat": {"weight": getattr(outcome.models["sasrec"], "repeat_weight", 0.0),
                                        "decay": getattr(outcome.models["sasrec"], "repeat_decay", 1.0),
-                                       "head": getattr(outcome.models["sasrec"], "repeat_head", 0),
+                                       "head": getattr(outcome.models["sasrec"], "repeat_head_hidden", 0),
                                        "share": getattr(outcome.models["sasrec"], "repeat_share", None),
                                        "side_validation": outcome.repeat_side},
                             "baseline_settings": outcome.baseline_settings}

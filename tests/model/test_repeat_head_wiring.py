@@ -89,7 +89,7 @@ def test_a_model_with_a_head_scores_the_mixture_saves_whole_and_refuses_historie
     from shoprec.sequences import ItemVocab
     directory = save_bundle(tmp_path / "bundle", model, ItemVocab(tuple("abcdef")), exclude_seen=False, metrics={})
     loaded = load_bundle(directory).model
-    assert loaded.config()["repeat_head"] == 8 and loaded.config()["repeat_share"] == 0.9
+    assert loaded.config()["repeat_head_hidden"] == 8 and loaded.config()["repeat_share"] == 0.9
     assert torch.equal(loaded.score_all(histories, starts=starts), expected)
     with pytest.raises(BundleError, match="repeat head .* serving path does not send"):
         LiveModel(bundle_dir=directory).load()
@@ -137,10 +137,10 @@ def test_fit_chooses_between_bonus_and_head_on_session_openings_and_evaluates_wi
     assert side is not None and "bonus" in side and {f"head@{s:g}" for s in config.repeat_shares} <= set(side)
     model = outcome.models["sasrec"]
     best_head = max(v for k, v in side.items() if k != "bonus")
-    assert bool(model.repeat_head) == (best_head > side["bonus"])
+    assert bool(model.repeat_head_hidden) == (best_head > side["bonus"])
     # On this log the staple opens every session and the filler is bought more and later: the
     # head learns the opening, the bonus ranks the filler first.
-    assert model.repeat_head and model.repeat_weight == 0.0
+    assert model.repeat_head_hidden and model.repeat_weight == 0.0
     assert outcome.split.test.starts is not None
     assert outcome.results["sasrec"].metrics["NDCG@10"] > outcome.results["decayfreq"].metrics["NDCG@10"]
 

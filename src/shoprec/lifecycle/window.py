@@ -83,7 +83,7 @@ class GateWindow:
 def reads_sessions(bundle_config: dict) -> bool:
     """Whether a bundle's model reads where sessions start (a SASRec with a repeat head), from
     its config.json alone (no weights loaded)."""
-    return bool(bundle_config.get("model_config", {}).get("repeat_head"))
+    return bool(bundle_config.get("model_config", {}).get("repeat_head_hidden"))
 
 
 def newest_window(events: pd.DataFrame, items: pd.DataFrame | None, spec: SplitSpec,

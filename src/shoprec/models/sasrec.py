@@ -488,7 +488,7 @@ class SASRec(Recommender):
         negatives: int = SAMPLED_NEGATIVES,
         negative_sampling: str = "popularity",
         user_features: int = 0,
-        repeat_head: int = 0,
+        repeat_head_hidden: int = 0,
         repeat_share: float = 1.0,
         block: str = "pre_ln",
         positions: str = "newest",
@@ -573,26 +573,26 @@ class SASRec(Recommender):
             if isinstance(layer, PostNormBlock):
                 layer.reset_projection()
         # Repeat-purchase data, where validation chose it over the bonus (`fit.choose_repeat_side`):
-        # a learned repeat head (`models.repeat_head`, `repeat_head` hidden units) scores the
+        # a learned repeat head (`models.repeat_head`, `repeat_head_hidden` hidden units) scores the
         # user's past items from their session features, mixed with the transformer's softmax
         # as RepeatNet does (`repeat_share` of the probability on the repeat side). It reads
         # where each history's sessions start, so scoring then needs them (`needs_sessions`).
-        self.repeat_head, self.repeat_share = 0, float(repeat_share)
-        if repeat_head:
-            self.attach_repeat_head(RepeatHead(int(repeat_head)), repeat_share)
+        self.repeat_head_hidden, self.repeat_share = 0, float(repeat_share)
+        if repeat_head_hidden:
+            self.attach_repeat_head(RepeatHead(int(repeat_head_hidden)), repeat_share)
 
     def attach_repeat_head(self, head: RepeatHead, share: float) -> None:
         """Score with `head` on the repeat side from now on (the bonus is then off)."""
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"repeat_share must be in [0, 1], not {share}")
         self.repeat_scorer = head
-        self.repeat_head, self.repeat_share = head.hidden, float(share)
+        self.repeat_head_hidden, self.repeat_share = head.hidden, float(share)
         self.repeat_weight = 0.0
 
     @property
     def needs_sessions(self) -> bool:
         """Whether scoring needs each history's session openings (a repeat head reads them)."""
-        return bool(self.repeat_head)
+        return bool(self.repeat_head_hidden)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -615,7 +615,7 @@ class SASRec(Recommender):
             "residual_gates": self.residual_gates, "ffn_activation": self.ffn_activation,
             "loss": self.loss_kind, "negatives": self.negatives, "negative_sampling": self.negative_sampling,
             "user_features": self.user_features,
-            "repeat_head": self.repeat_head, "repeat_share": self.repeat_share,
+            "repeat_head_hidden": self.repeat_head_hidden, "repeat_share": self.repeat_share,
             "block": self.block, "positions": self.positions, "repeat_history": self.repeat_history,
         }
 
@@ -778,7 +778,7 @@ class SASRec(Recommender):
         """[B, N+1] scores (columns None) or [B, R] for the item indices `columns`: padding is
         -inf, an empty history scores every item 0 (ties, broken by index), plus the repeat bonus;
         with a repeat head, the log of its mixture with the transformer's softmax."""
-        if self.repeat_head:
+        if self.repeat_head_hidden:
             if starts is None or len(starts) != len(histories):
                 raise ValueError("this model's repeat head reads where each history's sessions start: "
                                  "pass starts, one bool array per history")

@@ -380,7 +380,7 @@ def repeat_line(outcome: FitOutcome) -> str:
             else "repeat-purchase bonus: not tuned"
     model = outcome.models["sasrec"]
     side = outcome.repeat_side
-    if side is not None and getattr(model, "repeat_head", 0):
+    if side is not None and getattr(model, "repeat_head_hidden", 0):
         figures = ", ".join(f"{name}: {value:.4f}" for name, value in side.items())
         return (f"repeat side: a learned repeat head (session features of each past item, "
                 f"models/repeat_head.py) mixed with the transformer's softmax, repeat share "
