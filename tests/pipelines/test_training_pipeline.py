@@ -63,6 +63,11 @@ def assert_every_step_delivered(run: Path, home: Path, stdout: str) -> None:
     clean = pd.read_parquet(run / "validate" / "clean" / S.EVENTS_FILE)
     history = clean.sort_values(S.TIMESTAMP)[S.ITEM_ID].astype(str).tail(3).tolist()
     assert len(recommender.recommend_batch([history], k=5)[0]) == 5
+    # Its repeat side reads as many items as the published features keep per user (serving sends them).
+    from shoprec.features.tables import features_history_len
+
+    kept = features_history_len(Home(home).features)
+    assert kept and recommender.bundle.model.repeat_history == kept
     metrics = json.loads((bundle / "metrics.json").read_text())
     k = metrics["k"]
     assert metrics["primary"] in metrics["models"] and {"mostpop", "markov1"} <= set(metrics["models"])
