@@ -71,7 +71,7 @@ PRESETS: dict[str, dict] = {
               "train": {"patience": 40, "batch_size": 128, "learning_rate": 2e-3, "schedule": "cosine"},
               "validation_users": 2000},
     # Instacart: exactly the pipeline's train step (pipelines/training.py defaults: hidden 64,
-    # the default window, dropout 0.2, lr 1e-3, its 10-minute budget) on its temporal split.
+    # the default window, dropout 0.2, lr 1e-3, its budget, config.DEFAULT_TRAIN_MINUTES) on its temporal split.
     "instacart": {"model": {"dropout": 0.2, "hidden": 64, "max_len": DEFAULT_MAX_LEN},
                   "train": {"batch_size": 128, "learning_rate": 1e-3}, "split": "temporal"},
 }

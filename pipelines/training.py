@@ -11,6 +11,7 @@ newest held-out window of the same data (real temporal drift).
 from kfp import dsl
 
 from shoprec.components.deploy import deploy
+from shoprec.config import DEFAULT_TRAIN_MINUTES
 from shoprec.components.evaluate import evaluate
 from shoprec.components.monitor import monitor
 from shoprec.components.promote import promote
@@ -33,7 +34,7 @@ def training_pipeline(
     split: str = "temporal",
     cutoff: str = "",
     max_epochs: int = 200,
-    budget_minutes: float = 10.0,
+    budget_minutes: float = DEFAULT_TRAIN_MINUTES,
     learning_rate: float = 0.001,
     hidden: int = 64,
     dropout: float = 0.2,

@@ -91,7 +91,7 @@ def assert_every_step_delivered(run: Path, home: Path, stdout: str) -> None:
     assert (reference.predictions is not None) == decision["promote"]
     assert sorted(r.name for r in DriftWorkspace.of(Home(home)).runs()) == sorted(s.report_id for s in summaries)
     # The time it takes was said before it started; training showed its epochs.
-    assert "expect up to about 11 minutes" in stdout
+    assert "expect up to about 10 minutes" in stdout
     assert "train epoch 1/" in stdout and "left" in stdout
 
 

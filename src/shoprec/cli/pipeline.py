@@ -16,7 +16,7 @@ from rich.markup import escape
 
 from shoprec.cli.options import HOME_OPTION, validation_options
 from shoprec.cli.summary import print_model_summary, print_steps_summary, print_validation_summary, read_json
-from shoprec.config import ValidationConfig
+from shoprec.config import DEFAULT_TRAIN_MINUTES, ValidationConfig
 from shoprec.errors import DataValidationError, ShoprecError
 from shoprec.home import Home
 
@@ -70,7 +70,7 @@ def run_pipeline_locally(pipeline: Any, arguments: dict[str, Any], home: Home,
 @validation_options
 @click.option("--features-as-of", default="", show_default="the last clean event",
               help="Build the feature tables as of this date-time (UTC).")
-@click.option("--train-minutes", type=click.FloatRange(min=0), default=10.0, show_default=True,
+@click.option("--train-minutes", type=click.FloatRange(min=0), default=DEFAULT_TRAIN_MINUTES, show_default=True,
               help="Training budget of the transformer (0 = until early stopping).")
 @HOME_OPTION
 @click.option("--verbose", is_flag=True, help="Stream every step's log, not only progress.")
@@ -192,8 +192,8 @@ def submit(host: str, experiment: str, params: tuple[str, ...], wait: bool, sche
 
 
 def _time_estimate(train_minutes: float) -> str:
-    """What the run will take, said before it starts (README: ~11 minutes for the whole
-    Instacart sample on a 2-core CPU with the default 10-minute budget)."""
+    """What the run will take, said before it starts (README: under 12 minutes for the whole
+    Instacart sample on a 2-core CPU with the default budget, `config.DEFAULT_TRAIN_MINUTES`)."""
     if train_minutes <= 0:
         return ("the transformer trains until early stopping (no time budget: --train-minutes 0), "
                 "which can take long on a CPU; every epoch is shown below")
