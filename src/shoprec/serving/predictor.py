@@ -342,8 +342,8 @@ class LiveModel(AliasFollower[tuple[BundleRecommender, "np.ndarray | None"]]):
             raise BundleError(
                 f"model bundle {what} reads the newest repeat_history={repeat_len} items of a history, "
                 f"but the feature tables keep only history_len={self.features_history_len} per user: "
-                f"rebuild the features with history_len={repeat_len}, or train the model with "
-                f"history_len={self.features_history_len}; refusing to serve it")
+                f"rebuild the features with history_len={repeat_len}, or retrain the model on these "
+                f"features (its repeat side then reads their {self.features_history_len}); refusing to serve it")
         model_len, features_len = recommender.bundle.max_len, self.features_max_len
         if model_len is not None and features_len is not None and model_len > features_len:
             raise BundleError(
