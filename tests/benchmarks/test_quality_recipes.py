@@ -33,6 +33,16 @@ def test_reference_recipe_is_the_antklen_run(quality):
             config.batch_size) == ("last", "random", 1e-3, "constant", 10, 128)
 
 
+def test_beyond_recipe_is_the_reference_with_the_window_left_out_and_wider_layers(quality):
+    beyond, ref = quality.recipe("ml-1m", "beyond"), quality.recipe("ml-1m", "reference")
+    assert beyond["model"] == {**ref["model"], "ffn_multiplier": 4}
+    assert beyond["train"] == {**ref["train"], "loss_leaves_out_seen": True}
+    assert (beyond["validation_users"], beyond["max_epochs"]) == (None, 100)
+    assert TrainConfig(**beyond["train"]).loss_leaves_out_seen
+    beyond["model"]["dropout"] = 0.9  # a copy: the reference recipe is untouched
+    assert quality.recipe("ml-1m", "reference")["model"]["dropout"] == 0.1
+
+
 def test_preset_recipe_is_a_copy_of_the_preset(quality):
     preset = quality.recipe("ml-1m")
     assert preset["model"] == quality.PRESETS["ml-1m"]["model"]
@@ -44,5 +54,7 @@ def test_preset_recipe_is_a_copy_of_the_preset(quality):
 def test_unknown_recipes_are_refused(quality):
     with pytest.raises(ValueError, match="no reference recipe for 'ml-100k'"):
         quality.recipe("ml-100k", "reference")
+    with pytest.raises(ValueError, match="no beyond recipe for 'instacart'"):
+        quality.recipe("instacart", "beyond")
     with pytest.raises(ValueError, match="recipe must be one of"):
         quality.recipe("ml-1m", "paper")
