@@ -10,7 +10,7 @@ import pytest
 from shoprec import schema as S
 from shoprec.errors import FeatureTableError
 from shoprec.features import names as N
-from shoprec.features.tables import build_feature_tables
+from shoprec.features.tables import build_feature_tables, build_table_frames
 
 from .conftest import AS_OF, T1, T2, T3, T5, T_U2
 
@@ -96,3 +96,14 @@ def test_bad_input_is_named(timeline):
         build_feature_tables(events.drop(columns=[S.TIMESTAMP]), items)
     with pytest.raises(FeatureTableError, match="no events at or before"):
         build_feature_tables(events, items, as_of="2000-01-01")
+
+
+def test_a_selection_of_tables_is_built_as_the_whole_set(timeline):
+    events, items = timeline
+    whole = build_feature_tables(events, items, as_of=AS_OF)
+    some, cutoff = build_table_frames(events, items, AS_OF, (N.ITEM_STATS, N.USER_STATS))
+    assert list(some) == [N.ITEM_STATS, N.USER_STATS] and cutoff == whole.as_of == AS_OF
+    for name in some:
+        pd.testing.assert_frame_equal(some[name], whole.frame(name))
+    with pytest.raises(FeatureTableError, match=r"no feature table named \['user_lists'\]"):
+        build_table_frames(events, items, AS_OF, (N.USER_STATS, "user_lists"))

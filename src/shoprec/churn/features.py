@@ -20,7 +20,7 @@ from shoprec.errors import FeatureStoreError
 from shoprec.features import names as N
 from shoprec.features.settings import FeatureStoreSettings
 from shoprec.features.store import apply_definitions
-from shoprec.features.tables import FeatureTables, build_feature_tables
+from shoprec.features.tables import FeatureTables, build_feature_tables, build_table_frames
 from shoprec.home import Home
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def snapshot_user_stats(
     rows = []
     for s in snapshots:
         stamp = pd.Timestamp(s)
-        table = build_feature_tables(events, items, as_of=stamp).user_stats
+        table = build_table_frames(events, items, stamp, (N.USER_STATS,))[0][N.USER_STATS]
         at = pd.to_datetime(table[N.FEATURE_TIMESTAMP], utc=True) == stamp
         rows.append(table[at.to_numpy()])
     return pd.concat(rows, ignore_index=True)

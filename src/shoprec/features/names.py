@@ -63,4 +63,8 @@ RECENT_ITEMS: Final = "recent_items"  # oldest first, most recent last: the mode
 # build and kept current online by pushes: what serving sends the model (the window is its tail).
 HISTORY_ITEMS: Final = "history_items"
 
+# The item-id list features: long per-user lists that training sets never join (the model
+# rebuilds its sequences from the events) and that a table of scalars must not carry.
+LIST_FEATURES: Final[tuple[str, ...]] = (RECENT_ITEMS, HISTORY_ITEMS)
+
 UNKNOWN_CATEGORY: Final = "unknown"

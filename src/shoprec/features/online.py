@@ -38,7 +38,6 @@ USER_DEFAULTS: dict[str, Any] = {
     N.RECENT_ITEMS: [],
     N.HISTORY_ITEMS: [],
 }
-LIST_FEATURES = (N.RECENT_ITEMS, N.HISTORY_ITEMS)
 MISSING_FLAG = "missing"
 
 
@@ -88,7 +87,7 @@ def user_rows(user_ids: Sequence[str], names: Sequence[str], columns: dict[str, 
         row: dict[str, Any] = {S.USER_ID: user}
         for name in names:
             value = columns.get(name, unknown)[i]
-            if name in LIST_FEATURES:
+            if name in N.LIST_FEATURES:
                 row[name] = list(value) if value is not None else []
             else:
                 row[name] = USER_DEFAULTS.get(name) if value is None else value

@@ -26,7 +26,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Collection, Iterator
+from typing import TYPE_CHECKING, Callable, Collection, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -185,6 +185,51 @@ def build_feature_tables(
         FeatureTableError: a required column is missing, `history_len` is below `max_len`, or
             no event is at or before `as_of`.
     """
+    frames, cutoff, count = _build_frames(events, items, as_of, tuple(N.TABLE_FILES), max_len,
+                                          memory_limit, history_len)
+    return FeatureTables(
+        user_stats=frames[N.USER_STATS],
+        item_stats=frames[N.ITEM_STATS],
+        user_recent_items=frames[N.USER_RECENT_ITEMS],
+        user_history=frames[N.USER_HISTORY],
+        as_of=cutoff,
+        max_len=max_len,
+        history_len=history_len,
+        info={"events": count},
+    )
+
+
+def build_table_frames(
+    events: pd.DataFrame,
+    items: pd.DataFrame | None,
+    as_of: pd.Timestamp | str | None,
+    names: Sequence[str],
+) -> tuple[dict[str, pd.DataFrame], pd.Timestamp]:
+    """Only the named tables (of N.TABLE_FILES), as `build_feature_tables` builds them with its
+    defaults, and the cutoff they were taken at: for readers of a few tables over many windows
+    or snapshots (monitoring, churn), who need not pay for the item lists.
+
+    Raises:
+        FeatureTableError: as `build_feature_tables`, or a name that is not a feature table.
+    """
+    unknown = [name for name in names if name not in N.TABLE_FILES]
+    if unknown:
+        raise FeatureTableError(f"no feature table named {unknown}; the tables are {list(N.TABLE_FILES)}")
+    frames, cutoff, _ = _build_frames(events, items, as_of, tuple(names), DEFAULT_MAX_LEN,
+                                      DEFAULT_MEMORY_LIMIT, DEFAULT_HISTORY_LEN)
+    return frames, cutoff
+
+
+def _build_frames(
+    events: pd.DataFrame,
+    items: pd.DataFrame | None,
+    as_of: pd.Timestamp | str | None,
+    names: tuple[str, ...],
+    max_len: int,
+    memory_limit: str,
+    history_len: int,
+) -> tuple[dict[str, pd.DataFrame], pd.Timestamp, int]:
+    """The named tables in memory, the cutoff and the number of events kept."""
     _check(list(events.columns), max_len, history_len)
     frame = pd.DataFrame(
         {
@@ -206,22 +251,14 @@ def build_feature_tables(
             f"{S.PRICE}, ord FROM _events_frame"
         )
         cutoff, count, several = _load_events(con, source, items, as_of)
-        frames = {
-            N.USER_STATS: _fetch(con, user_stats_table(_ns(cutoff), _FRAME_TIMESTAMP)),
-            N.ITEM_STATS: _fetch(con, item_stats_table(_ns(cutoff), several, _FRAME_TIMESTAMP)),
-            N.USER_RECENT_ITEMS: _fetch(con, user_recent_items_table(_ns(cutoff), max_len, _FRAME_TIMESTAMP)),
-            N.USER_HISTORY: _fetch(con, user_history_table(_ns(cutoff), history_len, _FRAME_TIMESTAMP)),
+        queries = {
+            N.USER_STATS: lambda: user_stats_table(_ns(cutoff), _FRAME_TIMESTAMP),
+            N.ITEM_STATS: lambda: item_stats_table(_ns(cutoff), several, _FRAME_TIMESTAMP),
+            N.USER_RECENT_ITEMS: lambda: user_recent_items_table(_ns(cutoff), max_len, _FRAME_TIMESTAMP),
+            N.USER_HISTORY: lambda: user_history_table(_ns(cutoff), history_len, _FRAME_TIMESTAMP),
         }
-    return FeatureTables(
-        user_stats=frames[N.USER_STATS],
-        item_stats=frames[N.ITEM_STATS],
-        user_recent_items=frames[N.USER_RECENT_ITEMS],
-        user_history=frames[N.USER_HISTORY],
-        as_of=cutoff,
-        max_len=max_len,
-        history_len=history_len,
-        info={"events": count},
-    )
+        frames = {name: _fetch(con, queries[name]()) for name in names}
+    return frames, cutoff, count
 
 
 def build_features(
@@ -782,7 +819,7 @@ def _fetch(con: "duckdb.DuckDBPyConnection", query: str) -> pd.DataFrame:
     """A query's result as a frame: text as str objects, event_timestamp as datetime64[ns, UTC],
     recent items as Python lists."""
     table = con.sql(query).to_arrow_table()
-    lists = {N.RECENT_ITEMS, N.HISTORY_ITEMS} & set(table.column_names)
+    lists = set(N.LIST_FEATURES) & set(table.column_names)
     frame = table.drop_columns(list(lists)).to_pandas()
     for name in lists:
         frame[name] = pd.Series(table.column(name).to_pylist(), dtype=object)
@@ -795,7 +832,7 @@ def _read_table(path: Path) -> pd.DataFrame:
     """A table written by `build_features`, as `build_feature_tables` returns it."""
     frame = pd.read_parquet(path)
     frame[N.FEATURE_TIMESTAMP] = pd.to_datetime(frame[N.FEATURE_TIMESTAMP], utc=True).dt.as_unit("ns")
-    for name in (N.RECENT_ITEMS, N.HISTORY_ITEMS):
+    for name in N.LIST_FEATURES:
         if name in frame:
             frame[name] = [list(v) for v in frame[name]]
     return frame

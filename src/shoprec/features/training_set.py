@@ -69,7 +69,7 @@ def service_features(store: "FeatureStore", service: str = N.FEATURE_SERVICE) ->
 
 def training_features(
     store: "FeatureStore", service: str = N.FEATURE_SERVICE,
-    without: Sequence[str] = (N.RECENT_ITEMS, N.HISTORY_ITEMS),
+    without: Sequence[str] = N.LIST_FEATURES,
 ) -> list[str]:
     """The service's features minus those named in `without` (by feature name): by default every
     statistic of user_stats and item_stats, without the `recent_items` and `history_items`
@@ -128,7 +128,7 @@ def build_training_set(
     job = store.get_historical_features(entity_df=frame, features=chosen)
     joined = job.to_df().sort_values(_ROW, kind="stable").reset_index(drop=True)
     joined[S.TIMESTAMP] = stamps
-    for name in (N.RECENT_ITEMS, N.HISTORY_ITEMS):
+    for name in N.LIST_FEATURES:
         if name in joined:
             joined[name] = [_as_list(v) for v in joined[name]]
     return joined.drop(columns=[_ROW, N.FEATURE_TIMESTAMP])

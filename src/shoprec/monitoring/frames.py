@@ -1,7 +1,7 @@
 """The frames a drift report compares, built the same way for the reference and the current side.
 
-- user / item features: `build_feature_tables` over one window's events, taken at the
-  window's end (one row per user / item active in the window). Both sides are windows of the
+- user / item features: the `user_stats` and `item_stats` tables (`build_table_frames`) of
+  one window's events, taken at the window's end (one row per user / item active in the window). Both sides are windows of the
   same length, so a 7-day count is compared with a 7-day count, never with a 90-day one.
 - predictions: one row per recommended item (popularity percentile, category, score, rank,
   fallback): from the model on the validation users (reference) or the prediction log (current).
@@ -19,7 +19,7 @@ import pandas as pd
 from shoprec import schema as S
 from shoprec.errors import EmptyWindowError
 from shoprec.features import names as N
-from shoprec.features.tables import build_feature_tables
+from shoprec.features.tables import build_table_frames
 from shoprec.serving.cold_start import FEATURES_UNAVAILABLE
 
 # Feature columns under drift test. Cumulative "_all" counts are left out: they grow with the
@@ -83,9 +83,9 @@ def feature_frames(
     inside = window_events(events, start, end)
     if inside.empty:
         raise EmptyWindowError(f"{what} events", window_label(start, end))
-    tables = build_feature_tables(inside, items, as_of=end)
-    users = tables.user_stats[tables.user_stats[N.FEATURE_TIMESTAMP] == tables.as_of]
-    item_rows = tables.item_stats[tables.item_stats[N.FEATURE_TIMESTAMP] == tables.as_of]
+    tables, cutoff = build_table_frames(inside, items, end, (N.USER_STATS, N.ITEM_STATS))
+    users = tables[N.USER_STATS][tables[N.USER_STATS][N.FEATURE_TIMESTAMP] == cutoff]
+    item_rows = tables[N.ITEM_STATS][tables[N.ITEM_STATS][N.FEATURE_TIMESTAMP] == cutoff]
     return (
         users[list(USER_NUMERICAL + USER_CATEGORICAL)].reset_index(drop=True),
         item_rows[list(ITEM_NUMERICAL + ITEM_CATEGORICAL)].reset_index(drop=True),
