@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
-from feast.types import Array, Float64, Int64, String
+from feast.types import Array, Bool, Float64, Int64, String
 
 from shoprec import schema as S
 from shoprec.config import DEFAULT_HISTORY_LEN, DEFAULT_MAX_LEN
@@ -116,12 +116,20 @@ user_recent_items_fv = FeatureView(
 )
 
 # What serving sends the model: the newest N item ids, oldest first (the window is its tail, the
-# repeat bonus reads all of it); fed by its push source. A snapshot: no value as of earlier times.
+# repeat bonus reads all of it), and per item whether it opens a session (a repeat head reads
+# that); fed by its push source. A snapshot: no value as of earlier times. The newest event's
+# time and session id are there for pushes (`online.push_events` tells from them whether its
+# first event opens a session); the service leaves them out.
 user_history_fv = FeatureView(
     name=N.USER_HISTORY,
     entities=[user],
     ttl=timedelta(0),
-    schema=[Field(name=N.HISTORY_ITEMS, dtype=Array(String))],
+    schema=[
+        Field(name=N.HISTORY_ITEMS, dtype=Array(String)),
+        Field(name=N.HISTORY_SESSION_STARTS, dtype=Array(Bool)),
+        Field(name=N.HISTORY_LAST_EVENT_NS, dtype=Int64),
+        Field(name=N.HISTORY_LAST_SESSION, dtype=String),
+    ],
     source=user_history_push,
     online=True,
     tags={"owner": "features", "history_len": str(DEFAULT_HISTORY_LEN)},
@@ -135,9 +143,12 @@ user_history_fv = FeatureView(
 # time) and user_stats (serving's top category and the model's optional user context,
 # `shoprec.features.user_context`). item_stats left it: on
 # validation no model input built from it was kept, and serving reads no item row online.
+# Of user_history, the lists only: its last-event fields are push bookkeeping, which training
+# sets must not join (training_set.training_features drops only the list features by name).
 recommender_v1 = FeatureService(
     name=N.FEATURE_SERVICE,
-    features=[user_stats_fv, user_recent_items_fv, user_history_fv],
+    features=[user_stats_fv, user_recent_items_fv,
+              user_history_fv[[N.HISTORY_ITEMS, N.HISTORY_SESSION_STARTS]]],
     tags={"model": "sequential-recommender"},
     description="Features of the sequential recommender, version 1",
 )

@@ -34,6 +34,10 @@ DEFAULT_MAX_LEN = 200
 # before the cut, and the decayed frequency read over the newest 200 scores NDCG@10 0.369,
 # over the newest 1,000 0.377, the same as over whole histories (2% of users have more).
 DEFAULT_HISTORY_LEN = 1000
+# Where a log carries no session ids, an event more than this after the user's previous one
+# opens a new session (a common web-analytics session timeout). Training
+# (`sequences.session_starts`), the feature tables and pushes all read this one value.
+SESSION_GAP = pd.Timedelta(minutes=30)
 # The transformer's training budget in the pipeline (minutes): most of a `make run`. 9, not 10:
 # the whole run measured 12.4 minutes with 10 on a quiet 2-core machine (12.7 loaded), and the
 # issue's bound is 12; the transformer's own validation gains little in its last minute there.

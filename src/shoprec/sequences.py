@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from shoprec import schema as S
+from shoprec.config import SESSION_GAP
 from shoprec.errors import DataSourceError
 
 PAD = 0
@@ -287,9 +288,6 @@ class FlatSequences:
         return FlatSequences.load(out)
 
 
-# Where a log carries no session ids, an event more than this after the user's previous one
-# starts a new session (a common web-analytics session timeout).
-SESSION_GAP = pd.Timedelta(minutes=30)
 
 
 def session_starts(events: pd.DataFrame, rows: np.ndarray, offsets: np.ndarray,
@@ -307,7 +305,8 @@ def session_starts(events: pd.DataFrame, rows: np.ndarray, offsets: np.ndarray,
         return starts
     by_gap = np.zeros(len(rows), dtype=bool)
     if S.TIMESTAMP in events:
-        nanos = pd.DatetimeIndex(pd.to_datetime(events[S.TIMESTAMP], utc=True)).asi8[rows]
+        # In nanoseconds whatever the column's unit (a millisecond column's asi8 counts ms).
+        nanos = pd.DatetimeIndex(pd.to_datetime(events[S.TIMESTAMP], utc=True)).as_unit("ns").asi8[rows]
         by_gap[1:] = (nanos[1:] - nanos[:-1]) > gap.value
     codes = pd.factorize(events[S.SESSION_ID])[0][rows] if S.SESSION_ID in events else None
     if codes is not None and (codes >= 0).any():
@@ -320,6 +319,19 @@ def session_starts(events: pd.DataFrame, rows: np.ndarray, offsets: np.ndarray,
     else:
         starts |= by_gap
     return starts
+
+
+def keep_with_openings(items: np.ndarray, starts: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(items[keep], their session openings): an opening on a dropped item moves to the next
+    kept item of the same session (a session still opens where its first known item is), and
+    a session whose items are all dropped leaves no mark. A first kept item that continues a
+    session opened before the given span stays a continuation (False)."""
+    items, starts, keep = np.asarray(items), np.asarray(starts, dtype=bool), np.asarray(keep, dtype=bool)
+    if len(starts) != len(items) or len(keep) != len(items):
+        raise ValueError(f"{len(items)} items, {len(starts)} session openings and {len(keep)} keep flags must align")
+    session = np.cumsum(starts)[keep]  # the session each kept item belongs to (0: before any opening)
+    opened = np.diff(np.concatenate(([0], session))) > 0
+    return items[keep], opened
 
 
 def _user_time_order(codes: np.ndarray, times: pd.Series | None) -> np.ndarray:

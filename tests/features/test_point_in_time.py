@@ -95,17 +95,21 @@ def test_a_feature_list_joins_only_those_features_point_in_time(timeline_store, 
     examples = next_item_examples(events[events[S.TIMESTAMP] < AS_OF])
     whole = build_training_set(timeline_store, examples)
     stats = training_features(timeline_store)
-    lists = [N.RECENT_ITEMS, N.HISTORY_ITEMS]
+    lists = [N.RECENT_ITEMS, N.HISTORY_ITEMS, N.HISTORY_SESSION_STARTS]
+    assert list(N.LIST_FEATURES) == lists
     assert stats and all(ref.split(":")[1] not in lists for ref in stats)
-    assert {ref.split(":")[0] for ref in stats} == {N.USER_STATS}
+    assert {ref.split(":")[0] for ref in stats} == {N.USER_STATS}  # nothing of user_history
     got = build_training_set(timeline_store, examples, features=stats)
 
     assert not set(lists) & set(got.columns)
     assert list(got.columns) == [c for c in whole.columns if c not in lists]
     # The same values as the whole service's join: strictly before each example, row for row.
     pd.testing.assert_frame_equal(got, whole.drop(columns=lists))
-    # user_history is a snapshot at as_of: nothing of it is known before then.
+    # user_history is a snapshot at as_of: nothing of it is known before then. The service
+    # carries its lists only: the last-event fields are for pushes, never in a training set.
     assert all(value == [] for value in whole[N.HISTORY_ITEMS])
+    assert all(value == [] for value in whole[N.HISTORY_SESSION_STARTS])
+    assert not {N.HISTORY_LAST_EVENT_NS, N.HISTORY_LAST_SESSION} & set(whole.columns)
     one = build_training_set(timeline_store, examples, features=[f"{N.USER_STATS}:views_all"])
     assert list(one.columns) == [S.USER_ID, S.ITEM_ID, S.TIMESTAMP, "views_all"]
     pd.testing.assert_series_equal(one["views_all"], whole["views_all"])

@@ -12,7 +12,7 @@ from shoprec.errors import FeatureTableError
 from shoprec.features import names as N
 from shoprec.features.tables import build_feature_tables, build_table_frames
 
-from .conftest import AS_OF, T1, T2, T3, T5, T_U2
+from .conftest import AS_OF, T1, T2, T3, T5, T_U2, ts
 
 
 def _row(table: pd.DataFrame, key: str, value: str, at: pd.Timestamp) -> dict:
@@ -107,3 +107,78 @@ def test_a_selection_of_tables_is_built_as_the_whole_set(timeline):
         pd.testing.assert_frame_equal(some[name], whole.frame(name))
     with pytest.raises(FeatureTableError, match=r"no feature table named \['user_lists'\]"):
         build_table_frames(events, items, AS_OF, (N.USER_STATS, "user_lists"))
+
+
+# A day of sessions, written out by hand. The minutes after 10:00 of each event and its session id.
+_DAY = ts("2024-03-01 10:00")
+_SESSIONS = [
+    # user "ids": session ids on every event but one
+    ("ids", "A", 0, "s1"),      # the first event ever: opens
+    ("ids", "B", 10, "s1"),     # same id: continues
+    ("ids", "C", 200, "s1"),    # same id, 3 h later: continues (the ids decide, not the gap)
+    ("ids", "D", 201, "s2"),    # a new id a minute later: opens
+    ("ids", "E", 202, None),    # no id: the gap decides (1 min): continues
+    ("ids", "F", 240, "s2"),    # the event before has no id: the gap decides (38 min): opens
+    ("ids", "G", 240, "s3"),    # same time, a new id: opens
+    # user "gaps": no session id at all
+    ("gaps", "A", 0, None),     # first: opens
+    ("gaps", "B", 30, None),    # exactly 30 min: not more than the gap, continues
+    ("gaps", "C", 61, None),    # 31 min: opens
+    ("gaps", "D", 61, None),    # the same minute: continues
+    ("gaps", "E", 90, None),    # 29 min: continues
+]
+
+
+def _session_events() -> pd.DataFrame:
+    rows = [(user, item, S.VIEW, _DAY + pd.Timedelta(minutes=minute), session)
+            for user, item, minute, session in _SESSIONS]
+    return pd.DataFrame(rows, columns=[S.USER_ID, S.ITEM_ID, S.EVENT_TYPE, S.TIMESTAMP, S.SESSION_ID])
+
+
+def _history(frame: pd.DataFrame, user: str) -> dict:
+    return frame[frame[S.USER_ID] == user].iloc[0].to_dict()
+
+
+def test_history_flags_where_each_item_opens_a_session():
+    # The users' events interleaved, by time; F and G (the same minute) stay in file order.
+    events = _session_events().sort_values(S.TIMESTAMP, kind="stable")
+    history = build_feature_tables(events, max_len=2, history_len=10).user_history
+
+    ids = _history(history, "ids")
+    assert ids[N.HISTORY_ITEMS] == ["A", "B", "C", "D", "E", "F", "G"]
+    assert ids[N.HISTORY_SESSION_STARTS] == [True, False, False, True, False, True, True]
+    assert all(type(flag) is bool for flag in ids[N.HISTORY_SESSION_STARTS])
+    assert ids[N.HISTORY_LAST_EVENT_NS] == (_DAY + pd.Timedelta(minutes=240)).value
+    assert ids[N.HISTORY_LAST_SESSION] == "s3"
+    gaps = _history(history, "gaps")
+    assert gaps[N.HISTORY_ITEMS] == ["A", "B", "C", "D", "E"]
+    assert gaps[N.HISTORY_SESSION_STARTS] == [True, False, True, False, False]
+    assert gaps[N.HISTORY_LAST_SESSION] == ""  # no session id: empty text, not null
+    assert history[N.HISTORY_LAST_EVENT_NS].dtype == "int64"
+
+    # Cut to the newest 3, the oldest kept item keeps the flag its true predecessor gives it:
+    # "ids"' E continues D's session, "gaps"' C opens one 31 min after B (neither is a first).
+    cut = build_feature_tables(events, max_len=2, history_len=3).user_history
+    assert _history(cut, "ids")[N.HISTORY_ITEMS] == ["E", "F", "G"]
+    assert _history(cut, "ids")[N.HISTORY_SESSION_STARTS] == [False, True, True]
+    assert _history(cut, "gaps")[N.HISTORY_ITEMS] == ["C", "D", "E"]
+    assert _history(cut, "gaps")[N.HISTORY_SESSION_STARTS] == [True, False, False]
+    assert _history(cut, "ids")[N.HISTORY_LAST_SESSION] == "s3"
+
+    # Without the column every event goes by the gap: "ids"' C (3 h after B) opens, D (1 min) does not.
+    bare = build_feature_tables(events.drop(columns=[S.SESSION_ID]), max_len=2, history_len=10).user_history
+    assert _history(bare, "ids")[N.HISTORY_SESSION_STARTS] == [True, False, True, False, False, True, False]
+    assert _history(bare, "ids")[N.HISTORY_LAST_SESSION] == ""
+
+
+def test_history_flags_are_those_of_the_model_sequences():
+    """The flags are `sequences.session_starts`' over the same log (the model's training input)."""
+    from shoprec.sequences import FlatSequences, build_vocab, session_starts
+
+    events = _session_events()
+    seqs = FlatSequences.from_events(events, build_vocab(events), with_rows=True)
+    opens = session_starts(events, seqs.rows, seqs.offsets)
+    history = build_feature_tables(events, max_len=2, history_len=10).user_history
+    for n, user in enumerate(seqs.users):
+        want = opens[seqs.offsets[n]:seqs.offsets[n + 1]].tolist()
+        assert _history(history, str(user))[N.HISTORY_SESSION_STARTS] == want, user

@@ -175,7 +175,8 @@ def test_running_item_stats_query_equals_the_range_query_to_the_nanosecond(sever
     frame = _nanosecond_log()
     with duckdb_connection() as con:
         con.register("_f", frame)
-        source = f"SELECT {S.USER_ID}, {S.ITEM_ID}, {S.EVENT_TYPE}, t, {S.PRICE}, ord FROM _f"
+        source = f"SELECT {S.USER_ID}, {S.ITEM_ID}, {S.EVENT_TYPE}, t, {S.PRICE}, ord, " \
+                 f"NULL::VARCHAR AS {S.SESSION_ID} FROM _f"
         as_of = pd.Timestamp(int(frame["t"].max()) + 5, unit="ns", tz="UTC")
         cutoff, _, _ = _load_events(con, source, None, as_of)
         at = int(cutoff.value)

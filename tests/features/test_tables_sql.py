@@ -6,7 +6,8 @@ DuckDB spill).
 
 The oracle below is the pandas implementation of `shoprec.features.tables` as it was before
 the tables moved to DuckDB SQL, kept verbatim (only its public names made private) as the
-reference the SQL must keep matching.
+reference the SQL must keep matching. `user_history` came after it: its oracle computes the
+session flags with `shoprec.sequences.session_starts`, what the model's training input uses.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from shoprec.data.loaders import load_instacart, load_movielens_100k
 from shoprec.errors import FeatureTableError
 from shoprec.features import names as N
 from shoprec.features.tables import build_feature_tables, build_features
+from shoprec.sequences import session_starts
 
 from .conftest import AS_OF
 
@@ -174,6 +176,8 @@ def _prepared(events: pd.DataFrame, items: pd.DataFrame | None) -> pd.DataFrame:
         }
     )
     ev[S.TIMESTAMP] = pd.to_datetime(ev[S.TIMESTAMP], utc=True)
+    if S.SESSION_ID in events:  # as the log has them (session_starts factorizes the raw values)
+        ev[S.SESSION_ID] = events[S.SESSION_ID].to_numpy(dtype=object)
     categories = _item_attribute(items, S.CATEGORY)
     ev["_category"] = ev[S.ITEM_ID].map(categories) if categories is not None else None
     ev = ev.iloc[np.lexsort((np.arange(len(ev)), ev[S.TIMESTAMP].to_numpy(), ev[S.USER_ID].to_numpy()))]
@@ -234,11 +238,29 @@ def _utc(value: pd.Timestamp | str) -> pd.Timestamp:
 
 
 def _user_history_table(ev: pd.DataFrame, as_of: pd.Timestamp, history_len: int) -> pd.DataFrame:
-    """One row per user at `as_of`: the user's newest `history_len` item ids, oldest first."""
-    lists = ev.groupby(S.USER_ID, sort=True)[S.ITEM_ID].agg(lambda items: items.tolist()[-history_len:])
-    out = pd.DataFrame({S.USER_ID: lists.index.to_numpy(dtype=object),
-                        N.FEATURE_TIMESTAMP: pd.Series([as_of] * len(lists), dtype="datetime64[ns, UTC]"),
-                        N.HISTORY_ITEMS: pd.Series(list(lists.to_numpy()), dtype=object)})
+    """One row per user at `as_of`: the user's newest `history_len` item ids, oldest first, the
+    session flags of those items as `sequences.session_starts` gives them over the user's whole
+    log (`ev` is sorted by user, time, file order), and the newest event's time and session id."""
+    users = ev[S.USER_ID].to_numpy(dtype=object)
+    offsets = np.r_[np.flatnonzero(np.r_[True, users[1:] != users[:-1]]), len(ev)] if len(ev) else np.zeros(1, int)
+    # session_starts reads the times' integers at their unit: give it nanoseconds, as the SQL has.
+    in_ns = ev.assign(**{S.TIMESTAMP: ev[S.TIMESTAMP].dt.as_unit("ns")})
+    opens = session_starts(in_ns, np.arange(len(ev)), offsets.astype(np.int64))
+    items = ev[S.ITEM_ID].to_numpy(dtype=object)
+    nanos = pd.DatetimeIndex(ev[S.TIMESTAMP]).as_unit("ns").asi8
+    sessions = ev[S.SESSION_ID].to_numpy(dtype=object) if S.SESSION_ID in ev else np.full(len(ev), None)
+    rows = []
+    for a, b in zip(offsets[:-1], offsets[1:]):
+        first = max(a, b - history_len)
+        last_session = sessions[b - 1]
+        rows.append((users[a], items[first:b].tolist(), opens[first:b].tolist(), int(nanos[b - 1]),
+                     "" if pd.isna(last_session) else str(last_session)))
+    out = pd.DataFrame({S.USER_ID: pd.Series([r[0] for r in rows], dtype=object),
+                        N.FEATURE_TIMESTAMP: pd.Series([as_of] * len(rows), dtype="datetime64[ns, UTC]"),
+                        N.HISTORY_ITEMS: pd.Series([r[1] for r in rows], dtype=object),
+                        N.HISTORY_SESSION_STARTS: pd.Series([r[2] for r in rows], dtype=object),
+                        N.HISTORY_LAST_EVENT_NS: np.array([r[3] for r in rows], dtype="int64"),
+                        N.HISTORY_LAST_SESSION: pd.Series([r[4] for r in rows], dtype=object)})
     return out
 
 
@@ -260,8 +282,9 @@ def _assert_same(got: pd.DataFrame, want: pd.DataFrame, name: str) -> None:
         a, b = got[column].to_numpy(), want[column].to_numpy()
         if want[column].dtype == "float64":
             same = np.isclose(a, b, rtol=1e-9, atol=1e-12, equal_nan=True)
-        elif column in (N.RECENT_ITEMS, N.HISTORY_ITEMS):
-            same = np.array([type(x) is list and x == y for x, y in zip(a, b)])
+        elif column in N.LIST_FEATURES:  # Python lists of Python values (str, or bool for the flags)
+            same = np.array([type(x) is list and x == y and [type(v) for v in x] == [type(v) for v in y]
+                             for x, y in zip(a, b)])
         else:
             same = a == b
         if not same.all():
@@ -308,6 +331,31 @@ def _random_log(seed: int, n: int = 3000) -> tuple[pd.DataFrame, pd.DataFrame]:
     return events, items
 
 
+def _session_log(seed: int, ids: str, n: int = 1500) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`_random_log`'s users and items on a session-shaped clock: gaps between a user's events
+    of 0 (ties), a few minutes, exactly 30 minutes (not a new session by time), 30 minutes and
+    a microsecond (what the feature files keep), and hours, so that the 30-minute rule and the
+    ids disagree often. `ids`:
+    "text" (every event has a session id, the id changing at random, not with the gaps),
+    "mixed" (ints, a third of them missing: a float column with NaN), "none" (a column of
+    nulls) or "absent" (no column)."""
+    events, items = _random_log(seed, n)
+    rng = np.random.default_rng(seed + 100)
+    gaps = rng.choice([0, 60, 29 * 60, 30 * 60, 30 * 60 + 1e-6, 31 * 60, 3 * 3600], size=n)
+    start = pd.Timestamp("2024-01-01", tz="UTC")
+    # A running clock per user, in file order: the log stays in the order the users lived it.
+    clock = pd.Series(gaps).groupby(events[S.USER_ID].to_numpy()).cumsum().to_numpy()
+    events[S.TIMESTAMP] = start + pd.to_timedelta(np.round(clock * 1e9).astype("int64"), unit="ns")
+    visit = pd.Series(rng.random(n) < 0.3).groupby(events[S.USER_ID].to_numpy()).cumsum().to_numpy()
+    if ids == "text":
+        events[S.SESSION_ID] = [f"s{v % 3}" for v in visit]  # ids come back: s0 after s2 is a change
+    elif ids == "mixed":
+        events[S.SESSION_ID] = np.where(rng.random(n) < 0.33, np.nan, visit.astype("float64"))
+    elif ids == "none":
+        events[S.SESSION_ID] = None
+    return events.sample(frac=1, random_state=seed).sort_index(), items
+
+
 # --- in memory ----------------------------------------------------------------------------------
 
 
@@ -319,6 +367,25 @@ def test_random_logs_match_the_oracle(seed, max_len):
     # history_len 3x the window: users (about 75 events) hold more, so the cut is tested too.
     _assert_tables_equal(build_feature_tables(events, items, as_of, max_len, history_len=3 * max_len),
                          _oracle(events, items, as_of, max_len, 3 * max_len))
+
+
+@pytest.mark.parametrize("ids", ["text", "mixed", "none", "absent"])
+def test_session_logs_match_the_oracle(ids):
+    """The history's session flags and last event on logs with and without session ids; users
+    hold about 40 events, history_len 6 keeps their newest: the oldest kept item's flag comes
+    from the event before it."""
+    events, items = _session_log(6, ids)
+    got = build_feature_tables(events, items, max_len=3, history_len=6)
+    want = _oracle(events, items, max_len=3, history_len=6)
+    _assert_tables_equal(got, want)
+    history = want[N.USER_HISTORY]
+    flags = history[N.HISTORY_SESSION_STARTS]
+    # The log is made to reach every case: both flags at the oldest kept item, some last session ids.
+    assert {f[0] for f in flags} == {True, False} and {False, True} <= {v for f in flags for v in f}
+    assert (history[N.HISTORY_LAST_SESSION] != "").any() == (ids in ("text", "mixed"))
+    as_of = events[S.TIMESTAMP].quantile(0.5)  # a cut inside the log: later events never count
+    _assert_tables_equal(build_feature_tables(events, items, as_of, 3, history_len=6),
+                         _oracle(events, items, as_of, 3, 6))
 
 
 def test_without_items_prices_or_several_types(timeline):
@@ -450,6 +517,14 @@ def test_build_features_in_parts_random_log(tmp_path, part_events):
     events, items = _random_log(5)
     as_of = events[S.TIMESTAMP].quantile(0.9) if part_events == 60 else None
     _build_in_parts(tmp_path, events, items, part_events, max_len=4, as_of=as_of)
+
+
+@pytest.mark.parametrize("ids", ["text", "mixed", "absent"])
+def test_build_features_in_parts_session_log(tmp_path, ids):
+    """The session flags from the events Parquet (text ids, float ids with nulls, no column),
+    in parts of 30 events (every user bigger than a part), as in one part and the oracle."""
+    events, items = _session_log(7, ids, n=1000)
+    _build_in_parts(tmp_path, events, items, 30, max_len=2)
 
 
 @pytest.mark.integration

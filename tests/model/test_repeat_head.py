@@ -14,7 +14,7 @@ from shoprec.evaluation import metrics as M
 from shoprec.models.baselines import DecayedFrequency
 from shoprec.models.repeat_head import (FEATURE_NAMES, fit_repeat_head, mixture_scores, repeat_features,
                                         session_examples)
-from shoprec.sequences import FlatSequences, ItemVocab, session_starts
+from shoprec.sequences import FlatSequences, ItemVocab, keep_with_openings, session_starts
 
 
 def _events(rows: list[tuple[str, str, str, str | None]]) -> pd.DataFrame:
@@ -27,6 +27,18 @@ def _starts(events: pd.DataFrame) -> tuple[FlatSequences, np.ndarray]:
     seqs = FlatSequences.from_events(events, vocab, with_rows=True)
     assert seqs.rows is not None
     return seqs, session_starts(events, seqs.rows, seqs.offsets)
+
+
+def test_dropping_items_moves_a_sessions_opening_to_its_next_kept_item() -> None:
+    items = np.array([10, 11, 12, 13, 14, 15, 16])
+    opens = np.array([False, True, False, True, True, False, False])  # the span starts mid-session
+    keep = np.array([True, False, True, False, True, True, False])
+    kept, opened = keep_with_openings(items, opens, keep)
+    # 11 opened a session and is dropped: 12 opens it; 13's session has no kept item: no mark.
+    assert kept.tolist() == [10, 12, 14, 15] and opened.tolist() == [False, True, True, False]
+    assert keep_with_openings(items, opens, np.ones(7, dtype=bool))[1].tolist() == opens.tolist()
+    with pytest.raises(ValueError, match="must align"):
+        keep_with_openings(items, opens[:3], keep)
 
 
 def test_sessions_follow_session_ids_else_a_gap_in_time() -> None:
@@ -45,6 +57,9 @@ def test_sessions_follow_session_ids_else_a_gap_in_time() -> None:
     no_ids = events.drop(columns=[S.SESSION_ID])
     _, by_time = _starts(no_ids)
     assert by_time.tolist() == [True, False, False, True, False, True, True]
+    # Times held in milliseconds gap the same: 30 minutes are 30 minutes in any unit.
+    in_ms = no_ids.assign(**{S.TIMESTAMP: no_ids[S.TIMESTAMP].dt.as_unit("ms")})
+    assert _starts(in_ms)[1].tolist() == by_time.tolist()
 
 
 def test_features_read_the_history_by_session() -> None:

@@ -26,7 +26,8 @@ def events() -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @HOME_OPTION
 def events_push(file: Path, home: Path | None) -> None:
-    """Push the events in FILE (CSV or Parquet: user_id, item_id, timestamp) to the online store."""
+    """Push the events in FILE (CSV or Parquet: user_id, item_id, timestamp; session_id
+    optional) to the online store."""
     from shoprec.data.loaders import load_event_files
     from shoprec.features.online import push_events
     from shoprec.features.settings import FeatureStoreSettings

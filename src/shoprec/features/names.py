@@ -62,9 +62,19 @@ RECENT_ITEMS: Final = "recent_items"  # oldest first, most recent last: the mode
 # Each user's newest `history_len` items (config.DEFAULT_HISTORY_LEN), oldest first, as of the
 # build and kept current online by pushes: what serving sends the model (the window is its tail).
 HISTORY_ITEMS: Final = "history_items"
+# One flag per history item, aligned with it: True where the item opens a session, as
+# `shoprec.sequences.session_starts` marks it over the user's whole log (a repeat head reads it).
+HISTORY_SESSION_STARTS: Final = "history_session_starts"
+# The user's newest event (nanoseconds since the epoch, UTC) and its session id ("" for none):
+# what a push needs to tell whether its first event opens a session. Push bookkeeping, not
+# features: the service leaves them out (feature_repo/), so neither serving nor training reads them.
+HISTORY_LAST_EVENT_NS: Final = "history_last_event_ns"
+HISTORY_LAST_SESSION: Final = "history_last_session"
+HISTORY_LAST_FEATURES: Final[tuple[str, ...]] = (HISTORY_LAST_EVENT_NS, HISTORY_LAST_SESSION)
 
-# The item-id list features: long per-user lists that training sets never join (the model
-# rebuilds its sequences from the events) and that a table of scalars must not carry.
-LIST_FEATURES: Final[tuple[str, ...]] = (RECENT_ITEMS, HISTORY_ITEMS)
+# The per-user list features (item ids and their session flags): long lists that training sets
+# never join (the model rebuilds its sequences from the events) and that a table of scalars
+# must not carry.
+LIST_FEATURES: Final[tuple[str, ...]] = (RECENT_ITEMS, HISTORY_ITEMS, HISTORY_SESSION_STARTS)
 
 UNKNOWN_CATEGORY: Final = "unknown"

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from shoprec import schema as S
-from shoprec.config import DEFAULT_HISTORY_LEN, DEFAULT_MAX_LEN
+from shoprec.config import DEFAULT_HISTORY_LEN, DEFAULT_MAX_LEN, SESSION_GAP
 from shoprec.errors import DataSourceError, FeatureTableError
 from shoprec.features import names as N
 from shoprec.home import FEATURES_MANIFEST
@@ -58,6 +58,10 @@ _ROW_GROUP_BYTES = 64 << 20
 _FETCH_ROWS = 8_192  # rows per Arrow batch fetched from DuckDB
 
 _NS_PER_DAY = 86_400_000_000_000
+
+# `config.SESSION_GAP` in nanoseconds, as the queries compare event times.
+SESSION_GAP_NS = int(SESSION_GAP.value)
+
 # How `event_timestamp` leaves a query: for Parquet files, a UTC time in microseconds (DuckDB's
 # TIMESTAMPTZ, which Spark reads too; a sub-microsecond part is dropped); for frames, the
 # nanoseconds themselves (`_fetch` makes them datetime64[ns, UTC]).
@@ -244,11 +248,14 @@ def _build_frames(
             "ord": np.arange(len(events), dtype="int64"),
         }
     )
+    if S.SESSION_ID in events:
+        frame[S.SESSION_ID] = _session_text(events[S.SESSION_ID])
+    session = f"CAST({S.SESSION_ID} AS VARCHAR)" if S.SESSION_ID in events else "NULL::VARCHAR"
     with duckdb_connection(memory_limit, None) as con:
         con.register("_events_frame", frame)
         source = (
             f"SELECT {S.USER_ID}, {S.ITEM_ID}, {S.EVENT_TYPE}, {S.TIMESTAMP} AS t, "
-            f"{S.PRICE}, ord FROM _events_frame"
+            f"{S.PRICE}, ord, {session} AS {S.SESSION_ID} FROM _events_frame"
         )
         cutoff, count, several = _load_events(con, source, items, as_of)
         queries = {
@@ -309,11 +316,12 @@ def build_features(
     out = Path(features_dir)
     out.mkdir(parents=True, exist_ok=True)
     price = f"{S.PRICE}" if S.PRICE in columns else "NULL"
+    session = f"CAST({S.SESSION_ID} AS VARCHAR)" if S.SESSION_ID in columns else "NULL::VARCHAR"
     source = (
         f"SELECT CAST({S.USER_ID} AS VARCHAR) AS {S.USER_ID}, CAST({S.ITEM_ID} AS VARCHAR) AS {S.ITEM_ID}, "
         f"CAST({S.EVENT_TYPE} AS VARCHAR) AS {S.EVENT_TYPE}, "
         f"{_epoch_ns(schema.field(S.TIMESTAMP).type)} AS t, "
-        f"TRY_CAST({price} AS DOUBLE) AS {S.PRICE}, file_row_number AS ord "
+        f"TRY_CAST({price} AS DOUBLE) AS {S.PRICE}, file_row_number AS ord, {session} AS {S.SESSION_ID} "
         f"FROM read_parquet({_literal(events_path)}, file_row_number = true)"
     )
     paths: dict[str, Path] = {}
@@ -324,7 +332,7 @@ def build_features(
         at = _ns(cutoff)
         by_key = {  # the tables of each key, and the event columns their queries read
             S.USER_ID: (
-                [S.USER_ID, S.ITEM_ID, S.EVENT_TYPE, "t", S.PRICE, "ord", "category"],
+                [S.USER_ID, S.ITEM_ID, S.EVENT_TYPE, "t", S.PRICE, "ord", "category", S.SESSION_ID],
                 {N.USER_STATS: lambda events: user_stats_table(at, events=events),
                  N.USER_RECENT_ITEMS: lambda events: user_recent_items_table(at, max_len, events=events),
                  N.USER_HISTORY: lambda events: user_history_table(at, history_len, events=events)},
@@ -579,20 +587,46 @@ def user_history_table(as_of: int, history_len: int, timestamp: str = _FILE_TIME
                        events: str = "ev") -> str:
     """One row per user at `as_of` (nanoseconds), from the events of `events` (a table, or a
     subquery with an alias: each of its users' events whole): the user's newest `history_len`
-    item ids, oldest first (events at one time keep file order). A snapshot, not a row per
-    event as `user_recent_items`: the list is long, and only its newest value is served (pushes
-    keep it current online); nothing reads it as of an earlier time, so its cost is one sort of
-    the events, whatever `history_len`."""
+    item ids, oldest first (events at one time keep file order), with a flag per item where it
+    opens a session, and the newest event's time and session id (for pushes). A snapshot, not a
+    row per event as `user_recent_items`: the lists are long, and only their newest value is
+    served (pushes keep them current online); nothing reads them as of an earlier time.
+
+    The flags are `shoprec.sequences.session_starts` over the user's whole log, then cut: the
+    user's first event opens a session; after it, an event opens one where its session id
+    differs from the previous event's, both having one, else where it comes more than
+    `SESSION_GAP_NS` after the previous event. The previous event is taken before the cut, so
+    the oldest kept item's flag is the one it has in the whole log."""
+    order = f"PARTITION BY {S.USER_ID} ORDER BY t, ord"
     return f"""
-WITH newest AS (
-    SELECT {S.USER_ID}, {S.ITEM_ID}, t, ord FROM {events}
-    QUALIFY row_number() OVER (PARTITION BY {S.USER_ID} ORDER BY t DESC, ord DESC) <= {int(history_len)}
+WITH ordered AS (
+    SELECT {S.USER_ID}, {S.ITEM_ID}, t, {S.SESSION_ID},
+        row_number() OVER ({order}) AS pos,
+        count(*) OVER (PARTITION BY {S.USER_ID}) AS n,
+        lag(t) OVER ({order}) AS prev_t,
+        lag({S.SESSION_ID}) OVER ({order}) AS prev_session
+    FROM {events}
+),
+newest AS (
+    SELECT {S.USER_ID}, {S.ITEM_ID}, t, pos, n, {S.SESSION_ID},
+        pos = 1 OR coalesce(
+            CASE WHEN {S.SESSION_ID} IS NOT NULL AND prev_session IS NOT NULL
+                 THEN {S.SESSION_ID} <> prev_session
+                 ELSE t - prev_t > {SESSION_GAP_NS} END, false) AS opens
+    FROM ordered WHERE pos > n - {int(history_len)}
 ),
 lists AS (
-    SELECT {S.USER_ID}, {as_of}::BIGINT AS t, list({S.ITEM_ID} ORDER BY t, ord) AS {N.HISTORY_ITEMS}
+    SELECT {S.USER_ID},
+        list({S.ITEM_ID} ORDER BY pos) AS {N.HISTORY_ITEMS},
+        list(opens ORDER BY pos) AS {N.HISTORY_SESSION_STARTS},
+        max(t) AS {N.HISTORY_LAST_EVENT_NS},
+        coalesce(max({S.SESSION_ID}) FILTER (WHERE pos = n), '') AS {N.HISTORY_LAST_SESSION}
     FROM newest GROUP BY {S.USER_ID}
 )
-SELECT {S.USER_ID}, {timestamp}, {N.HISTORY_ITEMS} FROM lists ORDER BY {S.USER_ID}
+SELECT {S.USER_ID}, {timestamp}, {N.HISTORY_ITEMS}, {N.HISTORY_SESSION_STARTS},
+    {N.HISTORY_LAST_EVENT_NS}, {N.HISTORY_LAST_SESSION}
+FROM (SELECT *, {as_of}::BIGINT AS t FROM lists)
+ORDER BY {S.USER_ID}
 """
 
 
@@ -638,8 +672,9 @@ def _load_events(
     view: bool = False,
 ) -> tuple[pd.Timestamp, int, bool]:
     """Create the item lookups and `ev` (the events at or before the cutoff, each with its item's
-    category) from `source`, a query with user_id, item_id, event_type, t, price and ord: a
-    table, or with `view` a view that reads `source` again at each use.
+    category) from `source`, a query with user_id, item_id, event_type, t, price, ord and
+    session_id (text, null where an event has none): a table, or with `view` a view that reads
+    `source` again at each use.
     Returns (cutoff, events kept, whether the kept events have several event types)."""
     _item_lookup(con, "item_categories", items, S.CATEGORY, "VARCHAR")
     _item_lookup(con, "item_prices", items, S.PRICE, "DOUBLE")
@@ -657,7 +692,7 @@ def _load_events(
         CREATE TEMP {"VIEW" if view else "TABLE"} ev AS
         SELECT e.{S.USER_ID}, e.{S.ITEM_ID}, e.{S.EVENT_TYPE}, e.t,
             CASE WHEN isnan(e.{S.PRICE}) THEN NULL ELSE e.{S.PRICE} END AS {S.PRICE},
-            e.ord, c.category
+            e.ord, c.category, e.{S.SESSION_ID}
         FROM ({source}) e LEFT JOIN item_categories c USING ({S.ITEM_ID})
         WHERE e.t <= {_ns(cutoff)}
         """
@@ -817,7 +852,7 @@ def _read_items(path: Path) -> pd.DataFrame | None:
 
 def _fetch(con: "duckdb.DuckDBPyConnection", query: str) -> pd.DataFrame:
     """A query's result as a frame: text as str objects, event_timestamp as datetime64[ns, UTC],
-    recent items as Python lists."""
+    the list features (N.LIST_FEATURES) as Python lists (of str, or of bool for the flags)."""
     table = con.sql(query).to_arrow_table()
     lists = set(N.LIST_FEATURES) & set(table.column_names)
     frame = table.drop_columns(list(lists)).to_pandas()
@@ -834,7 +869,8 @@ def _read_table(path: Path) -> pd.DataFrame:
     frame[N.FEATURE_TIMESTAMP] = pd.to_datetime(frame[N.FEATURE_TIMESTAMP], utc=True).dt.as_unit("ns")
     for name in N.LIST_FEATURES:
         if name in frame:
-            frame[name] = [list(v) for v in frame[name]]
+            # tolist(): Python str / bool items, as `_fetch` gives (list() would keep numpy.bool_).
+            frame[name] = [v.tolist() if isinstance(v, np.ndarray) else list(v) for v in frame[name]]
     return frame
 
 
@@ -888,6 +924,15 @@ def _epoch_ns(column_type: "pa.DataType") -> str:
     if pa.types.is_timestamp(column_type):
         return f"epoch_ns({S.TIMESTAMP})"
     return f"epoch_ns(CAST({S.TIMESTAMP} AS TIMESTAMPTZ))"
+
+
+def _session_text(column: pd.Series) -> np.ndarray:
+    """Session ids as text (object array), None where missing: ids are compared as text, and
+    whatever pandas counts as missing (None, NaN, NaT, pd.NA) is no session id, as
+    `sequences.session_starts`' factorize counts it."""
+    text = column.astype(str).to_numpy(dtype=object)
+    text[np.asarray(pd.isna(column))] = None
+    return text
 
 
 def _utc(value: pd.Timestamp | str) -> pd.Timestamp:

@@ -48,7 +48,8 @@ def training_feature_refs(user_context: Sequence[str] = ()) -> list[str]:
 
 def next_item_examples(events: pd.DataFrame) -> pd.DataFrame:
     """Entity rows for next-item training: one row per event (user_id, item_id = the target,
-    timestamp = when it happened), in time order."""
+    timestamp = when it happened; session_id where the log has one, which the join carries
+    through for the repeat head's session openings), in time order."""
     frame = pd.DataFrame(
         {
             S.USER_ID: events[S.USER_ID].astype(str).to_numpy(),
@@ -57,6 +58,8 @@ def next_item_examples(events: pd.DataFrame) -> pd.DataFrame:
             S.TIMESTAMP: pd.to_datetime(events[S.TIMESTAMP], utc=True).dt.as_unit("ns").array,
         }
     )
+    if S.SESSION_ID in events:
+        frame[S.SESSION_ID] = events[S.SESSION_ID].to_numpy()
     return frame.sort_values([S.TIMESTAMP, S.USER_ID], kind="stable", ignore_index=True)
 
 
@@ -134,7 +137,11 @@ def build_training_set(
     return joined.drop(columns=[_ROW, N.FEATURE_TIMESTAMP])
 
 
-def _as_list(value: object) -> list[str]:
+def _as_list(value: object) -> list[str] | list[bool]:
+    """A joined list feature as a Python list: item ids as text, session flags as bools."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return []
-    return [str(v) for v in list(value)]  # type: ignore[call-overload]
+    values = list(value)  # type: ignore[call-overload]
+    if values and all(isinstance(v, (bool, np.bool_)) for v in values):
+        return [bool(v) for v in values]
+    return [str(v) for v in values]

@@ -768,9 +768,12 @@ class SASRec(Recommender):
         return self._scores(histories, None, context, starts)
 
     @torch.no_grad()
-    def score_items(self, histories: Sequence[np.ndarray], items: torch.Tensor) -> torch.Tensor:
-        """Only the columns `items`: one [B, d] x [d, R] product instead of the whole catalogue."""
-        return self._scores(histories, items)
+    def score_items(self, histories: Sequence[np.ndarray], items: torch.Tensor,
+                    starts: Sequence[np.ndarray] | None = None) -> torch.Tensor:
+        """Only the columns `items`: one [B, d] x [d, R] product instead of the whole catalogue
+        (with a repeat head, whose mixture normalises over every item, all columns are scored).
+        starts: as for `score_all`."""
+        return self._scores(histories, items, None, starts)
 
     def _scores(self, histories: Sequence[np.ndarray], columns: torch.Tensor | None,
                 context: np.ndarray | torch.Tensor | None = None,

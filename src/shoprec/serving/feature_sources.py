@@ -21,7 +21,8 @@ logger = logging.getLogger(__name__)
 # The user features of `recommender_v1` that serving reads (the item view is keyed by item).
 USER_FEATURE_REFS: tuple[str, ...] = tuple(
     [f"{N.USER_STATS}:{name}" for name in N.USER_STATS_FEATURES]
-    + [f"{N.USER_RECENT_ITEMS}:{N.RECENT_ITEMS}", f"{N.USER_HISTORY}:{N.HISTORY_ITEMS}"]
+    + [f"{N.USER_RECENT_ITEMS}:{N.RECENT_ITEMS}", f"{N.USER_HISTORY}:{N.HISTORY_ITEMS}",
+       f"{N.USER_HISTORY}:{N.HISTORY_SESSION_STARTS}"]
 )
 
 

@@ -53,7 +53,7 @@ import torch
 
 from shoprec.serving.catalog import ItemCatalog
 from shoprec.errors import BundleError, InvalidRequest
-from shoprec.models.inference import MAX_HISTORY, BundleRecommender
+from shoprec.models.inference import BundleRecommender
 from shoprec.models.base import mask_seen
 from shoprec.ranking.sponsored import DEFAULT_FLOOR
 from shoprec.serving.diversity import catalog_categories, diversified
@@ -129,7 +129,12 @@ def answer(recommender: BundleRecommender, queries: Sequence[Query],
     plain = [n for n, q in enumerate(queries) if q.plain]
     for k in sorted({queries[n].k for n in plain}):
         rows = [n for n in plain if queries[n].k == k]
-        for n, recs in zip(rows, recommender.recommend_batch([queries[n].history for n in rows], k)):
+        try:
+            found = recommender.recommend_batch([queries[n].history for n in rows], k,
+                                                starts=[queries[n].session_starts for n in rows])
+        except ValueError as exc:  # openings that do not align with the items: the request's fault
+            raise InvalidRequest(bounded(f"session_starts: {exc}")) from exc
+        for n, recs in zip(rows, found):
             out[n] = {"items": [r.item_id for r in recs], "scores": [r.score for r in recs]}
     vocab = recommender.bundle.vocab
     for n, query in enumerate(queries):
@@ -220,10 +225,13 @@ def v2_outputs(predictions: Sequence[dict[str, Any]]) -> list[tuple[str, str, li
     return outputs
 
 
-def _indexed(recommender: BundleRecommender, history: Sequence[str]) -> np.ndarray:
-    """History item ids -> known item indices (as `recommend_batch` builds them)."""
-    index = recommender.bundle.vocab.index(list(history)[-MAX_HISTORY:])
-    return index[index > 0].astype(np.int64)
+def _indexed(recommender: BundleRecommender, query: Query) -> tuple[np.ndarray, np.ndarray | None]:
+    """A query's history -> (known item indices, their session openings or None), as
+    `recommend_batch` builds them; InvalidRequest when the openings do not align."""
+    try:
+        return recommender.indexed(query.history, query.session_starts)
+    except ValueError as exc:
+        raise InvalidRequest(bounded(f"session_starts: {exc}")) from exc
 
 
 def filtered_topk(recommender: BundleRecommender, query: Query,
@@ -233,8 +241,11 @@ def filtered_topk(recommender: BundleRecommender, query: Query,
     masked [1, N+1] score row it came from (-inf: never to be shown), which the re-ranking and
     the sponsored relevance read, so neither can bring back an excluded item."""
     bundle = recommender.bundle
-    history = _indexed(recommender, query.history)
-    scores = bundle.model.score_all([history]).float()  # [1, N+1]
+    history, opened = _indexed(recommender, query)
+    if opened is None:
+        scores = bundle.model.score_all([history]).float()  # [1, N+1]
+    else:
+        scores = bundle.model.score_all([history], starts=[opened]).float()  # type: ignore[call-arg]
     if bundle.exclude_seen:
         mask_seen(scores, [history])
     banned = bundle.vocab.index(list(query.exclude)) if query.exclude else np.zeros(0, dtype=np.int64)
@@ -264,9 +275,11 @@ def filtered_topk(recommender: BundleRecommender, query: Query,
 def add_reasons(recommender: BundleRecommender, queries: Sequence[Query], answers: Sequence[dict[str, Any]]) -> None:
     """Add "reasons" and "history_used" to each answer in place (one scoring batch for all)."""
     vocab = recommender.bundle.vocab
-    histories = [_indexed(recommender, q.history) for q in queries]
+    pairs = [_indexed(recommender, q) for q in queries]
+    histories = [history for history, _ in pairs]
     recommended = [vocab.index(a["items"]) for a in answers]
-    found = reason_indices(recommender.bundle.model, histories, recommended)
+    found = reason_indices(recommender.bundle.model, histories, recommended,
+                           starts=[opened for _, opened in pairs] if recommender.needs_sessions else None)
     for answer_, history, reasons in zip(answers, histories, found):
         answer_["reasons"] = [vocab.ids[r - 1] if r else None for r in reasons]
         answer_["history_used"] = int(len(history))
@@ -322,21 +335,15 @@ class LiveModel(AliasFollower[tuple[BundleRecommender, "np.ndarray | None"]]):
 
     def check_window(self, recommender: BundleRecommender, what: str) -> BundleRecommender:
         """The recommender, unless it cannot be served as trained: its model reads a longer
-        window than the feature tables keep, or reads a user context (user_stats) that the
-        serving path does not send yet; then BundleError saying why and what to do."""
+        window (or repeat history) than the feature tables keep, or reads a user context
+        (user_stats) that the serving path does not send yet; then BundleError saying why and
+        what to do. A model with a repeat head is served: requests carry `session_starts`."""
         if recommender.bundle.user_context is not None:
             # Scoring without the context would silently answer as for the average user.
             raise BundleError(
                 f"model bundle {what} reads a user context ({', '.join(recommender.bundle.user_context.columns)}) "
                 f"that the serving path does not send to the predictor yet; train it without "
                 f"user_context to serve it; refusing to serve it")
-        if getattr(recommender.bundle.model, "needs_sessions", False):
-            # Scoring without the session openings is impossible (the head reads them), and
-            # guessing them would answer from other features than the model was chosen on.
-            raise BundleError(
-                f"model bundle {what} has a repeat head that reads where each history's sessions "
-                f"start, which the serving path does not send to the predictor yet; train it "
-                f"without repeat_head to serve it; refusing to serve it")
         repeat_len = int(getattr(recommender.bundle.model, "repeat_history", 0) or 0)
         if repeat_len and self.features_history_len is not None and repeat_len > self.features_history_len:
             raise BundleError(
@@ -356,7 +363,7 @@ class LiveModel(AliasFollower[tuple[BundleRecommender, "np.ndarray | None"]]):
     def predict_v1(self, payload: Any) -> dict[str, Any]:
         """A V1 answer: {"predictions": [...], "model_version": ..., "lineage": {...}}."""
         version, (recommender, features) = self.current()  # read once: the whole request uses one model
-        queries = parse_v1(payload, history_limit(recommender.bundle.max_len, self.features_history_len))
+        queries = parse_v1(payload, history_limit(recommender.history_read, self.features_history_len))
         queries = with_campaigns(queries, self.campaigns, recommender)
         predictions = answer(recommender, queries, self.catalog, features=features,
                              sponsored_floor=self.sponsored_floor)
@@ -366,7 +373,7 @@ class LiveModel(AliasFollower[tuple[BundleRecommender, "np.ndarray | None"]]):
         """The answer to Open Inference Protocol inputs (`parse_v2`), as `predict_v1` returns
         it; `v2_outputs` turns its predictions into tensors."""
         version, (recommender, features) = self.current()
-        queries = parse_v2(inputs, history_limit(recommender.bundle.max_len, self.features_history_len))
+        queries = parse_v2(inputs, history_limit(recommender.history_read, self.features_history_len))
         queries = with_campaigns(queries, self.campaigns, recommender, lambda n: "input campaign[0]")
         predictions = answer(recommender, queries, self.catalog, features=features,
                              sponsored_floor=self.sponsored_floor)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from shoprec.models.base import Recommender as Model
+from shoprec.sequences import keep_with_openings
 
 DEFAULT_WINDOW = 20
 DEFAULT_CONTEXT = 50
@@ -26,11 +27,14 @@ DEFAULT_CONTEXT = 50
 
 @torch.no_grad()
 def reason_indices(model: Model, histories: Sequence[np.ndarray], recommended: Sequence[Sequence[int]],
-                   window: int = DEFAULT_WINDOW, context: int = DEFAULT_CONTEXT) -> list[list[int | None]]:
+                   window: int = DEFAULT_WINDOW, context: int = DEFAULT_CONTEXT,
+                   starts: Sequence[np.ndarray | None] | None = None) -> list[list[int | None]]:
     """For each history (item indices, oldest first) and its recommended item indices: the
-    history item index that contributed most to each recommended item's score, or None."""
+    history item index that contributed most to each recommended item's score, or None.
+    starts: each history's session openings, for a model that reads them (a repeat head);
+    removing an item that opens a session moves the opening to the session's next item."""
     out: list[list[int | None]] = []
-    for history, items in zip(histories, recommended):
+    for n, (history, items) in enumerate(zip(histories, recommended)):
         recent = np.asarray(history, dtype=np.int64)[-max(context, window):]
         items = np.asarray(items, dtype=np.int64)
         if len(recent) == 0 or len(items) == 0:
@@ -41,7 +45,17 @@ def reason_indices(model: Model, histories: Sequence[np.ndarray], recommended: S
         columns = np.arange(len(recent) - 1)
         removed = recent[columns[None, :] + (columns[None, :] >= positions[:, None])]  # [W, L-1]
         rows = [recent, *removed]  # row 0: nothing removed
-        scores = model.score_items(rows, torch.as_tensor(items)).float()  # [1 + W, R]
+        opens = None if starts is None else starts[n]
+        if opens is None:
+            scores = model.score_items(rows, torch.as_tensor(items)).float()  # [1 + W, R]
+        else:
+            flags = np.asarray(opens, dtype=bool)[-len(recent):]
+            row_starts = [flags]
+            for position in positions:
+                keep = np.ones(len(recent), dtype=bool)
+                keep[position] = False
+                row_starts.append(keep_with_openings(recent, flags, keep)[1])
+            scores = model.score_items(rows, torch.as_tensor(items), starts=row_starts).float()  # type: ignore[call-arg]
         drop = torch.nan_to_num(scores[0:1] - scores[1:], nan=0.0, posinf=0.0, neginf=0.0)  # [W, R]
         best = drop.argmax(dim=0)  # [R]: the removal that hurt each item most
         out.append([int(recent[positions[int(b)]]) if float(drop[int(b), n]) > 1e-9 else None

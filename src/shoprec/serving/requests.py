@@ -59,17 +59,19 @@ def under(where: str, exc: ValueError) -> str:
 
 def history_limit(model_window: int | None, features_window: int | None = None) -> int:
     """How many history items one instance may carry: the model reads only its newest
-    `model_window` items, so longer histories are refused rather than read and dropped; the
+    `model_window` items (`BundleRecommender.history_read`: its repeat side may read more than
+    its window), so longer histories are refused rather than read and dropped; the
     feature tables may keep a longer window than the model reads (the predictor refuses the
     opposite), and the transformer forwards what they hold, so their window is accepted too.
-    Models without a window (baselines) take up to MAX_HISTORY."""
+    Models reading whole histories (None: baselines, a whole-history repeat side) take up to
+    MAX_HISTORY."""
     windows = [w for w in (model_window, features_window) if w]
     return min(max(windows), MAX_HISTORY) if windows else MAX_HISTORY
 
 # The list options both servers take: paid candidates (listed, or a campaign the predictor's
 # campaigns table names: `shoprec.serving.campaigns`), how many may be placed, MMR re-ranking.
 LIST_FIELDS = ("sponsored", "campaign", "sponsored_slots", "diversity")
-INSTANCE_FIELDS = ("items", "k", "exclude", "category", "reasons", *LIST_FIELDS)
+INSTANCE_FIELDS = ("items", "session_starts", "k", "exclude", "category", "reasons", *LIST_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class Query:
     sponsored_slots: int = DEFAULT_SLOTS
     diversity: float = 0.0
     campaign: str | None = None
+    session_starts: tuple[bool, ...] | None = None  # per history item; None: one session
 
     @property
     def plain(self) -> bool:
@@ -218,9 +221,26 @@ def parse_v1(payload: Any, max_history: int = MAX_HISTORY) -> list[Query]:
         if not isinstance(reasons, bool):
             raise InvalidRequest(f"{where}.reasons must be true or false, got {shown(reasons)}")
         options = list_options(instance, where, k)
+        starts = _session_starts(instance.get("session_starts"), where, len(items))
         queries.append(Query(tuple(str(i) for i in items), k, exclude, category, reasons,
-                             options.sponsored, options.sponsored_slots, options.diversity, options.campaign))
+                             options.sponsored, options.sponsored_slots, options.diversity, options.campaign,
+                             starts))
     return queries
+
+
+def _session_starts(value: Any, where: str, items: int) -> tuple[bool, ...] | None:
+    """An instance's `session_starts`: one true / false per history item (true where the item
+    opens a session: a new order, a new visit), or None when not sent."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != items:
+        got = f"{len(value)} values" if isinstance(value, list) else shown(value)
+        raise InvalidRequest(f"{where}.session_starts must be a list of {items} true/false values, one per "
+                             f"item of {where}.items (true where the item opens a session), got {got}")
+    for m, flag in enumerate(value):
+        if not isinstance(flag, bool):
+            raise InvalidRequest(f"{where}.session_starts[{m}] must be true or false, got {shown(flag)}")
+    return tuple(value)
 
 
 def item_id_list(value: Any, where: str, limit: int) -> tuple[str, ...]:
@@ -329,7 +349,7 @@ V2_LIST_INPUTS = {"sponsored_item_id": "BYTES", "sponsored_bid": "FP32", "sponso
 V2_FILTER_INPUTS = {"exclude": "BYTES", "category": "BYTES"}
 V2_INPUTS = {"user_id": "BYTES", "k": "INT32", **V2_FILTER_INPUTS, **V2_LIST_INPUTS, "preferences": "BYTES"}
 # The predictor also takes V1's `reasons` (the transformer's answers always carry reasons).
-PREDICTOR_V2_INPUTS = {"items": "BYTES", "k": "INT32", **V2_FILTER_INPUTS, "reasons": "BOOL", **V2_LIST_INPUTS}
+PREDICTOR_V2_INPUTS = {"items": "BYTES", "session_starts": "BOOL", "k": "INT32", **V2_FILTER_INPUTS, "reasons": "BOOL", **V2_LIST_INPUTS}
 NUMERIC = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "FP16", "FP32", "FP64")
 MAX_PREFERENCES_CHARS = 10_000  # one user's `preferences` JSON in a V2 request
 
@@ -524,6 +544,7 @@ def v2_list_options(by_name: dict[str, TensorInput], ks: Sequence[int]) -> list[
 def parse_v2(inputs: Sequence[TensorInput], max_history: int = MAX_HISTORY) -> list[Query]:
     """The predictor's Open Inference Protocol inputs: `items` (BYTES, [n, L]: n histories,
     oldest first, each padded at its end with "" to the longest; or [L]: one history), optional
+    `session_starts` (BOOL, the shape of `items`: true where an item opens a session), optional
     `k` (INT32, [1] or [n]), `exclude` and `category` (`v2_filters`), `reasons` (BOOL, [1] or
     [n]) and the list options (`v2_list_options`), the filters and options as the transformer
     takes them. max_history: the most items one history may hold, as for V1."""
@@ -543,9 +564,13 @@ def parse_v2(inputs: Sequence[TensorInput], max_history: int = MAX_HISTORY) -> l
         raise InvalidRequest(f"input 'items' holds {users} histories; at most {MAX_INSTANCES} per request")
     if len(flat) > MAX_TOTAL_IDS:
         raise InvalidRequest(f"input 'items' holds {len(flat)} values; at most {MAX_TOTAL_IDS} per request")
-    histories = []
+    opened = _v2_session_starts(by_name.get("session_starts"), shape)
+    histories, starts = [], []
     for n in range(users):
-        row = [i for i in flat[n * width:(n + 1) * width] if i != ""]  # "" pads a short history
+        padded = flat[n * width:(n + 1) * width]
+        row = [i for i in padded if i != ""]  # "" pads a short history
+        if opened is not None:  # a pad's flag goes with it
+            starts.append(tuple(f for i, f in zip(padded, opened[n * width:(n + 1) * width]) if i != ""))
         if len(row) > max_history:
             raise InvalidRequest(f"input 'items' row {n} holds {len(row)} ids; at most {max_history} "
                                  f"(the newest items the model reads)")
@@ -556,9 +581,28 @@ def parse_v2(inputs: Sequence[TensorInput], max_history: int = MAX_HISTORY) -> l
           for n, k in enumerate(_per_user(by_name.get("k"), users, 10, ("INT32", "INT64")))]
     filters = v2_filters(by_name, users, len(flat))
     reasons = _v2_reasons(by_name.get("reasons"), users)
-    return [Query(history, k, exclude, category, reason, o.sponsored, o.sponsored_slots, o.diversity, o.campaign)
-            for history, k, (exclude, category), reason, o
-            in zip(histories, ks, filters, reasons, v2_list_options(by_name, ks))]
+    return [Query(history, k, exclude, category, reason, o.sponsored, o.sponsored_slots, o.diversity, o.campaign,
+                  starts[n] if opened is not None else None)
+            for n, (history, k, (exclude, category), reason, o)
+            in enumerate(zip(histories, ks, filters, reasons, v2_list_options(by_name, ks)))]
+
+
+def _v2_session_starts(tensor: TensorInput | None, items_shape: list[int]) -> list[bool] | None:
+    """`session_starts` (BOOL, the shape of `items`: true where an item opens a session; a
+    pad's value is ignored), flat, or None when not sent."""
+    if tensor is None:
+        return None
+    if tensor.datatype != "BOOL":
+        raise InvalidRequest(f"input 'session_starts' must have datatype BOOL, got {shown(tensor.datatype)}")
+    flags = _flat(tensor.data)
+    _check_shape(tensor, len(flags))
+    if list(tensor.shape) != items_shape:
+        raise InvalidRequest(f"input 'session_starts' has shape {shown(list(tensor.shape))}; it must have the "
+                             f"shape of 'items', {shown(items_shape)}: one flag per item")
+    for n, flag in enumerate(flags):
+        if not isinstance(flag, bool):
+            raise InvalidRequest(f"input session_starts[{n}] must be true or false, got {shown(flag)}")
+    return flags
 
 
 def _per_user(tensor: TensorInput | None, users: int, default: Any, datatypes: Sequence[str]) -> list[Any]:

@@ -53,6 +53,7 @@ class Plan:
 
     query: UserQuery
     history: tuple[str, ...] = ()
+    session_starts: tuple[bool, ...] | None = None  # aligned with history; None: one session
     fallback: str | None = None  # set before the predictor call, or after it (empty_history)
     recent_category: str | None = None
     features_used: list[str] = field(default_factory=list)
@@ -129,6 +130,11 @@ class TransformerCore:
                     # (a repo applied before `user_history`) has the recent items only.
                     history = row.get(N.HISTORY_ITEMS) or row.get(N.RECENT_ITEMS) or ()
                     plan.history = tuple(str(i) for i in history)[-self.max_history:]
+                    # Where each history item opens a session (a repeat head reads it), cut
+                    # with the items; a store without the flags sends none (one session).
+                    opens = row.get(N.HISTORY_SESSION_STARTS) if row.get(N.HISTORY_ITEMS) else None
+                    if opens is not None and len(opens) == len(history) and len(history):
+                        plan.session_starts = tuple(bool(f) for f in opens)[-self.max_history:]
                     if not plan.history:
                         plan.fallback = EMPTY_HISTORY
             if plan.fallback is None:
@@ -143,6 +149,8 @@ class TransformerCore:
             if plan.slot is None:
                 continue
             instance: dict[str, Any] = {"items": list(plan.history), "k": plan.query.k, "reasons": True}
+            if plan.session_starts is not None:
+                instance["session_starts"] = list(plan.session_starts)
             if plan.query.exclude:
                 instance["exclude"] = list(plan.query.exclude)
             if plan.query.category is not None:
