@@ -207,6 +207,9 @@ def main() -> None:
     parser.add_argument("--repeat-head", action="store_true",
                         help="repeat-purchase data: also fit the learned repeat head and keep it where "
                              "session-opening validation prefers it to the bonus (FitConfig.repeat_head)")
+    parser.add_argument("--validate-on", choices=("newest", "opening"), default="newest",
+                        help="temporal split: validate on each user's newest item, or on the opening of their "
+                             "newest session, held out of training (SplitSpec.validation)")
     parser.add_argument("--ml1m", type=Path, default=ML1M_FILE, help="the SASRec ml-1m.txt.gz")
     parser.add_argument("--json", type=Path, default=None, help="also write all figures here")
     args = parser.parse_args()
@@ -235,7 +238,7 @@ def main() -> None:
                               budget_minutes=args.budget_minutes, seed=args.seed,
                               device=args.device, amp=args.amp),
             content=not args.no_content,
-            split=SplitSpec("temporal") if PRESETS[name].get("split") == "temporal" else
+            split=SplitSpec("temporal", validation=args.validate_on) if PRESETS[name].get("split") == "temporal" else
             SplitSpec("leave-one-out", validation_users=preset["validation_users"]),
             bootstrap=200,
             repeat_head=args.repeat_head,

@@ -26,6 +26,8 @@ def train(
     metrics: Output[Metrics],
     model_card: Output[Markdown],
     workers: int = 0,
+    repeat_head: bool = True,
+    validate_on_openings: bool = True,
 ) -> None:
     """Train on the point-in-time training set from Feast (or on the clean events when
     `use_feature_store` is false) and write the model bundle. The training set joins only the
@@ -34,6 +36,15 @@ def train(
 
     split: "temporal" (production: a global time cut at `cutoff`, '' = the 90% time
     quantile) or "leave-one-out" (benchmarks). budget_minutes: 0 = no time limit.
+    repeat_head: on repeat-purchase data, also fit the learned repeat head and keep it where
+    validation on each user's newest session opening prefers it to the repeat bonus (the model
+    card says which); serving then sends each history's session openings from Feast's
+    `user_history`. Not on a PyTorchJob (`workers` > 0), whose bundle keeps the bonus.
+    validate_on_openings: a temporal split validates on each user's newest session opening
+    before the cut (that session held out of training), not on their newest item: the test
+    target, the first item after the cut, opens a session; the transformer's early stopping,
+    its repeat side and the baselines' settings are all chosen on it (`SplitSpec.validation`).
+    Leave-one-out splits ignore it.
     workers: 0 = train in this pod; N > 0 = launch a PyTorchJob (1 master + N workers, NCCL,
     `torchrun -m shoprec.training.ddp` on the same Feast training set, built here and handed
     over as Parquet on the shared home, with the same split), wait for it, and take the bundle
@@ -59,8 +70,9 @@ def train(
     with open(feature_store.path, encoding="utf-8") as handle:
         store_record = json.load(handle)
     service = store_record.get("feature_service", "recommender_v1")
-    # Only what training reads (the Feast examples and the split: user, item, time).
-    data = EventData.read(clean.path, columns=(S.USER_ID, S.ITEM_ID, S.TIMESTAMP))
+    # Only what training reads (the Feast examples and the split: user, item, time; the
+    # session ids where the log has them, which the repeat head's session openings follow).
+    data = EventData.read(clean.path, columns=(S.USER_ID, S.ITEM_ID, S.TIMESTAMP, S.SESSION_ID))
     training_set = None
     if use_feature_store:
         from shoprec.features.settings import FeatureStoreSettings
@@ -106,7 +118,8 @@ def train(
         model={"hidden": hidden, "max_len": max_len, "dropout": dropout, "repeat_history": history_len},
         train=TrainConfig(max_epochs=max_epochs, learning_rate=learning_rate,
                           budget_minutes=budget_minutes or None),
-        split=SplitSpec(split, cutoff),
+        split=SplitSpec(split, cutoff, validation="opening" if validate_on_openings and split == "temporal" else "newest"),
+        repeat_head=repeat_head,
         # Titles embedded by earlier runs on this home are not embedded again.
         embedding_cache=Home.at(home or None).embeddings,
     )

@@ -38,6 +38,8 @@ def training_pipeline(
     learning_rate: float = 0.001,
     hidden: int = 64,
     dropout: float = 0.2,
+    repeat_head: bool = True,
+    validate_on_openings: bool = True,
     train_workers: int = 0,
     registry_uri: str = "",
     min_improvement: float = 0.0,
@@ -54,6 +56,9 @@ def training_pipeline(
 
     `triggered_by` names the drift report that started this run (set by the monitoring
     pipeline's trigger; '' for a run started by hand): it stays in the run's parameters.
+    `repeat_head` lets the train step keep a learned repeat head where validation prefers it
+    to the repeat bonus (repeat-purchase data; components/train.py); `validate_on_openings`
+    makes a temporal split validate on each user's newest session opening (components/train.py).
     `train_workers` > 0 trains on a Kubeflow PyTorchJob (1 master + N workers) instead of in the
     train pod (cluster only: it needs the Training Operator).
     """
@@ -76,6 +81,8 @@ def training_pipeline(
         max_len=max_len,
         dropout=dropout,
         workers=train_workers,
+        repeat_head=repeat_head,
+        validate_on_openings=validate_on_openings,
     )
     on_cluster(train_task, "train")
     # On a cluster the transformer trains on a GPU node (selector + toleration) and on the CUDA

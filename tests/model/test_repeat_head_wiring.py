@@ -1,6 +1,6 @@
 """The repeat head inside the transformer: session openings through the split, the bundle,
-the evaluator and the gate's window; chosen on validation; refused by the predictor until
-serving sends sessions."""
+the evaluator and the gate's window; chosen on validation; served (the predictor takes each
+history's `session_starts`: tests/serving/test_session_starts.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 
 from shoprec import schema as S
 from shoprec.data.dataset import EventData
-from shoprec.errors import BundleError, DataSourceError
+from shoprec.errors import DataSourceError
 from shoprec.evaluation.evaluate import rank_targets
 from shoprec.evaluation.splits import EvalSet, SplitSpec, make_split
 from shoprec.lifecycle.window import GateWindow, newest_window, score_model
@@ -61,6 +61,29 @@ def test_the_temporal_split_carries_each_historys_session_openings() -> None:
         make_split(data.events, vocab, SplitSpec("leave-one-out"), sessions=True)
 
 
+def test_a_temporal_split_can_validate_on_each_users_newest_session_opening() -> None:
+    data = habit_log(users=6, sessions=5)
+    vocab = build_vocab(data.events)
+    cut = pd.Timestamp("2024-01-05", tz="UTC")
+    newest = make_split(data.events, vocab, SplitSpec("temporal", cut), sessions=True)
+    spec = SplitSpec("temporal", cut, validation="opening")
+    split = make_split(data.events, vocab, spec, sessions=True)
+    assert split.spec.validation == "opening" and "newest session opening" in split.spec.describe()
+    assert SplitSpec.from_dict(split.spec.to_dict()) == split.spec
+    for user, history, target, opens, train in zip(split.valid.users, split.valid.histories, split.valid.targets,
+                                                   split.valid.starts, split.train):
+        # Each user's 4 sessions before the cut (6 items each): the 4th opens at item 18 with the staple.
+        assert len(history) == 18 and vocab.ids[target - 1] == f"staple{int(user[1:])}"
+        assert len(opens) == 18 and train.tolist() == history.tolist()
+    assert [len(h) for h in newest.valid.histories] == [23] * 6  # the newest item: the filler
+    # The test set does not change: every item before the cut is history.
+    assert [h.tolist() for h in split.test.histories] == [h.tolist() for h in newest.test.histories]
+    with pytest.raises(DataSourceError, match="only applies to a temporal split"):
+        SplitSpec("leave-one-out", validation="opening")
+    with pytest.raises(DataSourceError, match="unknown validation target"):
+        SplitSpec("temporal", validation="last")
+
+
 def _model_with_head(n_items: int, share: float = 0.9) -> SASRec:
     torch.manual_seed(0)
     model = SASRec(n_items, max_len=10, hidden=16, blocks=1)
@@ -91,8 +114,12 @@ def test_a_model_with_a_head_scores_the_mixture_saves_whole_and_refuses_historie
     loaded = load_bundle(directory).model
     assert loaded.config()["repeat_head_hidden"] == 8 and loaded.config()["repeat_share"] == 0.9
     assert torch.equal(loaded.score_all(histories, starts=starts), expected)
-    with pytest.raises(BundleError, match="repeat head .* serving path does not send"):
-        LiveModel(bundle_dir=directory).load()
+    live = LiveModel(bundle_dir=directory)
+    live.load()  # served: requests carry each history's session openings
+    answer = live.predict_v1({"instances": [{"items": list("abac"), "session_starts": [True, False, True, False],
+                                             "k": 6}]})
+    top = torch.argsort(expected[0], descending=True, stable=True)[:6]
+    assert answer["predictions"][0]["items"] == ["abcdef"[int(i) - 1] for i in top if int(i) > 0]
 
 
 def test_the_gate_window_keeps_session_openings_and_drops_unknown_items_without_losing_a_session(tmp_path) -> None:
@@ -184,3 +211,55 @@ def test_choosing_the_repeat_side_reads_at_most_a_fixed_sample_of_users(head_out
     fit.choose_repeat_side(fresh(), split.train, split.train_starts, (0.9,), seed=0)
     assert len(read[0]) == 5 and read[0] == read[1]  # the same fixed sample each time
     assert len(read[2]) == len(split.train)
+
+
+@pytest.fixture(scope="module")
+def opening_outcome():
+    data = habit_log(users=30, sessions=8, seed=2)
+    config = FitConfig(model={"hidden": 16, "max_len": 20, "blocks": 1, "dropout": 0.1},
+                       train=TrainConfig(max_epochs=2, batch_size=32, progress=False, seed=0),
+                       content=False, bootstrap=20, split=SplitSpec("temporal", validation="opening"),
+                       repeat_head=True, baselines=("mostpop",))
+    return data, fit_and_evaluate(data, config)
+
+
+def test_validating_on_openings_chooses_every_models_settings_on_the_same_held_out_targets(
+        opening_outcome, tmp_path, monkeypatch) -> None:
+    import shoprec.evaluation.tuning as tuning
+    from shoprec.evaluation.report import evaluate_bundle
+    from shoprec.lifecycle.window import baseline_scores
+    from shoprec.training.fit import save_outcome
+
+    data, outcome = opening_outcome
+    split = outcome.split
+    # Validation: each user's newest session opening before the cut (their staple), held out of training.
+    assert split.spec.validation == "opening" and len(split.valid)
+    assert all(outcome.vocab.ids[t - 1].startswith("staple") for t in split.valid.targets)
+    assert all(split.train[row].tolist() == h.tolist() for row, h in zip(split.valid.train_rows, split.valid.histories))
+    # The repeat side was chosen on those targets: the head (the staple opens every session).
+    assert outcome.repeat_side is not None and outcome.models["sasrec"].needs_sessions
+
+    seen: list[list[int]] = []
+    original = tuning.rank_targets
+
+    def spy(model, eval_set, *args, **kwargs):
+        seen.append(sorted(eval_set.targets.tolist()))
+        return original(model, eval_set, *args, **kwargs)
+
+    monkeypatch.setattr(tuning, "rank_targets", spy)
+    bundle = save_outcome(outcome, tmp_path / "bundle", source="habit")
+    evaluated = evaluate_bundle(bundle, data, baselines=("mostpop",), bootstrap=20, tradeoffs=False)
+    wanted = sorted(split.valid.targets.tolist())
+    assert seen and all(targets == wanted for targets in seen)  # the decayfreq / TIFU grids, on the valid targets
+    for name in ("decayfreq", "tifuknn"):
+        assert evaluated.scalars[f"{name}_NDCG@10"] == pytest.approx(outcome.results[name].metrics["NDCG@10"])
+
+    # The gate's window carries the same validation set, in item ids, through its JSON.
+    window = newest_window(data.events, None, SplitSpec.from_dict(split.spec.to_dict()), sessions=True)
+    assert len(window.validation) == len(split.valid)
+    assert GateWindow.read(window.write(tmp_path / "window.json")).validation == window.validation
+    assert sorted(item for _, item in window.validation) == sorted(outcome.vocab.item_ids(split.valid.targets))
+    seen.clear()
+    gate = baseline_scores(window, exclude_seen=False)
+    assert len(seen) >= 2 and all(len(targets) == len(split.valid) for targets in seen)
+    assert set(gate) >= {"decayfreq", "tifuknn"}

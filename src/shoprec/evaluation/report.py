@@ -23,7 +23,7 @@ from shoprec.data.dataset import EventData
 from shoprec.evaluation.evaluate import evaluate
 from shoprec.evaluation.splits import SplitSpec, cap_users, events_for_training, make_split
 from shoprec.evaluation.tradeoffs import diversity_tradeoff, sponsored_cost
-from shoprec.evaluation.tuning import baseline_kinds, fit_baseline
+from shoprec.evaluation.tuning import baseline_kinds, baseline_validation, fit_baseline
 from shoprec.models.content import category_codes
 from shoprec.ranking.sponsored import DEFAULT_FLOOR, DEFAULT_SLOTS
 
@@ -70,7 +70,9 @@ def evaluate_bundle(
     models = {bundle.config["kind"]: bundle.model}
     # The same baselines, tuned by the same rule on the same training sequences, as training
     # compared with (`evaluation.tuning`): the figures here equal the model card's.
-    models.update({n: fit_baseline(n, bundle.vocab.n_items, split.train, exclude_seen=exclude, k=k).model
+    held_out = baseline_validation(split)
+    models.update({n: fit_baseline(n, bundle.vocab.n_items, split.train, exclude_seen=exclude, k=k,
+                                   held_out=held_out).model
                    for n in baseline_kinds(exclude, baselines) if n not in models})
     rows = []
     for name, model in models.items():

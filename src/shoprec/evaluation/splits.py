@@ -22,6 +22,11 @@ from shoprec.sequences import FlatSequences, ItemVocab, Sequences, session_start
 
 SplitKind = Literal["leave-one-out", "temporal"]
 SPLIT_KINDS: tuple[str, ...] = ("leave-one-out", "temporal")
+# What a temporal split validates on: each user's newest item before the cut, or the item that
+# opens their newest session before the cut, that session held out of training (the test target,
+# the first item after a cut between orders, opens a session).
+ValidationTarget = Literal["newest", "opening"]
+VALIDATION_TARGETS: tuple[str, ...] = ("newest", "opening")
 # Without a given cutoff, a temporal split tests on the newest 10% of the events.
 TEMPORAL_TEST_SHARE = 0.1
 # Full-ranking evaluation costs users x items, and both grow with the log: past this many users
@@ -48,13 +53,17 @@ class SplitSpec:
     else's second-last item too; None = validate every user with 3+ items (`leave_one_out`).
     eval_users: at most this many users in each evaluation set, a fixed sample chosen by a
     stable hash of the user id and `seed` (`cap_users`), so the gate and the evaluator rebuild
-    the same set; None = every user."""
+    the same set; None = every user. validation: temporal only (`ValidationTarget`): "newest"
+    (each user's last item before the cut) or "opening" (the item opening the user's newest
+    session before the cut; that session is left out of training; a user with one session
+    validates on the newest item)."""
 
     kind: SplitKind = "leave-one-out"
     cutoff: pd.Timestamp | None = None
     validation_users: int | None = None
     seed: int = 0
     eval_users: int | None = DEFAULT_EVAL_USERS
+    validation: ValidationTarget = "newest"
 
     def __post_init__(self) -> None:
         if self.kind not in SPLIT_KINDS:
@@ -66,6 +75,10 @@ class SplitSpec:
         object.__setattr__(self, "cutoff", cutoff)  # '' (a pipeline parameter's "none") is None
         if self.validation_users is not None and self.kind != "leave-one-out":
             raise DataSourceError(f"validation_users only applies to a leave-one-out split, not {self.kind}")
+        if self.validation not in VALIDATION_TARGETS:
+            raise DataSourceError(f"unknown validation target {self.validation!r}: use one of {VALIDATION_TARGETS}")
+        if self.validation != "newest" and self.kind != "temporal":
+            raise DataSourceError(f"validation={self.validation!r} only applies to a temporal split, not {self.kind}")
         if self.eval_users is not None and self.eval_users < 1:
             raise DataSourceError(f"eval_users must be a positive number of users or None, not {self.eval_users}")
 
@@ -82,7 +95,8 @@ class SplitSpec:
         if self.kind == "temporal":
             cut = self.cutoff.isoformat() if self.cutoff is not None else \
                 f"the {1 - TEMPORAL_TEST_SHARE:.0%} time quantile of the events"
-            return f"temporal, cut at {cut}" + self._capped()
+            opening = "; validated on each user's newest session opening" if self.validation == "opening" else ""
+            return f"temporal, cut at {cut}" + opening + self._capped()
         if self.validation_users is None:
             return "leave-one-out (every user with 3+ items validated)" + self._capped()
         return f"leave-one-out ({self.validation_users} sampled users validated, seed {self.seed})" + \
@@ -93,9 +107,11 @@ class SplitSpec:
             f"; each evaluation set at most {self.eval_users:,} users (a fixed sample beyond that)"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: {"kind", "cutoff" (ISO 8601 or None), "validation_users", "seed", "eval_users"}."""
+        """JSON-ready: {"kind", "cutoff" (ISO 8601 or None), "validation_users", "seed", "eval_users",
+        "validation"}."""
         return {"kind": self.kind, "cutoff": None if self.cutoff is None else self.cutoff.isoformat(),
-                "validation_users": self.validation_users, "seed": self.seed, "eval_users": self.eval_users}
+                "validation_users": self.validation_users, "seed": self.seed, "eval_users": self.eval_users,
+                "validation": self.validation}
 
     @staticmethod
     def from_dict(value: Mapping[str, Any] | str | None) -> "SplitSpec":
@@ -108,7 +124,7 @@ class SplitSpec:
         # changes nothing.
         return SplitSpec(value.get("kind", "leave-one-out"), value.get("cutoff"),
                          value.get("validation_users"), int(value.get("seed", 0)),
-                         value.get("eval_users", DEFAULT_EVAL_USERS))
+                         value.get("eval_users", DEFAULT_EVAL_USERS), value.get("validation", "newest"))
 
 
 @dataclass
@@ -121,6 +137,10 @@ class EvalSet:
     # Where asked for (`make_split(..., sessions=True)`): per history, True where an event opens
     # a session (`sequences.session_starts`), for models that read sessions (the repeat head).
     starts: list[np.ndarray] | None = None
+    # A temporal split's validation set: per user, the row of `Split.train` their history is
+    # (the target is what followed it), so the gate's window can rebuild the set from its
+    # training sequences.
+    train_rows: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -145,8 +165,9 @@ class Split:
 
 
 def _eval_set(users: list, histories: list[np.ndarray], targets: list[int],
-              starts: list[np.ndarray] | None = None) -> EvalSet:
-    return EvalSet(np.array(users, dtype=object), histories, np.array(targets, dtype=np.int64), starts)
+              starts: list[np.ndarray] | None = None, train_rows: list[int] | None = None) -> EvalSet:
+    return EvalSet(np.array(users, dtype=object), histories, np.array(targets, dtype=np.int64), starts,
+                   None if train_rows is None else np.asarray(train_rows, dtype=np.int64))
 
 
 def leave_one_out(sequences: Sequences | FlatSequences, validation_users: int | None = None, seed: int = 0) -> Split:
@@ -183,10 +204,12 @@ def leave_one_out(sequences: Sequences | FlatSequences, validation_users: int | 
                  SplitSpec("leave-one-out", validation_users=validation_users, seed=seed))
 
 
-def temporal_split(events: pd.DataFrame, vocab: ItemVocab, cutoff: pd.Timestamp, sessions: bool = False) -> Split:
+def temporal_split(events: pd.DataFrame, vocab: ItemVocab, cutoff: pd.Timestamp, sessions: bool = False,
+                   validation: ValidationTarget = "newest") -> Split:
     """A global time cut: the test target is each user's first item at or after `cutoff`
-    (history: everything before it); validation is each user's last item before the cut;
-    training sequences are everything before the cut minus that validation item.
+    (history: everything before it); validation is each user's last item before the cut
+    (`validation="opening"`: the first item of their newest session before the cut, where they
+    have two or more); training sequences are everything before the validation item.
 
     The events are sorted once into flat sequences (`FlatSequences`): each user's events before
     the cut are the head of their sequence, those at or after it the tail, so every history,
@@ -195,7 +218,7 @@ def temporal_split(events: pd.DataFrame, vocab: ItemVocab, cutoff: pd.Timestamp,
     (`EvalSet.starts`, `Split.train_starts`: views of one bool array)."""
     if S.TIMESTAMP not in events:
         raise DataSourceError(f"a temporal split needs a '{S.TIMESTAMP}' column")
-    spec = SplitSpec("temporal", cutoff)
+    spec = SplitSpec("temporal", cutoff, validation=validation)
     stamp = spec.cutoff
     when = events[S.TIMESTAMP]
     early, late = (when < stamp).to_numpy(dtype=bool), (when >= stamp).to_numpy(dtype=bool)
@@ -217,19 +240,24 @@ def temporal_split(events: pd.DataFrame, vocab: ItemVocab, cutoff: pd.Timestamp,
     if not heads.any():
         raise DataSourceError(f"no events before the temporal cutoff {stamp}")
     flat = seqs.flat
-    opens = session_starts(events, seqs.rows, seqs.offsets) if sessions else np.zeros(0, dtype=bool)
+    by_opening = validation == "opening"
+    opens = session_starts(events, seqs.rows, seqs.offsets) if sessions or by_opening else np.zeros(0, dtype=bool)
     train: list[np.ndarray] = []
-    vu, vh, vt, tu, th, tt = [], [], [], [], [], []
+    vu, vh, vt, vr, tu, th, tt = [], [], [], [], [], [], []
     train_s, vs, ts = [], [], []  # the same slices of `opens`, with sessions
     for user, start, stop, head in zip(seqs.users, seqs.offsets[:-1].tolist(), seqs.offsets[1:].tolist(),
                                        heads.tolist()):
         cut = start + head
         seq = flat[start:cut]
         if head >= 2:
-            train.append(seq[:-1])
-            vu.append(user), vh.append(seq[:-1]), vt.append(int(seq[-1]))
+            at = head - 1  # the validation target's position in the user's sequence
+            if by_opening:
+                later = np.flatnonzero(opens[start + 1:cut])  # session openings after the first item
+                at = int(later[-1]) + 1 if len(later) else at
+            train.append(seq[:at])
+            vu.append(user), vh.append(seq[:at]), vt.append(int(seq[at])), vr.append(len(train) - 1)
             if sessions:
-                train_s.append(opens[start:cut - 1]), vs.append(opens[start:cut - 1])
+                train_s.append(opens[start:start + at]), vs.append(opens[start:start + at])
         elif head == 1:
             train.append(seq)
             if sessions:
@@ -238,7 +266,7 @@ def temporal_split(events: pd.DataFrame, vocab: ItemVocab, cutoff: pd.Timestamp,
             tu.append(user), th.append(seq), tt.append(int(flat[cut]))
             if sessions:
                 ts.append(opens[start:cut])
-    return Split(train, _eval_set(vu, vh, vt, vs if sessions else None),
+    return Split(train, _eval_set(vu, vh, vt, vs if sessions else None, vr),
                  _eval_set(tu, th, tt, ts if sessions else None), spec, train_s if sessions else None)
 
 
@@ -261,7 +289,8 @@ def make_split(events: pd.DataFrame, vocab: ItemVocab, spec: SplitSpec, sessions
         if S.TIMESTAMP not in events:
             raise DataSourceError(f"a temporal split needs a '{S.TIMESTAMP}' column")
         cutoff = spec.cutoff if spec.cutoff is not None else temporal_cutoff(events)
-        split = replace(temporal_split(events, vocab, cutoff, sessions), spec=replace(spec, cutoff=cutoff))
+        split = replace(temporal_split(events, vocab, cutoff, sessions, spec.validation),
+                        spec=replace(spec, cutoff=cutoff))
     return replace(split, valid=cap_users(split.valid, spec.eval_users, spec.seed),
                    test=cap_users(split.test, spec.eval_users, spec.seed))
 
@@ -276,7 +305,8 @@ def cap_users(eval_set: EvalSet, max_users: int | None, seed: int = 0) -> EvalSe
     keys = pd.util.hash_array(ids, hash_key=f"shoprec{seed % 10**9:09d}", categorize=False)
     kept = np.sort(np.argpartition(keys, max_users - 1)[:max_users])
     return EvalSet(eval_set.users[kept], [eval_set.histories[i] for i in kept], eval_set.targets[kept],
-                   None if eval_set.starts is None else [eval_set.starts[i] for i in kept])
+                   None if eval_set.starts is None else [eval_set.starts[i] for i in kept],
+                   None if eval_set.train_rows is None else eval_set.train_rows[kept])
 
 
 def events_for_training(data: EventData, training_set: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -18,7 +18,7 @@ import numpy as np
 
 from shoprec.evaluation import metrics as M
 from shoprec.evaluation.evaluate import rank_targets
-from shoprec.evaluation.splits import EvalSet
+from shoprec.evaluation.splits import EvalSet, Split
 from shoprec.models.base import Recommender
 from shoprec.models.baselines import BASELINES
 
@@ -63,17 +63,37 @@ def holdout(sequences: Sequence[np.ndarray], max_users: int = TUNING_USERS,
     return train, EvalSet(eligible.astype(object), histories, targets)
 
 
+def baseline_validation(split: Split) -> EvalSet | None:
+    """What the baselines' settings are chosen on (`fit_baseline`'s `held_out`): the split's
+    own validation set where it validates on session openings (the transformer's targets:
+    every model chooses on the same), else None (`holdout`'s newest training items)."""
+    return split.valid if split.spec.validation == "opening" and len(split.valid) else None
+
+
+def sample_users(eval_set: EvalSet, max_users: int = TUNING_USERS, seed: int = 0) -> EvalSet:
+    """At most `max_users` of the set's users (a fixed random sample), in their order."""
+    if len(eval_set) <= max_users:
+        return eval_set
+    kept = np.sort(np.random.default_rng(seed).choice(len(eval_set), max_users, replace=False))
+    return EvalSet(eval_set.users[kept], [eval_set.histories[i] for i in kept], eval_set.targets[kept])
+
+
 def fit_baseline(kind: str, n_items: int, sequences: Sequence[np.ndarray], *, exclude_seen: bool,
                  k: int = 10, grid: Sequence[dict[str, Any]] | None = None,
-                 max_users: int = TUNING_USERS) -> Tuned:
-    """The baseline `kind` fit on `sequences`, its setting chosen on held-out items (above).
+                 max_users: int = TUNING_USERS, held_out: EvalSet | None = None) -> Tuned:
+    """The baseline `kind` fit on `sequences`, its setting chosen on held-out items (above), or
+    on `held_out`, a validation set none of `sequences` holds the targets of (a split validated
+    on session openings: the transformer's validation targets, so both choose on the same).
     Baselines without a grid (MostPop, Markov-1, ItemKNN, BuyAgain) are simply fit."""
     cls = BASELINES[kind]
     settings = list(GRIDS.get(kind, ()) if grid is None else grid)
     if len(settings) <= 1:
         chosen = settings[0] if settings else {}
         return Tuned(cls(n_items, **chosen).fit(sequences), chosen)
-    train, valid = holdout(sequences, max_users)
+    if held_out is not None:
+        train, valid = list(sequences), sample_users(held_out, max_users)
+    else:
+        train, valid = holdout(sequences, max_users)
     scores: dict[str, float] = {}
     best, best_score = settings[0], -1.0
     for setting in settings:

@@ -17,10 +17,10 @@ from shoprec.errors import GateError
 from shoprec.evaluation import metrics as M
 from shoprec.evaluation.evaluate import rank_targets
 from shoprec.evaluation.splits import EvalSet, Split, SplitSpec, make_split
-from shoprec.evaluation.tuning import baseline_kinds, fit_baseline
+from shoprec.evaluation.tuning import baseline_kinds, baseline_validation, fit_baseline
 from shoprec.models.base import Recommender as Model
 from shoprec.models.bundle import load_bundle
-from shoprec.sequences import ItemVocab, build_vocab
+from shoprec.sequences import ItemVocab, build_vocab, keep_with_openings
 
 
 # --- the evaluation window ---------------------------------------------------------------
@@ -37,6 +37,10 @@ class GateWindow:
     # Temporal windows: per history, the positions of the events that open a session (for a
     # model with a repeat head, `needs_sessions`); () where the split has no sessions.
     session_openings: tuple[tuple[int, ...], ...] = ()
+    # A split validated on session openings: its validation set as (row of `train`, the item
+    # that followed it), so the first-run baselines choose their settings on the same targets
+    # as training did (`evaluation.tuning.baseline_validation`); () otherwise.
+    validation: tuple[tuple[int, str], ...] = ()
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -64,6 +68,9 @@ class GateWindow:
             kind=split.kind,
             session_openings=() if test.starts is None else tuple(
                 tuple(np.flatnonzero(opens).tolist()) for opens in test.starts),
+            validation=() if baseline_validation(split) is None or split.valid.train_rows is None else tuple(
+                (int(row), item) for row, item in zip(split.valid.train_rows.tolist(),
+                                                      vocab.item_ids(split.valid.targets))),
         )
 
     def write(self, path: str | Path) -> Path:
@@ -77,6 +84,7 @@ class GateWindow:
             tuple(data["users"]), tuple(tuple(h) for h in data["histories"]),
             tuple(data["targets"]), tuple(tuple(s) for s in data.get("train", ())), data.get("kind", ""),
             tuple(tuple(o) for o in data.get("session_openings", ())),
+            tuple((int(row), str(item)) for row, item in data.get("validation", ())),
         )
 
 
@@ -127,12 +135,9 @@ def score_model(model: Model, vocab: ItemVocab, exclude_seen: bool, window: Gate
         histories.append(index[kept])
         if window.session_openings:
             # An item the model does not know is dropped; its session still opens at the next kept one.
-            session = np.zeros(len(index), dtype=np.int64)
-            session[list(window.session_openings[row])] = 1
-            session = np.cumsum(session)[kept]
-            opens = np.ones(len(session), dtype=bool)
-            opens[1:] = session[1:] != session[:-1]
-            starts.append(opens)
+            flags = np.zeros(len(index), dtype=bool)
+            flags[list(window.session_openings[row])] = True
+            starts.append(keep_with_openings(index, flags, kept)[1])
     targets = vocab.index(list(window.targets))
     known = targets > 0
     # Unknown targets get a stand-in (item 1) so every user still gets a list for coverage.
@@ -155,16 +160,21 @@ def score_bundle(bundle_dir: str | Path, window: GateWindow, k: int = 10,
 def baseline_scores(window: GateWindow, exclude_seen: bool, k: int = 10) -> dict[str, GateScores]:
     """MostPop and Markov-1 - and on repeat-purchase data (past items kept) BuyAgain, the
     time-decayed frequency and TIFU-KNN, the strongest simple models there - fit on the
-    window's training sequences (settings chosen on their held-out newest items, as training
-    chooses them: `evaluation.tuning`) and scored on it."""
+    window's training sequences (settings chosen on their held-out newest items, or on the
+    window's `validation` set, as training chooses them: `evaluation.tuning`) and scored on it."""
     if not window.train:
         raise GateError("the window carries no training sequences to fit the first-run baselines on")
     vocab = ItemVocab(tuple(sorted({i for s in window.train for i in s} |
                                    {i for h in window.histories for i in h} | set(window.targets))))
     train = [vocab.index(list(s)) for s in window.train]
+    held_out = None
+    if window.validation:
+        rows = [row for row, _ in window.validation]
+        held_out = EvalSet(np.asarray(rows, dtype=object), [train[row] for row in rows],
+                           vocab.index([item for _, item in window.validation]))
     scores = {}
     for kind in baseline_kinds(exclude_seen, ("mostpop", "markov1")):
-        model = fit_baseline(kind, vocab.n_items, train, exclude_seen=exclude_seen, k=k).model
+        model = fit_baseline(kind, vocab.n_items, train, exclude_seen=exclude_seen, k=k, held_out=held_out).model
         scores[kind] = score_model(model, vocab, exclude_seen, window, k)
     return scores
 

@@ -24,7 +24,7 @@ from shoprec.evaluation import metrics as M
 from shoprec.evaluation.evaluate import EvalResult, evaluate
 from shoprec.evaluation.report import comparison_markdown
 from shoprec.evaluation.splits import EvalSet, Split, SplitSpec, events_for_training, make_split
-from shoprec.evaluation.tuning import TUNING_USERS, baseline_kinds, fit_baseline
+from shoprec.evaluation.tuning import TUNING_USERS, baseline_kinds, baseline_validation, fit_baseline
 from shoprec.features.user_context import UserContextTransform, join_user_stats_asof
 from shoprec.models.base import Recommender
 from shoprec.models.cold_items import ColdImputation, impute_cold_item_embeddings
@@ -243,12 +243,14 @@ def fit_and_evaluate(
     repeat_side = None
     if sessions and split.train_starts is not None and context is None:
         repeat_side = choose_repeat_side(sasrec, split.train, split.train_starts, config.repeat_shares,
-                                         config.k, config.train.seed)
+                                         config.k, config.train.seed,
+                                         held_out=split.valid if split.spec.validation == "opening" else None)
     models["sasrec"], seconds["sasrec"] = sasrec, time.perf_counter() - started
     baseline_settings: dict[str, dict[str, Any]] = {}
     for name in names:
         started = time.perf_counter()
-        tuned = fit_baseline(name, vocab.n_items, split.train, exclude_seen=exclude, k=config.k)
+        tuned = fit_baseline(name, vocab.n_items, split.train, exclude_seen=exclude, k=config.k,
+                             held_out=baseline_validation(split))
         models[name] = tuned.model
         if tuned.chosen:
             baseline_settings[name] = tuned.chosen
@@ -275,14 +277,16 @@ REPEAT_HEAD_USERS = 20_000
 
 def choose_repeat_side(model: SASRec, sequences: Sequence[np.ndarray], starts: Sequence[np.ndarray],
                        shares: tuple[float, ...], k: int = 10, seed: int = 0,
-                       max_users: int = REPEAT_HEAD_USERS) -> dict[str, float] | None:
+                       max_users: int = REPEAT_HEAD_USERS, held_out: EvalSet | None = None) -> dict[str, float] | None:
     """Fit a repeat head on the training sessions' first items and attach it to `model` (with
     the best repeat share) when it ranks the newest session openings better than the model as
     it is (its tuned bonus); returns the validation NDCG@k of each choice ("bonus",
     "head@share"), None when no session opened with an item bought before.
 
     The validation targets are each training sequence's newest session opening, which the head
-    never trains on; the transformer has read those sequences, equally for both sides. At most
+    never trains on; the transformer has read those sequences (which favours its side of the
+    mixture). With `held_out` (a split's validation set on session openings, `SplitSpec.validation`
+    "opening", with its starts), its targets are used instead: neither model trained on them. At most
     `max_users` sequences (a fixed sample) take part: the features are built per example in
     Python, so the work stays bounded on a large log."""
     if model.needs_sessions:
@@ -294,7 +298,15 @@ def choose_repeat_side(model: SASRec, sequences: Sequence[np.ndarray], starts: S
     if not len(train):
         return None
     head, _ = fit_repeat_head(train, valid, seed=seed)
-    histories, opens, targets = newest_openings(sequences, starts)
+    if held_out is not None and held_out.starts is not None:
+        rows = np.arange(len(held_out))
+        if len(rows) > max_users:
+            rows = np.sort(np.random.default_rng(seed).choice(len(held_out), max_users, replace=False))
+        histories = [held_out.histories[i] for i in rows]
+        opens = [held_out.starts[i] for i in rows]
+        targets = np.asarray([held_out.targets[i] for i in rows], dtype=np.int64)
+    else:
+        histories, opens, targets = newest_openings(sequences, starts)
     if not len(targets):
         return None
     target_tensor = torch.as_tensor(targets)
