@@ -263,3 +263,27 @@ def test_validating_on_openings_chooses_every_models_settings_on_the_same_held_o
     gate = baseline_scores(window, exclude_seen=False)
     assert len(seen) >= 2 and all(len(targets) == len(split.valid) for targets in seen)
     assert set(gate) >= {"decayfreq", "tifuknn"}
+
+
+def test_the_monitoring_reference_scores_a_head_with_the_logs_session_openings(tmp_path) -> None:
+    from shoprec.monitoring.frames import model_reference, popularity_table
+    from shoprec.sequences import ItemVocab
+
+    data = habit_log(users=5, sessions=3)
+    vocab = build_vocab(data.events)
+    model = _model_with_head(vocab.n_items)
+    bundle = save_bundle(tmp_path / "bundle", model, ItemVocab(vocab.ids), exclude_seen=False, metrics={})
+    seen = []
+    original = SASRec.score_all
+
+    def spy(self, histories, context=None, starts=None):
+        seen.extend(np.flatnonzero(s).tolist() for s in starts)
+        return original(self, histories, context, starts)
+
+    SASRec.score_all = spy  # type: ignore[method-assign]
+    try:
+        frame, quality, _ = model_reference(bundle, data.events, None, popularity_table(data.events), k=5)
+    finally:
+        SASRec.score_all = original  # type: ignore[method-assign]
+    # Each user's 18 events but the last, in sessions of 6: openings at 0, 6 and 12 (by order id).
+    assert seen == [[0, 6, 12]] * 5 and len(frame) == 25

@@ -92,6 +92,17 @@ def feature_frames(
     )
 
 
+def _session_openings(ordered: pd.DataFrame) -> dict[str, list[bool]]:
+    """Per user, True where each of their events (in `ordered`'s order: by user, then time)
+    opens a session, as training reads them (`sequences.session_starts`)."""
+    from shoprec.sequences import session_starts
+
+    users = ordered[S.USER_ID].to_numpy()
+    offsets = np.concatenate(([0], np.flatnonzero(users[1:] != users[:-1]) + 1, [len(users)]))
+    flags = session_starts(ordered.reset_index(drop=True), np.arange(len(ordered)), offsets)
+    return {str(users[a]): flags[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])}
+
+
 def popularity_table(events: pd.DataFrame) -> pd.DataFrame:
     """item_id -> popularity percentile (0-100, by event count; 100 = the most popular)."""
     counts = events[S.ITEM_ID].astype(str).value_counts()
@@ -199,7 +210,11 @@ def model_reference(
     if sequences.empty:
         raise EmptyWindowError("validation users", "(no user with two or more events)")
     recommender = BundleRecommender.from_bundle(bundle_dir)
-    answers = recommender.recommend_batch([seq[:-1] for seq in sequences], k=k)
+    starts = None
+    if recommender.needs_sessions:  # a repeat head reads where the histories' sessions start
+        opens = _session_openings(ordered)
+        starts = [opens[str(user)][:-1] for user in sequences.index]
+    answers = recommender.recommend_batch([seq[:-1] for seq in sequences], k=k, starts=starts)
     category = _category_map(items)
     rec_items = [[r.item_id for r in answer] for answer in answers]
     frame = prediction_rows(
