@@ -138,6 +138,17 @@ def test_the_train_steps_training_set_has_the_rows_without_recent_items(tmp_path
         assert [s.tolist() for s in a.train] == [s.tolist() for s in b.train]
         assert a.test.targets.tolist() == b.test.targets.tolist() and a.spec == b.spec
 
+    # A log with session ids: the examples carry them through the join, so the training set's
+    # session openings (the repeat head's input) are the log's.
+    sessions = data.events.assign(**{S.SESSION_ID: data.events[S.USER_ID].astype(str) + "-"
+                                     + pd.to_datetime(data.events[S.TIMESTAMP], utc=True).dt.strftime("%Y-%m-%d")})
+    joined = build_training_set(store, next_item_examples(sessions), features=TRAINING_FEATURES)
+    assert list(joined.columns) == [*keys, S.SESSION_ID]
+    spec = SplitSpec("temporal")
+    from_log, from_join = make_split(sessions, vocab, spec, sessions=True), make_split(joined, vocab, spec, sessions=True)
+    assert [s.tolist() for s in from_join.test.starts] == [s.tolist() for s in from_log.test.starts]
+    assert sum(s.sum() for s in from_join.test.starts) > len(from_join.test)  # days split the histories
+
 
 def test_the_train_step_trains_on_the_rows_without_recent_items(tmp_path, monkeypatch):
     from kfp import dsl

@@ -58,7 +58,7 @@ def next_item_examples(events: pd.DataFrame) -> pd.DataFrame:
             S.TIMESTAMP: pd.to_datetime(events[S.TIMESTAMP], utc=True).dt.as_unit("ns").array,
         }
     )
-    if S.SESSION_ID in events:
+    if S.SESSION_ID in events and events[S.SESSION_ID].notna().any():  # a column of nulls says nothing
         frame[S.SESSION_ID] = events[S.SESSION_ID].to_numpy()
     return frame.sort_values([S.TIMESTAMP, S.USER_ID], kind="stable", ignore_index=True)
 
