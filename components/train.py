@@ -44,7 +44,7 @@ def train(
     before the cut (that session held out of training), not on their newest item: the test
     target, the first item after the cut, opens a session; the transformer's early stopping,
     its repeat side and the baselines' settings are all chosen on it (`SplitSpec.validation`).
-    Leave-one-out splits ignore it.
+    Leave-one-out splits ignore it, and so does a PyTorchJob (`workers` > 0: newest items).
     workers: 0 = train in this pod; N > 0 = launch a PyTorchJob (1 master + N workers, NCCL,
     `torchrun -m shoprec.training.ddp` on the same Feast training set, built here and handed
     over as Parquet on the shared home, with the same split), wait for it, and take the bundle
