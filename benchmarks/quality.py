@@ -254,7 +254,7 @@ def main() -> None:
                                        "share": getattr(outcome.models["sasrec"], "repeat_share", None),
                                        "side_validation": outcome.repeat_side},
                             "baseline_settings": outcome.baseline_settings}
-        label = name if everything[name]["recipe"] == "preset" else f"{name} (reference SASRec+ recipe)"
+        label = name if everything[name]["recipe"] == "preset" else f"{name} ({everything[name]['recipe']} recipe)"
         console.print(render(label, outcome))
     if args.json:
         args.json.write_text(json.dumps(everything, indent=2, default=str))
