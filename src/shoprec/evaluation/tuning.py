@@ -71,11 +71,13 @@ def baseline_validation(split: Split) -> EvalSet | None:
 
 
 def sample_users(eval_set: EvalSet, max_users: int = TUNING_USERS, seed: int = 0) -> EvalSet:
-    """At most `max_users` of the set's users (a fixed random sample), in their order."""
+    """At most `max_users` of the set's users (a fixed random sample), in their order, with
+    their session openings where the set has them."""
     if len(eval_set) <= max_users:
         return eval_set
     kept = np.sort(np.random.default_rng(seed).choice(len(eval_set), max_users, replace=False))
-    return EvalSet(eval_set.users[kept], [eval_set.histories[i] for i in kept], eval_set.targets[kept])
+    return EvalSet(eval_set.users[kept], [eval_set.histories[i] for i in kept], eval_set.targets[kept],
+                   None if eval_set.starts is None else [eval_set.starts[i] for i in kept])
 
 
 def fit_baseline(kind: str, n_items: int, sequences: Sequence[np.ndarray], *, exclude_seen: bool,

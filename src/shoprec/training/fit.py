@@ -24,7 +24,7 @@ from shoprec.evaluation import metrics as M
 from shoprec.evaluation.evaluate import EvalResult, evaluate
 from shoprec.evaluation.report import comparison_markdown
 from shoprec.evaluation.splits import EvalSet, Split, SplitSpec, events_for_training, make_split
-from shoprec.evaluation.tuning import TUNING_USERS, baseline_kinds, baseline_validation, fit_baseline
+from shoprec.evaluation.tuning import TUNING_USERS, baseline_kinds, baseline_validation, fit_baseline, sample_users
 from shoprec.features.user_context import UserContextTransform, join_user_stats_asof
 from shoprec.models.base import Recommender
 from shoprec.models.cold_items import ColdImputation, impute_cold_item_embeddings
@@ -299,12 +299,8 @@ def choose_repeat_side(model: SASRec, sequences: Sequence[np.ndarray], starts: S
         return None
     head, _ = fit_repeat_head(train, valid, seed=seed)
     if held_out is not None and held_out.starts is not None:
-        rows = np.arange(len(held_out))
-        if len(rows) > max_users:
-            rows = np.sort(np.random.default_rng(seed).choice(len(held_out), max_users, replace=False))
-        histories = [held_out.histories[i] for i in rows]
-        opens = [held_out.starts[i] for i in rows]
-        targets = np.asarray([held_out.targets[i] for i in rows], dtype=np.int64)
+        chosen = sample_users(held_out, max_users, seed)
+        histories, opens, targets = list(chosen.histories), list(chosen.starts), np.asarray(chosen.targets)
     else:
         histories, opens, targets = newest_openings(sequences, starts)
     if not len(targets):
