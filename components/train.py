@@ -39,12 +39,12 @@ def train(
     repeat_head: on repeat-purchase data, also fit the learned repeat head and keep it where
     validation on each user's newest session opening prefers it to the repeat bonus (the model
     card says which); serving then sends each history's session openings from Feast's
-    `user_history`. Not on a PyTorchJob (`workers` > 0), whose bundle keeps the bonus.
+    `user_history`. A PyTorchJob (`workers` > 0) does the same on its master.
     validate_on_openings: a temporal split validates on each user's newest session opening
     before the cut (that session held out of training), not on their newest item: the test
     target, the first item after the cut, opens a session; the transformer's early stopping,
     its repeat side and the baselines' settings are all chosen on it (`SplitSpec.validation`).
-    Leave-one-out splits ignore it, and so does a PyTorchJob (`workers` > 0: newest items).
+    Leave-one-out splits ignore it; a PyTorchJob (`workers` > 0) follows it.
     workers: 0 = train in this pod; N > 0 = launch a PyTorchJob (1 master + N workers, NCCL,
     `torchrun -m shoprec.training.ddp` on the same Feast training set, built here and handed
     over as Parquet on the shared home, with the same split), wait for it, and take the bundle
@@ -87,6 +87,16 @@ def train(
         # The training set carries user, item and time, and replaces the events from here on:
         # let the events frame go rather than hold the log twice.
         data = dataclasses.replace(data, events=data.events.iloc[0:0])
+
+    from shoprec.config import DEFAULT_HISTORY_LEN
+    from shoprec.features.settings import FeatureStoreSettings
+    from shoprec.features.tables import features_history_len
+
+    # The repeat side reads as many newest items as the published features keep per user
+    # (`user_history`): what serving will send it.
+    features_dir = FeatureStoreSettings.from_env(home or None).features_dir
+    history_len = features_history_len(features_dir) or DEFAULT_HISTORY_LEN
+    validation = "opening" if validate_on_openings and split == "temporal" else "newest"
     if workers > 0:
         from shoprec.kfp.training_job import bundle_summary, ddp_args, job_timeout_s, train_with_pytorch_job
 
@@ -94,7 +104,8 @@ def train(
             clean.path, workers=workers, timeout_s=job_timeout_s(budget_minutes),
             train_args=ddp_args(max_epochs=max_epochs, learning_rate=learning_rate, hidden=hidden,
                                 max_len=max_len, dropout=dropout, budget_minutes=budget_minutes,
-                                split=split, cutoff=cutoff, feature_service=service),
+                                split=split, cutoff=cutoff, feature_service=service, validation=validation,
+                                repeat_head=repeat_head, repeat_history=history_len),
             training_set=training_set)
         shutil.copytree(bundle, model.path, dirs_exist_ok=True)
         shutil.copyfile(os.path.join(model.path, "MODEL_CARD.md"), model_card.path)
@@ -106,19 +117,11 @@ def train(
         log_peak_memory(metrics)
         return
 
-    from shoprec.config import DEFAULT_HISTORY_LEN
-    from shoprec.features.settings import FeatureStoreSettings
-    from shoprec.features.tables import features_history_len
-
-    # The repeat side reads as many newest items as the published features keep per user
-    # (`user_history`): what serving will send it.
-    features_dir = FeatureStoreSettings.from_env(home or None).features_dir
-    history_len = features_history_len(features_dir) or DEFAULT_HISTORY_LEN
     config = FitConfig(
         model={"hidden": hidden, "max_len": max_len, "dropout": dropout, "repeat_history": history_len},
         train=TrainConfig(max_epochs=max_epochs, learning_rate=learning_rate,
                           budget_minutes=budget_minutes or None),
-        split=SplitSpec(split, cutoff, validation="opening" if validate_on_openings and split == "temporal" else "newest"),
+        split=SplitSpec(split, cutoff, validation=validation),
         repeat_head=repeat_head,
         # Titles embedded by earlier runs on this home are not embedded again.
         embedding_cache=Home.at(home or None).embeddings,

@@ -305,3 +305,43 @@ def test_ddp_entry_point_trains_on_the_training_set_and_records_the_service(
     pd.testing.assert_frame_equal(seen["training_set"], TRAINING_SET)
     assert seen["saved"] == ("outcome", tmp_path / "bundle",
                              {"source": "test", "snapshot_id": "snap-2", "feature_service": "recommender_v2"})
+
+
+def test_the_train_step_hands_its_validation_and_repeat_head_settings_to_the_job(
+        cluster: FakeKubernetes, clean_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The train component with `workers` > 0 (its real body, the cluster behind the fake API):
+    the job trains as the pod would, on session openings with the repeat head and the feature
+    store's history length for the repeat side."""
+    from kfp import dsl
+
+    import shoprec.kfp.training_job as training_job
+    from shoprec import schema as S
+    from shoprec.components.train import train
+    from shoprec.config import DEFAULT_HISTORY_LEN
+
+    monkeypatch.setattr(training_job, "in_cluster_api_client", lambda: api_client(cluster))
+    launch = training_job.train_with_pytorch_job  # the step imports it at call time: poll fast
+    monkeypatch.setattr(training_job, "train_with_pytorch_job", lambda *a, **k: launch(*a, **k, poll_s=0.01))
+    monkeypatch.setenv("SHOPREC_HOME", str(tmp_path / "home"))
+    store = dsl.Artifact(name="feature_store", uri=str(tmp_path / "store.json"))
+    Path(store.path).write_text(json.dumps({"feature_service": "recommender_v1"}))
+    model = dsl.Model(name="model", uri=str(tmp_path / "model"))
+    metrics = dsl.Metrics(name="metrics", uri=str(tmp_path / "metrics"))
+    card = dsl.Markdown(name="card", uri=str(tmp_path / "card.md"))
+    TRAINING_SET.to_parquet(clean_dir / S.EVENTS_FILE, index=False)
+    clean = dsl.Dataset(name="clean", uri=str(clean_dir))
+    kwargs = dict(clean=clean, feature_store=store, home="", use_feature_store=False, cutoff="", max_epochs=3,
+                  budget_minutes=0.0, learning_rate=1e-3, hidden=16, max_len=20, dropout=0.1,
+                  model=model, metrics=metrics, model_card=card, workers=1)
+    train.python_func(split="temporal", **kwargs)
+    command = [r for r in cluster.requests if r["method"] == "POST"][-1]["body"]["spec"][
+        "pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("--validation"):command.index("--validation") + 5] == [
+        "--validation", "opening", "--repeat-head", "--repeat-history", str(DEFAULT_HISTORY_LEN)]
+    assert model.metadata["workers"] == 1 and load_bundle(model.path).config["weights_sha256"]
+
+    train.python_func(split="leave-one-out", validate_on_openings=False, repeat_head=False,
+                      **{**kwargs, "model": dsl.Model(name="model", uri=str(tmp_path / "model2"))})
+    command = [r for r in cluster.requests if r["method"] == "POST"][-1]["body"]["spec"][
+        "pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
+    assert "--validation" not in command and "--repeat-head" not in command

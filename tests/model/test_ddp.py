@@ -39,3 +39,33 @@ def test_two_process_ddp_matches_one_process(planted, tmp_path):
     assert abs(ndcg["two"]["sasrec"] - ndcg["one"]["sasrec"]) < 0.05
     bundle = load_bundle(tmp_path / "two" / "bundle")  # rank 0 wrote a valid bundle
     assert bundle.config["training"]["train_config"]["max_epochs"] == 30
+
+
+@pytest.mark.timeout(300)
+def test_a_job_validates_on_session_openings_and_keeps_the_repeat_head_as_the_pod_does(tmp_path):
+    """The PyTorchJob path (`ddp_args` -> `shoprec.training.ddp`) takes the train step's
+    validation target, repeat head and repeat-side history length, under two processes."""
+    from shoprec.kfp.training_job import ddp_args
+
+    from .test_repeat_head_wiring import habit_log
+
+    data = habit_log(users=30, sessions=8, seed=2).write(tmp_path / "data")
+    step = ddp_args(max_epochs=2, learning_rate=1e-3, hidden=16, max_len=20, dropout=0.1, budget_minutes=0,
+                    split="temporal", validation="opening", repeat_head=True, repeat_history=30)
+    assert step[-5:] == ["--validation", "opening", "--repeat-head", "--repeat-history", "30"]
+    result = tmp_path / "result.json"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "shoprec.training.ddp", "--data", str(data), "--out", str(tmp_path / "bundle"),
+               "--result-json", str(result), "--batch-size", "32", "--no-content", "--amp", "off", *step]
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    bundle = load_bundle(tmp_path / "bundle")
+    assert bundle.config["training"]["split"]["validation"] == "opening"
+    model_config = bundle.config["model_config"]
+    # The staple opens every session of this log: validation on the openings keeps the head.
+    assert model_config["repeat_head_hidden"] > 0 and model_config["repeat_history"] == 30
+    side = bundle.metrics["repeat_side"]
+    assert max(v for k, v in side.items() if k != "bonus") > side["bonus"]
+    assert "repeat head" in (tmp_path / "bundle" / "MODEL_CARD.md").read_text()
+    assert json.loads(result.read_text())["train"]["world_size"] == 2

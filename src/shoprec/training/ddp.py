@@ -7,7 +7,9 @@ validates, evaluates every model and writes the bundle (plus --result-json when 
 
 --training-set: the point-in-time training set (Parquet) the pipeline's train step built from
 Feast; every rank trains on it exactly as the in-pod train step does (`fit_and_evaluate`'s
-`training_set`), and the bundle records --feature-service as its source."""
+`training_set`), and the bundle records --feature-service as its source. --validation,
+--repeat-head and --repeat-history are the in-pod train step's settings of the same names, so a
+job validates on session openings and keeps the learned repeat head as the pod would."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import torch.distributed as dist  # noqa: E402
 
 from shoprec.data.dataset import EventData  # noqa: E402
 from shoprec.training.device import configure_cpu_threads  # noqa: E402
-from shoprec.evaluation.splits import SplitSpec  # noqa: E402
+from shoprec.evaluation.splits import VALIDATION_TARGETS, SplitSpec  # noqa: E402
 from shoprec.training.fit import FitConfig, fit_and_evaluate, save_outcome  # noqa: E402
 from shoprec.training.loop import TrainConfig  # noqa: E402
 
@@ -49,6 +51,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="leave-one-out (benchmarks) or a global temporal split (the pipeline)")
     parser.add_argument("--cutoff", default=None,
                         help="temporal split: the cut time (default: the 90%% time quantile)")
+    parser.add_argument("--validation", choices=VALIDATION_TARGETS, default="newest",
+                        help="temporal split: validate on each user's newest item, or on the item "
+                             "opening their newest session (SplitSpec.validation)")
+    parser.add_argument("--repeat-head", action="store_true",
+                        help="on repeat-purchase data, fit the learned repeat head and keep it where "
+                             "validation prefers it to the bonus (FitConfig.repeat_head)")
+    parser.add_argument("--repeat-history", type=int, default=0,
+                        help="how many newest items the repeat side reads (what the feature store "
+                             "keeps per user); 0 = all of them")
     parser.add_argument("--training-set", type=Path, default=None,
                         help="a Parquet point-in-time training set (default: the clean events)")
     parser.add_argument("--feature-service", default=None,
@@ -72,11 +83,13 @@ def main(argv: list[str] | None = None) -> int:
 
             training_set = pd.read_parquet(args.training_set)
         config = FitConfig(
-            model={"hidden": args.hidden, "max_len": args.max_len, "dropout": args.dropout},
+            model={"hidden": args.hidden, "max_len": args.max_len, "dropout": args.dropout,
+                   "repeat_history": args.repeat_history},
             train=TrainConfig(max_epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                               patience=args.patience, seed=args.seed, amp=args.amp,
                               budget_minutes=args.budget_minutes, progress=True),
-            split=SplitSpec(args.split, args.cutoff),
+            split=SplitSpec(args.split, args.cutoff, validation=args.validation),
+            repeat_head=args.repeat_head,
             content=not args.no_content,
             bootstrap=200,
         )

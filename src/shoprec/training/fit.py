@@ -241,7 +241,9 @@ def fit_and_evaluate(
                                            config.repeat_decays,
                                            context=None if context is None else context.data.valid)
     repeat_side = None
-    if sessions and split.train_starts is not None and context is None:
+    rank, _ = distributed_context()
+    # Under DDP only rank 0 chooses (it alone evaluates and writes the bundle).
+    if sessions and split.train_starts is not None and context is None and rank == 0:
         repeat_side = choose_repeat_side(sasrec, split.train, split.train_starts, config.repeat_shares,
                                          config.k, config.train.seed,
                                          held_out=split.valid if split.spec.validation == "opening" else None)
@@ -256,7 +258,6 @@ def fit_and_evaluate(
             baseline_settings[name] = tuned.chosen
         seconds[name] = time.perf_counter() - started
     results: dict[str, EvalResult] = {}
-    rank, _ = distributed_context()
     if rank == 0:  # under DDP only rank 0 evaluates and reports
         category = features.category.numpy() if features.categories else None
         for name, model in models.items():
