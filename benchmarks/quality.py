@@ -210,6 +210,9 @@ def main() -> None:
     parser.add_argument("--validate-on", choices=("newest", "opening"), default="newest",
                         help="temporal split: validate on each user's newest item, or on the opening of their "
                              "newest session, held out of training (SplitSpec.validation)")
+    parser.add_argument("--test-sessions", type=int, default=1,
+                        help="temporal split: test each user on the first item after the cut and on the "
+                             "first item of each later session, up to this many targets (SplitSpec.test_sessions)")
     parser.add_argument("--ml1m", type=Path, default=ML1M_FILE, help="the SASRec ml-1m.txt.gz")
     parser.add_argument("--json", type=Path, default=None, help="also write all figures here")
     args = parser.parse_args()
@@ -238,7 +241,7 @@ def main() -> None:
                               budget_minutes=args.budget_minutes, seed=args.seed,
                               device=args.device, amp=args.amp),
             content=not args.no_content,
-            split=SplitSpec("temporal", validation=args.validate_on) if PRESETS[name].get("split") == "temporal" else
+            split=SplitSpec("temporal", validation=args.validate_on, test_sessions=args.test_sessions) if PRESETS[name].get("split") == "temporal" else
             SplitSpec("leave-one-out", validation_users=preset["validation_users"]),
             bootstrap=200,
             repeat_head=args.repeat_head,
@@ -264,7 +267,8 @@ def main() -> None:
 
 def versus_best(outcome) -> dict:
     """The transformer against the baseline with the best test NDCG@10: the difference of
-    means and its paired bootstrap 95% interval over the same test users (as the gate)."""
+    means and its paired bootstrap 95% interval over the same test users, each resampled with all
+    their targets (as the gate)."""
     from shoprec.evaluation import metrics as M
     from shoprec.evaluation.evaluate import rank_targets
     from shoprec.lifecycle.gate import paired_bootstrap
@@ -275,7 +279,8 @@ def versus_best(outcome) -> dict:
     for model in ("sasrec", best):
         ranks, _ = rank_targets(outcome.models[model], outcome.split.test, outcome.exclude_seen, 10)
         per_user[model] = M.ndcg_at_k(ranks, 10)
-    delta, low, high = paired_bootstrap(per_user["sasrec"], per_user[best], 1000)
+    delta, low, high = paired_bootstrap(per_user["sasrec"], per_user[best], 1000,
+                                        groups=outcome.split.test.users)
     return {"best_baseline": best, "delta": delta, "low": low, "high": high,
             "relative": rows["sasrec"]["metrics"]["NDCG@10"] / rows[best]["metrics"]["NDCG@10"] - 1}
 

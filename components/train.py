@@ -28,6 +28,7 @@ def train(
     workers: int = 0,
     repeat_head: bool = True,
     validate_on_openings: bool = True,
+    test_sessions: int = 1,
 ) -> None:
     """Train on the point-in-time training set from Feast (or on the clean events when
     `use_feature_store` is false) and write the model bundle. The training set joins only the
@@ -45,6 +46,10 @@ def train(
     target, the first item after the cut, opens a session; the transformer's early stopping,
     its repeat side and the baselines' settings are all chosen on it (`SplitSpec.validation`).
     Leave-one-out splits ignore it; a PyTorchJob (`workers` > 0) follows it.
+    test_sessions: a temporal split tests each user on the first item after the cut and on the
+    first item of each later session, up to this many targets (`SplitSpec.test_sessions`; the
+    bundle records it, so the evaluate and promote steps score the same targets). Leave-one-out
+    splits ignore it.
     workers: 0 = train in this pod; N > 0 = launch a PyTorchJob (1 master + N workers, NCCL,
     `torchrun -m shoprec.training.ddp` on the same Feast training set, built here and handed
     over as Parquet on the shared home, with the same split), wait for it, and take the bundle
@@ -97,6 +102,7 @@ def train(
     features_dir = FeatureStoreSettings.from_env(home or None).features_dir
     history_len = features_history_len(features_dir) or DEFAULT_HISTORY_LEN
     validation = "opening" if validate_on_openings and split == "temporal" else "newest"
+    tested = test_sessions if split == "temporal" else 1
     if workers > 0:
         from shoprec.kfp.training_job import bundle_summary, ddp_args, job_timeout_s, train_with_pytorch_job
 
@@ -105,7 +111,7 @@ def train(
             train_args=ddp_args(max_epochs=max_epochs, learning_rate=learning_rate, hidden=hidden,
                                 max_len=max_len, dropout=dropout, budget_minutes=budget_minutes,
                                 split=split, cutoff=cutoff, feature_service=service, validation=validation,
-                                repeat_head=repeat_head, repeat_history=history_len),
+                                repeat_head=repeat_head, repeat_history=history_len, test_sessions=tested),
             training_set=training_set)
         shutil.copytree(bundle, model.path, dirs_exist_ok=True)
         shutil.copyfile(os.path.join(model.path, "MODEL_CARD.md"), model_card.path)
@@ -121,7 +127,7 @@ def train(
         model={"hidden": hidden, "max_len": max_len, "dropout": dropout, "repeat_history": history_len},
         train=TrainConfig(max_epochs=max_epochs, learning_rate=learning_rate,
                           budget_minutes=budget_minutes or None),
-        split=SplitSpec(split, cutoff, validation=validation),
+        split=SplitSpec(split, cutoff, validation=validation, test_sessions=tested),
         repeat_head=repeat_head,
         # Titles embedded by earlier runs on this home are not embedded again.
         embedding_cache=Home.at(home or None).embeddings,

@@ -11,7 +11,7 @@ newest held-out window of the same data (real temporal drift).
 from kfp import dsl
 
 from shoprec.components.deploy import deploy
-from shoprec.config import DEFAULT_TRAIN_MINUTES
+from shoprec.config import DEFAULT_TEST_SESSIONS, DEFAULT_TRAIN_MINUTES
 from shoprec.components.evaluate import evaluate
 from shoprec.components.monitor import monitor
 from shoprec.components.promote import promote
@@ -40,6 +40,7 @@ def training_pipeline(
     dropout: float = 0.2,
     repeat_head: bool = True,
     validate_on_openings: bool = True,
+    test_sessions: int = DEFAULT_TEST_SESSIONS,
     train_workers: int = 0,
     registry_uri: str = "",
     min_improvement: float = 0.0,
@@ -58,7 +59,9 @@ def training_pipeline(
     pipeline's trigger; '' for a run started by hand): it stays in the run's parameters.
     `repeat_head` lets the train step keep a learned repeat head where validation prefers it
     to the repeat bonus (repeat-purchase data; components/train.py); `validate_on_openings`
-    makes a temporal split validate on each user's newest session opening (components/train.py).
+    makes a temporal split validate on each user's newest session opening, and `test_sessions`
+    tests each user on up to that many session openings after the cut (components/train.py;
+    the evaluate and promote steps rebuild the same test set from the bundle's split).
     `train_workers` > 0 trains on a Kubeflow PyTorchJob (1 master + N workers) instead of in the
     train pod (cluster only: it needs the Training Operator).
     """
@@ -83,6 +86,7 @@ def training_pipeline(
         workers=train_workers,
         repeat_head=repeat_head,
         validate_on_openings=validate_on_openings,
+        test_sessions=test_sessions,
     )
     on_cluster(train_task, "train")
     # On a cluster the transformer trains on a GPU node (selector + toleration) and on the CUDA

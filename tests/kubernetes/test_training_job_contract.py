@@ -311,7 +311,7 @@ def test_the_train_step_hands_its_validation_and_repeat_head_settings_to_the_job
         cluster: FakeKubernetes, clean_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The train component with `workers` > 0 (its real body, the cluster behind the fake API):
     the job trains as the pod would, on session openings with the repeat head and the feature
-    store's history length for the repeat side."""
+    store's history length for the repeat side, and tests on the same sessions."""
     from kfp import dsl
 
     import shoprec.kfp.training_job as training_job
@@ -333,15 +333,16 @@ def test_the_train_step_hands_its_validation_and_repeat_head_settings_to_the_job
     kwargs = dict(clean=clean, feature_store=store, home="", use_feature_store=False, cutoff="", max_epochs=3,
                   budget_minutes=0.0, learning_rate=1e-3, hidden=16, max_len=20, dropout=0.1,
                   model=model, metrics=metrics, model_card=card, workers=1)
-    train.python_func(split="temporal", **kwargs)
+    train.python_func(split="temporal", test_sessions=10, **kwargs)
     command = [r for r in cluster.requests if r["method"] == "POST"][-1]["body"]["spec"][
         "pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
     assert command[command.index("--validation"):command.index("--validation") + 5] == [
         "--validation", "opening", "--repeat-head", "--repeat-history", str(DEFAULT_HISTORY_LEN)]
+    assert command[command.index("--test-sessions") + 1] == "10"
     assert model.metadata["workers"] == 1 and load_bundle(model.path).config["weights_sha256"]
 
-    train.python_func(split="leave-one-out", validate_on_openings=False, repeat_head=False,
+    train.python_func(split="leave-one-out", validate_on_openings=False, repeat_head=False, test_sessions=10,
                       **{**kwargs, "model": dsl.Model(name="model", uri=str(tmp_path / "model2"))})
     command = [r for r in cluster.requests if r["method"] == "POST"][-1]["body"]["spec"][
         "pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
-    assert "--validation" not in command and "--repeat-head" not in command
+    assert not {"--validation", "--repeat-head", "--test-sessions"} & set(command)  # leave-one-out: none apply

@@ -51,8 +51,8 @@ def test_a_job_validates_on_session_openings_and_keeps_the_repeat_head_as_the_po
 
     data = habit_log(users=30, sessions=8, seed=2).write(tmp_path / "data")
     step = ddp_args(max_epochs=2, learning_rate=1e-3, hidden=16, max_len=20, dropout=0.1, budget_minutes=0,
-                    split="temporal", validation="opening", repeat_head=True, repeat_history=30)
-    assert step[-5:] == ["--validation", "opening", "--repeat-head", "--repeat-history", "30"]
+                    split="temporal", validation="opening", repeat_head=True, repeat_history=30, test_sessions=3)
+    assert step[-7:] == ["--validation", "opening", "--repeat-head", "--repeat-history", "30", "--test-sessions", "3"]
     result = tmp_path / "result.json"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                "-m", "shoprec.training.ddp", "--data", str(data), "--out", str(tmp_path / "bundle"),
@@ -62,6 +62,7 @@ def test_a_job_validates_on_session_openings_and_keeps_the_repeat_head_as_the_po
     assert done.returncode == 0, done.stderr[-3000:]
     bundle = load_bundle(tmp_path / "bundle")
     assert bundle.config["training"]["split"]["validation"] == "opening"
+    assert bundle.config["training"]["split"]["test_sessions"] == 3
     model_config = bundle.config["model_config"]
     # The staple opens every session of this log: validation on the openings keeps the head.
     assert model_config["repeat_head_hidden"] > 0 and model_config["repeat_history"] == 30

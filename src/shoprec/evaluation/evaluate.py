@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from shoprec.evaluation import metrics as M
@@ -70,6 +71,7 @@ class EvalResult:
     metrics: dict[str, float]
     intervals: dict[str, tuple[float, float]]
     segments: dict[str, dict[str, float]] = field(default_factory=dict)
+    targets: int | None = None  # evaluated targets where users have several (None: one each)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,7 +121,7 @@ def evaluate(
     metrics = {name_: float(v.mean()) if len(v) else float("nan") for name_, v in per_user.items()}
     metrics["coverage"] = M.catalog_coverage(lists, model.n_items)
     intervals = {
-        name_: M.bootstrap_interval(v, bootstrap, seed=seed)
+        name_: M.bootstrap_interval(v, bootstrap, seed=seed, groups=eval_set.users)
         for name_, v in per_user.items() if name_.startswith(("HR", "NDCG", "MRR"))
     }
     lengths = np.array([len(h) for h in eval_set.histories])
@@ -138,4 +140,6 @@ def evaluate(
                 f"HR@{k}": float(per_user[f"HR@{k}"][rows].mean()),
                 f"NDCG@{k}": float(per_user[f"NDCG@{k}"][rows].mean()),
             }
-    return EvalResult(name or model.kind, len(eval_set), k, metrics, intervals, segments)
+    users = len(pd.unique(np.asarray(eval_set.users, dtype=object)))
+    return EvalResult(name or model.kind, users, k, metrics, intervals, segments,
+                      None if users == len(eval_set) else len(eval_set))

@@ -7,6 +7,7 @@ A rank is the number of items placed above the target; ties count against the ta
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 
 
@@ -76,18 +77,38 @@ def intra_list_diversity(recommended: np.ndarray, category: np.ndarray) -> np.nd
 
 
 def bootstrap_interval(
-    values: np.ndarray, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0
+    values: np.ndarray, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of per-user `values`."""
+    """Percentile bootstrap interval of the mean of per-user `values`.
+
+    groups: the user of each value where a user has several (an evaluation set with several
+    session openings per user, `SplitSpec.test_sessions`): users are resampled with all their
+    values (a cluster bootstrap of the mean over every value), since one user's values are not
+    independent. Where every value has its own user it is the plain bootstrap, draw for draw."""
     values = np.asarray(values, dtype=np.float64)
     if len(values) == 0:
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
+    tail = (1.0 - confidence) / 2.0
+    codes = None
+    if groups is not None:
+        codes, uniques = pd.factorize(np.asarray(groups, dtype=object))
+        if len(uniques) == len(values):
+            codes = None
+    if codes is not None:
+        g = int(codes.max()) + 1
+        sums, counts = np.bincount(codes, values, minlength=g), np.bincount(codes, minlength=g).astype(np.float64)
+        means = np.concatenate([
+            (draws @ sums) / (draws @ counts)
+            for draws in (rng.multinomial(g, np.full(g, 1.0 / g), size=min(200, n_resamples - s))
+                          for s in range(0, n_resamples, 200))
+        ])
+        return float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail))
     # Resample counts per user instead of indices: the same distribution, O(n) memory.
     n = len(values)
     means = np.concatenate([
         rng.multinomial(n, np.full(n, 1.0 / n), size=min(200, n_resamples - s)) @ values / n
         for s in range(0, n_resamples, 200)
     ])
-    tail = (1.0 - confidence) / 2.0
     return float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail))

@@ -81,9 +81,10 @@ def evaluate_bundle(
         rows.append(result.to_dict())
     scalars = {f"{row['model']}_{metric}": float(value)
                for row in rows for metric, value in row["metrics"].items()}
-    scalars["test_users"] = float(len(split.test))
+    scalars["test_users"] = float(split.test.n_users)
+    scalars["test_targets"] = float(len(split.test))
     header = (f"# Evaluation of {bundle.config['kind']} ({Path(bundle_dir).name})\n\n"
-              f"Split: {split.spec.describe()}; {len(split.test)} test users; full ranking over "
+              f"Split: {split.spec.describe()}; test set {split.test.describe_size()}; full ranking over "
               f"{bundle.vocab.n_items} items; seen items {'excluded' if exclude else 'kept'}; "
               f"ties count against the target; 95% bootstrap intervals.\n\n")
     markdown = header + comparison_markdown(rows, k) + "\n"
@@ -95,7 +96,7 @@ def evaluate_bundle(
         found["diversity"] = [] if category is None else diversity_tradeoff(
             bundle.model, users, exclude_seen=exclude, features=category, popularity=popularity,
             values=DIVERSITY, k=k, bootstrap=bootstrap, seed=spec.seed)
-        markdown += "\n" + tradeoffs_markdown(found, bundle.config["kind"], len(users), len(split.test), k) + "\n"
+        markdown += "\n" + tradeoffs_markdown(found, bundle.config["kind"], users.n_users, split.test.n_users, k) + "\n"
         scalars.update(tradeoff_scalars(found, k))
     return BundleEvaluation(rows, markdown, scalars, found)
 

@@ -56,7 +56,12 @@ class SplitSpec:
     the same set; None = every user. validation: temporal only (`ValidationTarget`): "newest"
     (each user's last item before the cut) or "opening" (the item opening the user's newest
     session before the cut; that session is left out of training; a user with one session
-    validates on the newest item)."""
+    validates on the newest item). test_sessions: temporal only: each user is tested on the first
+    item after the cut and on the first item of each later session, up to this many targets (1 =
+    the first item after the cut alone); the history of each is everything before it, the test
+    period's earlier sessions included (as serving reads them from the feature store after
+    `push_events`), with no retraining. Metrics are means over every target; their intervals
+    resample users with all their targets (`metrics.bootstrap_interval`'s groups)."""
 
     kind: SplitKind = "leave-one-out"
     cutoff: pd.Timestamp | None = None
@@ -64,6 +69,7 @@ class SplitSpec:
     seed: int = 0
     eval_users: int | None = DEFAULT_EVAL_USERS
     validation: ValidationTarget = "newest"
+    test_sessions: int = 1
 
     def __post_init__(self) -> None:
         if self.kind not in SPLIT_KINDS:
@@ -79,6 +85,10 @@ class SplitSpec:
             raise DataSourceError(f"unknown validation target {self.validation!r}: use one of {VALIDATION_TARGETS}")
         if self.validation != "newest" and self.kind != "temporal":
             raise DataSourceError(f"validation={self.validation!r} only applies to a temporal split, not {self.kind}")
+        if not isinstance(self.test_sessions, int) or self.test_sessions < 1:
+            raise DataSourceError(f"test_sessions must be a positive number of targets per user, not {self.test_sessions!r}")
+        if self.test_sessions > 1 and self.kind != "temporal":
+            raise DataSourceError(f"test_sessions={self.test_sessions} only applies to a temporal split, not {self.kind}")
         if self.eval_users is not None and self.eval_users < 1:
             raise DataSourceError(f"eval_users must be a positive number of users or None, not {self.eval_users}")
 
@@ -96,7 +106,9 @@ class SplitSpec:
             cut = self.cutoff.isoformat() if self.cutoff is not None else \
                 f"the {1 - TEMPORAL_TEST_SHARE:.0%} time quantile of the events"
             opening = "; validated on each user's newest session opening" if self.validation == "opening" else ""
-            return f"temporal, cut at {cut}" + opening + self._capped()
+            tested = "" if self.test_sessions == 1 else \
+                f"; tested on the first item of each session after the cut, at most {self.test_sessions} per user"
+            return f"temporal, cut at {cut}" + opening + tested + self._capped()
         if self.validation_users is None:
             return "leave-one-out (every user with 3+ items validated)" + self._capped()
         return f"leave-one-out ({self.validation_users} sampled users validated, seed {self.seed})" + \
@@ -108,10 +120,10 @@ class SplitSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: {"kind", "cutoff" (ISO 8601 or None), "validation_users", "seed", "eval_users",
-        "validation"}."""
+        "validation", "test_sessions"}."""
         return {"kind": self.kind, "cutoff": None if self.cutoff is None else self.cutoff.isoformat(),
                 "validation_users": self.validation_users, "seed": self.seed, "eval_users": self.eval_users,
-                "validation": self.validation}
+                "validation": self.validation, "test_sessions": self.test_sessions}
 
     @staticmethod
     def from_dict(value: Mapping[str, Any] | str | None) -> "SplitSpec":
@@ -124,7 +136,8 @@ class SplitSpec:
         # changes nothing.
         return SplitSpec(value.get("kind", "leave-one-out"), value.get("cutoff"),
                          value.get("validation_users"), int(value.get("seed", 0)),
-                         value.get("eval_users", DEFAULT_EVAL_USERS), value.get("validation", "newest"))
+                         value.get("eval_users", DEFAULT_EVAL_USERS), value.get("validation", "newest"),
+                         int(value.get("test_sessions", 1)))
 
 
 @dataclass
@@ -144,6 +157,16 @@ class EvalSet:
 
     def __len__(self) -> int:
         return len(self.targets)
+
+    @property
+    def n_users(self) -> int:
+        """How many distinct users (fewer than targets where users have several: `SplitSpec.test_sessions`)."""
+        return len(pd.unique(np.asarray(self.users, dtype=object)))
+
+    def describe_size(self) -> str:
+        """"N users", or "N users, M targets" where users have several."""
+        users = self.n_users
+        return f"{users} users" if users == len(self) else f"{users} users, {len(self)} targets"
 
 
 @dataclass
@@ -205,9 +228,11 @@ def leave_one_out(sequences: Sequences | FlatSequences, validation_users: int | 
 
 
 def temporal_split(events: pd.DataFrame, vocab: ItemVocab, cutoff: pd.Timestamp, sessions: bool = False,
-                   validation: ValidationTarget = "newest") -> Split:
+                   validation: ValidationTarget = "newest", test_sessions: int = 1) -> Split:
     """A global time cut: the test target is each user's first item at or after `cutoff`
-    (history: everything before it); validation is each user's last item before the cut
+    (history: everything before it), and with `test_sessions` > 1 also the first item of each
+    later session, up to that many targets per user (history: everything before that item, the
+    test period's earlier events included); validation is each user's last item before the cut
     (`validation="opening"`: the first item of their newest session before the cut, where they
     have two or more); training sequences are everything before the validation item.
 
@@ -218,7 +243,7 @@ def temporal_split(events: pd.DataFrame, vocab: ItemVocab, cutoff: pd.Timestamp,
     (`EvalSet.starts`, `Split.train_starts`: views of one bool array)."""
     if S.TIMESTAMP not in events:
         raise DataSourceError(f"a temporal split needs a '{S.TIMESTAMP}' column")
-    spec = SplitSpec("temporal", cutoff, validation=validation)
+    spec = SplitSpec("temporal", cutoff, validation=validation, test_sessions=test_sessions)
     stamp = spec.cutoff
     when = events[S.TIMESTAMP]
     early, late = (when < stamp).to_numpy(dtype=bool), (when >= stamp).to_numpy(dtype=bool)
@@ -241,7 +266,8 @@ def temporal_split(events: pd.DataFrame, vocab: ItemVocab, cutoff: pd.Timestamp,
         raise DataSourceError(f"no events before the temporal cutoff {stamp}")
     flat = seqs.flat
     by_opening = validation == "opening"
-    opens = session_starts(events, seqs.rows, seqs.offsets) if sessions or by_opening else np.zeros(0, dtype=bool)
+    opens = session_starts(events, seqs.rows, seqs.offsets) if sessions or by_opening or test_sessions > 1 \
+        else np.zeros(0, dtype=bool)
     train: list[np.ndarray] = []
     vu, vh, vt, vr, tu, th, tt = [], [], [], [], [], [], []
     train_s, vs, ts = [], [], []  # the same slices of `opens`, with sessions
@@ -263,9 +289,13 @@ def temporal_split(events: pd.DataFrame, vocab: ItemVocab, cutoff: pd.Timestamp,
             if sessions:
                 train_s.append(opens[start:cut])
         if cut < stop:
-            tu.append(user), th.append(seq), tt.append(int(flat[cut]))
-            if sessions:
-                ts.append(opens[start:cut])
+            targets = [cut]
+            if test_sessions > 1:  # the openings of the later sessions of the test period
+                targets += (cut + 1 + np.flatnonzero(opens[cut + 1:stop])[: test_sessions - 1]).tolist()
+            for at in targets:
+                tu.append(user), th.append(flat[start:at]), tt.append(int(flat[at]))
+                if sessions:
+                    ts.append(opens[start:at])
     return Split(train, _eval_set(vu, vh, vt, vs if sessions else None, vr),
                  _eval_set(tu, th, tt, ts if sessions else None), spec, train_s if sessions else None)
 
@@ -289,7 +319,7 @@ def make_split(events: pd.DataFrame, vocab: ItemVocab, spec: SplitSpec, sessions
         if S.TIMESTAMP not in events:
             raise DataSourceError(f"a temporal split needs a '{S.TIMESTAMP}' column")
         cutoff = spec.cutoff if spec.cutoff is not None else temporal_cutoff(events)
-        split = replace(temporal_split(events, vocab, cutoff, sessions, spec.validation),
+        split = replace(temporal_split(events, vocab, cutoff, sessions, spec.validation, spec.test_sessions),
                         spec=replace(spec, cutoff=cutoff))
     return replace(split, valid=cap_users(split.valid, spec.eval_users, spec.seed),
                    test=cap_users(split.test, spec.eval_users, spec.seed))
@@ -298,12 +328,17 @@ def make_split(events: pd.DataFrame, vocab: ItemVocab, spec: SplitSpec, sessions
 def cap_users(eval_set: EvalSet, max_users: int | None, seed: int = 0) -> EvalSet:
     """At most `max_users` of the set's users, in their order: those with the smallest stable
     hash of (user id, seed). The hash, not a draw, so the same user is in or out whatever the
-    set's order or size, and every process (evaluator, gate, a later run) picks the same."""
+    set's order or size, and every process (evaluator, gate, a later run) picks the same. A user
+    with several targets (`SplitSpec.test_sessions`) is kept or left out with all of them."""
     if max_users is None or len(eval_set) <= max_users:
         return eval_set
     ids = np.asarray([str(user) for user in eval_set.users], dtype=object)
-    keys = pd.util.hash_array(ids, hash_key=f"shoprec{seed % 10**9:09d}", categorize=False)
-    kept = np.sort(np.argpartition(keys, max_users - 1)[:max_users])
+    distinct = pd.unique(ids)
+    if len(distinct) <= max_users:
+        return eval_set
+    keys = pd.util.hash_array(distinct, hash_key=f"shoprec{seed % 10**9:09d}", categorize=False)
+    chosen = distinct[np.argpartition(keys, max_users - 1)[:max_users]]
+    kept = np.flatnonzero(np.isin(ids, chosen))
     return EvalSet(eval_set.users[kept], [eval_set.histories[i] for i in kept], eval_set.targets[kept],
                    None if eval_set.starts is None else [eval_set.starts[i] for i in kept],
                    None if eval_set.train_rows is None else eval_set.train_rows[kept])

@@ -51,8 +51,9 @@ def score_batches(model: Recommender, eval_set: EvalSet, exclude_seen: bool,
         model.train(was_training)
 
 
-def _paired(values: np.ndarray, base: np.ndarray, bootstrap: int, seed: int) -> dict[str, float]:
-    low, high = M.bootstrap_interval(values - base, bootstrap, seed=seed)
+def _paired(values: np.ndarray, base: np.ndarray, bootstrap: int, seed: int,
+            groups: np.ndarray | None = None) -> dict[str, float]:
+    low, high = M.bootstrap_interval(values - base, bootstrap, seed=seed, groups=groups)
     return {"delta": float((values - base).mean()), "delta_low": low, "delta_high": high}
 
 
@@ -102,7 +103,7 @@ def sponsored_cost(model: Recommender, eval_set: EvalSet, *, exclude_seen: bool,
     for floor in floors:
         ndcg = ndcg_of_lists(np.array(shown[floor]).reshape(-1, k), targets, k)
         out.append({"floor": floor, "users": len(ndcg), f"NDCG@{k}": float(ndcg.mean()),
-                    **_paired(ndcg, base, bootstrap, seed), "fill": float(np.mean(fill[floor])),
+                    **_paired(ndcg, base, bootstrap, seed, eval_set.users), "fill": float(np.mean(fill[floor])),
                     "sponsored_relevance": float(np.mean(rel_shown[floor])) if rel_shown[floor] else float("nan"),
                     "sponsored_hit_rate": float(np.mean(sponsored_hit[floor]))})
     return out
@@ -134,7 +135,7 @@ def diversity_tradeoff(model: Recommender, eval_set: EvalSet, *, exclude_seen: b
         ndcg = ndcg_of_lists(shown, eval_set.targets, k)
         base = ndcg if base is None else base
         row: dict[str, Any] = {
-            "diversity": value, f"NDCG@{k}": float(ndcg.mean()), **_paired(ndcg, base, bootstrap, seed),
+            "diversity": value, f"NDCG@{k}": float(ndcg.mean()), **_paired(ndcg, base, bootstrap, seed, eval_set.users),
             f"HR@{k}": float((ndcg > 0).mean()),
             f"ILD@{k}": float(np.mean([D.intra_list_diversity(row_[row_ > 0], features) for row_ in shown])),
             "long_tail_share": long_tail_share(shown, head),

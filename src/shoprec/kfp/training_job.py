@@ -139,17 +139,19 @@ STARTUP_ALLOWANCE_S = 30 * 60.0
 def ddp_args(*, max_epochs: int, learning_rate: float, hidden: int, max_len: int, dropout: float,
              budget_minutes: float, split: str = "leave-one-out", cutoff: str = "",
              feature_service: str = "", validation: str = "newest", repeat_head: bool = False,
-             repeat_history: int = 0) -> list[str]:
+             repeat_history: int = 0, test_sessions: int = 1) -> list[str]:
     """The train step's settings as arguments of `shoprec.training.ddp` (budget 0 = no limit).
     feature_service: the Feast service the training set came from, recorded in the bundle.
-    validation / repeat_head / repeat_history: as the in-pod step's (`SplitSpec.validation`,
-    `FitConfig.repeat_head`, the repeat side's history length); defaults add no argument."""
+    validation / repeat_head / repeat_history / test_sessions: as the in-pod step's
+    (`SplitSpec.validation`, `FitConfig.repeat_head`, the repeat side's history length,
+    `SplitSpec.test_sessions`); defaults add no argument."""
     args = ["--epochs", str(max_epochs), "--lr", str(learning_rate), "--hidden", str(hidden),
             "--max-len", str(max_len), "--dropout", str(dropout), "--split", split]
     args += ["--cutoff", cutoff] if cutoff else []
     args += ["--validation", validation] if validation != "newest" else []
     args += ["--repeat-head"] if repeat_head else []
     args += ["--repeat-history", str(repeat_history)] if repeat_history else []
+    args += ["--test-sessions", str(test_sessions)] if test_sessions != 1 else []
     args += ["--feature-service", feature_service] if feature_service else []
     return args + (["--budget-minutes", str(budget_minutes)] if budget_minutes else [])
 

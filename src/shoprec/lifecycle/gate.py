@@ -116,14 +116,17 @@ class PromotionDecision:
 
 
 def paired_bootstrap(candidate: np.ndarray, champion: np.ndarray, n_resamples: int = 1000,
-                     confidence: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+                     confidence: float = 0.95, seed: int = 0,
+                     groups: np.ndarray | None = None) -> tuple[float, float, float]:
     """(mean difference, low, high): the percentile bootstrap of mean(candidate - champion) that
-    resamples users, each resample taking both models' values of the same users."""
+    resamples users, each resample taking both models' values of the same users. groups: the
+    user of each value where users have several targets (`SplitSpec.test_sessions`): a user is
+    resampled with all of them."""
     candidate, champion = np.asarray(candidate, float), np.asarray(champion, float)
     if candidate.shape != champion.shape:
         raise GateError(f"paired bootstrap needs the same users: {candidate.shape} vs {champion.shape}")
     diff = candidate - champion  # resampling the per-user differences IS the paired bootstrap
-    low, high = M.bootstrap_interval(diff, n_resamples, confidence, seed)
+    low, high = M.bootstrap_interval(diff, n_resamples, confidence, seed, groups=groups)
     return float(diff.mean()) if len(diff) else float("nan"), low, high
 
 
@@ -135,7 +138,7 @@ def _improvement_checks(candidate: GateScores, other: GateScores, policy: Policy
                         label: str) -> tuple[list[Check], dict[str, float]]:
     k = policy.k
     delta, low, high = paired_bootstrap(candidate.ndcg, other.ndcg, policy.bootstrap,
-                                        policy.confidence, policy.seed)
+                                        policy.confidence, policy.seed, groups=np.asarray(candidate.users, dtype=object))
     values = {"candidate": candidate.mean_ndcg, label: other.mean_ndcg, "delta": delta,
               "low": low, "high": high}
     # "Improves": strictly above zero even when the configured margin is zero.
@@ -150,7 +153,7 @@ def _improvement_checks(candidate: GateScores, other: GateScores, policy: Policy
     significant = Check(
         f"NDCG@{k} significance vs {label}", low > 0,
         f"paired bootstrap {pct}% interval of the difference [{low:+.4f}, {high:+.4f}] "
-        f"({'lower bound above zero' if low > 0 else 'lower bound not above zero'}; {len(candidate.ndcg)} users)",
+        f"({'lower bound above zero' if low > 0 else 'lower bound not above zero'}; {candidate.size()})",
         values)
     return [margin, significant], values
 
@@ -171,7 +174,8 @@ def decide_promotion(candidate: GateScores, champion: GateScores | None, *, shor
         raise GateError(f"short_history mask has {short.shape} entries for {candidate.ndcg.shape} users")
     checks: list[Check] = []
     metrics: dict[str, Any] = {f"candidate NDCG@{k}": candidate.mean_ndcg,
-                               "candidate coverage": candidate.coverage, "users": len(candidate.ndcg)}
+                               "candidate coverage": candidate.coverage, "users": len(set(candidate.users)),
+                               "targets": len(candidate.ndcg)}
     if champion is None:
         given = baselines or {}
         missing = [b for b in FIRST_RUN_BASELINES if b not in given]

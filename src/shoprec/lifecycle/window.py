@@ -97,7 +97,8 @@ def reads_sessions(bundle_config: dict) -> bool:
 def newest_window(events: pd.DataFrame, items: pd.DataFrame | None, spec: SplitSpec,
                   sessions: bool = False) -> GateWindow:
     """The evaluation window matching how the candidate was trained (the spec its bundle records,
-    `SplitSpec.from_dict`): for a temporal split every user's first item at or after the cutoff;
+    `SplitSpec.from_dict`): for a temporal split every user's first item at or after the cutoff
+    (and the first items of their later sessions, `SplitSpec.test_sessions`);
     for leave-one-out the test set (each user's newest item). sessions: also each history's
     session openings (when the candidate or the champion reads them: `reads_sessions`), so
     both are scored on the same window."""
@@ -111,7 +112,8 @@ def newest_window(events: pd.DataFrame, items: pd.DataFrame | None, spec: SplitS
 # --- scoring a model on the window ----------------------------------------------------------
 @dataclass(frozen=True)
 class GateScores:
-    """One model on one window: per-user NDCG@k (aligned with `users`) and catalogue coverage."""
+    """One model on one window: per-target NDCG@k (aligned with `users`, where a user has one
+    target or several) and catalogue coverage."""
 
     name: str
     users: tuple[str, ...]
@@ -122,6 +124,11 @@ class GateScores:
     @property
     def mean_ndcg(self) -> float:
         return float(self.ndcg.mean()) if len(self.ndcg) else float("nan")
+
+    def size(self) -> str:
+        """"N users", or "N users, M targets" where users have several (`SplitSpec.test_sessions`)."""
+        users = len(set(self.users))
+        return f"{users} users" if users == len(self.users) else f"{users} users, {len(self.users)} targets"
 
 
 def score_model(model: Model, vocab: ItemVocab, exclude_seen: bool, window: GateWindow,

@@ -8,7 +8,7 @@ validates, evaluates every model and writes the bundle (plus --result-json when 
 --training-set: the point-in-time training set (Parquet) the pipeline's train step built from
 Feast; every rank trains on it exactly as the in-pod train step does (`fit_and_evaluate`'s
 `training_set`), and the bundle records --feature-service as its source. --validation,
---repeat-head and --repeat-history are the in-pod train step's settings of the same names, so a
+--repeat-head, --repeat-history and --test-sessions are the in-pod train step's settings of the same names, so a
 job validates on session openings and keeps the learned repeat head as the pod would."""
 
 from __future__ import annotations
@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat-history", type=int, default=0,
                         help="how many newest items the repeat side reads (what the feature store "
                              "keeps per user); 0 = all of them")
+    parser.add_argument("--test-sessions", type=int, default=1,
+                        help="temporal split: test each user on the first item after the cut and on the "
+                             "first item of each later session, up to this many (SplitSpec.test_sessions)")
     parser.add_argument("--training-set", type=Path, default=None,
                         help="a Parquet point-in-time training set (default: the clean events)")
     parser.add_argument("--feature-service", default=None,
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             train=TrainConfig(max_epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                               patience=args.patience, seed=args.seed, amp=args.amp,
                               budget_minutes=args.budget_minutes, progress=True),
-            split=SplitSpec(args.split, args.cutoff, validation=args.validation),
+            split=SplitSpec(args.split, args.cutoff, validation=args.validation, test_sessions=args.test_sessions),
             repeat_head=args.repeat_head,
             content=not args.no_content,
             bootstrap=200,

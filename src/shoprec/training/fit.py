@@ -426,7 +426,7 @@ def model_card(outcome: FitOutcome, source: str, snapshot_id: str | None, featur
 ## Data
 - source: {source}; training-data snapshot: {snapshot_id or 'unknown'}; Feast feature service: {feature_service}
 - {outcome.n_items} items; {len(outcome.split.train)} training sequences; split: {outcome.split.spec.describe()}
-  ({len(outcome.split.valid)} validation users, {len(outcome.split.test)} test users)
+  ({len(outcome.split.valid)} validation users; test set {outcome.split.test.describe_size()})
 - item features: {len(outcome.features.categories)} categories; title embeddings: {'MiniLM (all-MiniLM-L6-v2)' if outcome.features.text is not None else 'none'}
 - {cold_items_line(outcome.cold_items)}
 - {repeat_line(outcome)}
