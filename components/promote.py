@@ -17,6 +17,7 @@ def promote(
     decision: Output[Artifact],
     decision_report: Output[Markdown],
     metrics: Output[Metrics],
+    require_all_baselines: bool = True,
 ) -> bool:
     """Decide whether the candidate bundle may replace the production version.
 
@@ -24,6 +25,9 @@ def promote(
     evaluation window); `registry_uri` a registry folder or object-store URL. Outputs: the
     decision JSON (with the registered "version") and Markdown, the gate's numbers as metrics,
     and the verdict as the return value, for `deploy` under `dsl.If(task.outputs["Output"] == True)`.
+    require_all_baselines: with no champion yet, the candidate must beat every baseline of the
+    data set (on repeat data also BuyAgain, the decayed frequency and TIFU-KNN); false reports
+    trailing those three as a WARN and promotes (`Policy.require_all_baselines`).
     """
     import json
 
@@ -34,7 +38,8 @@ def promote(
     from shoprec.lifecycle.registry import Registry
 
     policy = Policy(min_improvement=min_improvement, coverage_tolerance=coverage_tolerance,
-                    short_history_tolerance=short_history_tolerance)
+                    short_history_tolerance=short_history_tolerance,
+                    require_all_baselines=require_all_baselines)
     outcome = run_promotion(candidate.path, data.path, Registry(registry_uri), policy,
                             infra_check=lambda bundle: check_bundle(bundle).as_check())
     with open(decision.path, "w") as out:

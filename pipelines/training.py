@@ -46,6 +46,7 @@ def training_pipeline(
     min_improvement: float = 0.0,
     coverage_tolerance: float = 0.02,
     short_history_tolerance: float = 0.01,
+    require_all_baselines: bool = True,
     deploy_target: str = "local",
     namespace: str = "shoprec",
     canary_traffic_percent: int = 10,
@@ -62,6 +63,9 @@ def training_pipeline(
     makes a temporal split validate on each user's newest session opening, and `test_sessions`
     tests each user on up to that many session openings after the cut (components/train.py;
     the evaluate and promote steps rebuild the same test set from the bundle's split).
+    `require_all_baselines` makes a first model beat every baseline of the data set to be
+    promoted (on repeat data BuyAgain, the decayed frequency and TIFU-KNN too); false lets one
+    that trails those through with a WARN (components/promote.py).
     `train_workers` > 0 trains on a Kubeflow PyTorchJob (1 master + N workers) instead of in the
     train pod (cluster only: it needs the Training Operator).
     """
@@ -103,6 +107,7 @@ def training_pipeline(
         min_improvement=min_improvement,
         coverage_tolerance=coverage_tolerance,
         short_history_tolerance=short_history_tolerance,
+        require_all_baselines=require_all_baselines,
     )
     on_cluster(promote_task, "promote")
     promote_task.after(evaluate_task)

@@ -192,9 +192,9 @@ def test_first_run_on_repeat_purchase_data_blocks_below_the_best_baseline_when_r
     wins = decide_promotion(scores("cand", BASE + 0.07), None, short_history=SHORT, policy=strict,
                             baselines=baselines)
     assert wins.promote, wins.reasons
-    # The default (until the model wins on shop data): trailing an extra baseline is reported
-    # (WARN), not blocking; MostPop and Markov-1 still block.
-    assert not Policy().require_all_baselines
+    # Required by default; relaxed, trailing an extra baseline is reported (WARN), not
+    # blocking; MostPop and Markov-1 still block.
+    assert Policy().require_all_baselines
     lenient = decide_promotion(scores("cand", BASE), None, short_history=SHORT, baselines=baselines,
                                policy=replace(POLICY, require_all_baselines=False))
     assert lenient.promote and lenient.reasons[0].startswith("WARN NDCG@10 margin vs buyagain")

@@ -7,8 +7,8 @@ Rules (each a `Check` with its numbers, so every decision carries its reasons):
   coverage, short-history users' NDCG@k) drops by more than its tolerance;
 - with no champion yet: the candidate must beat every baseline of the data set by the same NDCG
   rule: MostPop and Markov-1 always, and on repeat-purchase data BuyAgain, the time-decayed
-  frequency and TIFU-KNN, so the best baseline of the data set (`Policy.require_all_baselines`
-  False reports trailing the extra ones as a WARN instead);
+  frequency and TIFU-KNN, so the best baseline of the data set (`Policy.require_all_baselines`,
+  on by default; off, trailing the extra ones is reported as a WARN instead);
 - outside checks (the infra check of the real predictor) are added with `PromotionDecision.with_check`.
 """
 
@@ -44,11 +44,11 @@ class Policy:
     short_history_max: int | None = None  # None: the window's shortest quartile
     # First run: must every baseline given be beaten, among them the strongest of the data set
     # (on repeat data BuyAgain / decayed frequency / TIFU-KNN)? A model that loses to "buy again"
-    # serves a shop worse than the baseline would. Off by default for now: on the Instacart
-    # sample the repeat-aware transformer ties the best baseline (benchmarks/RESULTS.md), and a
-    # first run that promotes nothing leaves a new shop nothing to serve; trailing one is a WARN
-    # in the decision. Issue 17 turns it on once the model wins.
-    require_all_baselines: bool = False
+    # serves a shop worse than the baseline would. On by default since the transformer with the
+    # learned repeat head beats them on the Instacart sample with the paired interval above zero
+    # (benchmarks/RESULTS.md, issue 17). Off (the pipeline's `require_all_baselines`), a shop
+    # whose first model trails one still gets it served, with a WARN in the decision.
+    require_all_baselines: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
