@@ -290,7 +290,7 @@ def render(name: str, outcome) -> Table:
     protocol = outcome.split.spec.describe()
     seen = "seen items excluded" if outcome.exclude_seen else "seen items kept (repeat purchase)"
     table = Table(title=f"{name}: {protocol}, full ranking, {seen}, "
-                        f"{outcome.test_users} users, {outcome.n_items} items")
+                        f"test set {outcome.split.test.describe_size()}, {outcome.n_items} items")
     for column in ("model", "HR@10", "NDCG@10", "95% CI NDCG@10", "train time", "s/epoch", "epochs", "device"):
         table.add_column(column)
     for row in outcome.comparison():

@@ -167,7 +167,7 @@ class FitOutcome:
 
     @property
     def test_users(self) -> int:
-        return len(self.split.test)
+        return self.split.test.n_users
 
     def comparison(self) -> list[dict[str, Any]]:
         """One row per model: metrics, intervals, segments, fit time; the transformer first."""
