@@ -15,7 +15,7 @@ from shoprec.evaluation.evaluate import evaluate
 from shoprec.evaluation.report import evaluate_bundle
 from shoprec.evaluation.splits import EvalSet, SplitSpec, cap_users, make_split
 from shoprec.lifecycle.gate import Policy, decide_promotion, paired_bootstrap
-from shoprec.lifecycle.window import GateScores, newest_window, score_bundle
+from shoprec.lifecycle.window import GateScores, GateWindow, newest_window, score_bundle
 from shoprec.models.baselines import BASELINES
 from shoprec.sequences import build_vocab
 from shoprec.training.fit import FitConfig, fit_and_evaluate, save_outcome
@@ -130,6 +130,14 @@ def test_training_the_evaluate_step_and_the_gate_score_the_same_targets(sessions
     window = newest_window(data.events, None, outcome.split.spec, sessions=True)
     assert len(window) == len(test) and window.users == tuple(str(u) for u in test.users)
     assert score_bundle(bundle, window).mean_ndcg == pytest.approx(result.metrics["NDCG@10"])
+    # The window keeps each user's events once; every target's history and openings are prefixes.
+    assert len(window.sequences) == test.n_users
+    vocab = outcome.vocab
+    for row in range(len(test)):
+        assert list(window.histories[row]) == vocab.item_ids(test.histories[row])
+        assert list(window.session_openings[row]) == np.flatnonzero(test.starts[row]).tolist()
+    assert sum(len(s) for s in window.sequences.values()) < sum(window.lengths)
+    assert GateWindow.read(window.write(tmp_path / "window.json")) == window
 
 
 def test_the_evaluators_interval_resamples_users(sessions_outcome) -> None:

@@ -7,7 +7,8 @@ trained on different catalogues are still compared on exactly the same users and
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,17 +27,23 @@ from shoprec.sequences import ItemVocab, build_vocab, keep_with_openings
 # --- the evaluation window ---------------------------------------------------------------
 @dataclass(frozen=True)
 class GateWindow:
-    """The newest evaluation window, in item ids: user i saw `histories[i]` (oldest first), then
-    `targets[i]`. `train` holds the sequences before the window (to fit first-run baselines)."""
+    """The newest evaluation window, in item ids: user `users[i]` saw `histories[i]` (oldest
+    first), then `targets[i]`; a user may have several targets (`SplitSpec.test_sessions`).
+    `train` holds the sequences before the window (to fit first-run baselines).
+
+    Each user's events are kept once (`sequences`: up to their last target), and each target
+    as the length of its history in it (`lengths`): every history is a prefix of its user's
+    sequence, so a user with ten targets costs one sequence, not ten histories."""
 
     users: tuple[str, ...]
-    histories: tuple[tuple[str, ...], ...]
+    lengths: tuple[int, ...]
     targets: tuple[str, ...]
+    sequences: dict[str, tuple[str, ...]]
     train: tuple[tuple[str, ...], ...] = ()
     kind: str = ""
-    # Temporal windows: per history, the positions of the events that open a session (for a
-    # model with a repeat head, `needs_sessions`); () where the split has no sessions.
-    session_openings: tuple[tuple[int, ...], ...] = ()
+    # Temporal windows: per user, the positions of their sequence's events that open a session
+    # (for a model with a repeat head, `needs_sessions`); empty where the split has no sessions.
+    openings: dict[str, tuple[int, ...]] = field(default_factory=dict)
     # A split validated on session openings: its validation set as (row of `train`, the item
     # that followed it), so the first-run baselines choose their settings on the same targets
     # as training did (`evaluation.tuning.baseline_validation`); () otherwise.
@@ -45,12 +52,25 @@ class GateWindow:
     def __len__(self) -> int:
         return len(self.targets)
 
+    @property
+    def histories(self) -> "_Prefixes":
+        """Per target, the items before it (a tuple built on access)."""
+        return _Prefixes(self.users, self.lengths, self.sequences)
+
+    @property
+    def session_openings(self) -> "_Prefixes | tuple[()]":
+        """Per target, the positions of its history's events that open a session; () where
+        the window has no sessions."""
+        if not self.openings:
+            return ()
+        return _Prefixes(self.users, self.lengths, self.openings, below=True)
+
     def history_lengths(self) -> np.ndarray:
-        return np.array([len(h) for h in self.histories], dtype=np.int64)
+        return np.asarray(self.lengths, dtype=np.int64)
 
     def short_history(self, max_items: int | None = None) -> tuple[np.ndarray, int]:
-        """(bool [U] mask, threshold): users with at most `max_items` history items (default:
-        the shortest quartile of this window, as the evaluator's segment)."""
+        """(bool [U] mask, threshold): targets whose history has at most `max_items` items
+        (default: the shortest quartile of this window, as the evaluator's segment)."""
         lengths = self.history_lengths()
         threshold = max_items if max_items is not None else (
             int(np.quantile(lengths, 0.25)) if len(lengths) else 0)
@@ -60,14 +80,27 @@ class GateWindow:
     def from_split(split: Split, vocab: ItemVocab) -> "GateWindow":
         """The split's test set (and its training sequences) in item ids."""
         test = split.test
+        users = tuple(str(u) for u in test.users)
+        # A user's longest history and its target hold every one of their targets' histories.
+        longest: dict[str, int] = {}
+        for row, user in enumerate(users):
+            if user not in longest or len(test.histories[row]) > len(test.histories[longest[user]]):
+                longest[user] = row
+        sequences, openings = {}, {}
+        for user, row in longest.items():
+            items = np.append(np.asarray(test.histories[row]), test.targets[row])
+            sequences[user] = tuple(vocab.item_ids(items))
+            if test.starts is not None:
+                openings[user] = tuple(np.flatnonzero(test.starts[row]).tolist())
+        lengths = tuple(len(h) for h in test.histories)
+        targets = tuple(vocab.item_ids(test.targets))
+        if any(sequences[u][n] != t for u, n, t in zip(users, lengths, targets)):
+            raise GateError("a test history is not a prefix of its user's newest one: cannot keep the window compact")
         return GateWindow(
-            users=tuple(str(u) for u in test.users),
-            histories=tuple(tuple(vocab.item_ids(h)) for h in test.histories),
-            targets=tuple(vocab.item_ids(test.targets)),
+            users=users, lengths=lengths, targets=targets, sequences=sequences,
             train=tuple(tuple(vocab.item_ids(s)) for s in split.train),
             kind=split.kind,
-            session_openings=() if test.starts is None else tuple(
-                tuple(np.flatnonzero(opens).tolist()) for opens in test.starts),
+            openings=openings,
             validation=() if baseline_validation(split) is None or split.valid.train_rows is None else tuple(
                 (int(row), item) for row, item in zip(split.valid.train_rows.tolist(),
                                                       vocab.item_ids(split.valid.targets))),
@@ -81,11 +114,32 @@ class GateWindow:
     def read(path: str | Path) -> "GateWindow":
         data = json.loads(Path(path).read_text())
         return GateWindow(
-            tuple(data["users"]), tuple(tuple(h) for h in data["histories"]),
-            tuple(data["targets"]), tuple(tuple(s) for s in data.get("train", ())), data.get("kind", ""),
-            tuple(tuple(o) for o in data.get("session_openings", ())),
+            tuple(data["users"]), tuple(int(n) for n in data["lengths"]), tuple(data["targets"]),
+            {user: tuple(items) for user, items in data["sequences"].items()},
+            tuple(tuple(s) for s in data.get("train", ())), data.get("kind", ""),
+            {user: tuple(int(p) for p in positions) for user, positions in data.get("openings", {}).items()},
             tuple((int(row), str(item)) for row, item in data.get("validation", ())),
         )
+
+
+class _Prefixes(Sequence):
+    """Per target, the prefix of its user's entry in `by_user` its history covers: the first
+    `length` items (or, `below`, the positions under `length`)."""
+
+    def __init__(self, users: tuple[str, ...], lengths: tuple[int, ...], by_user: dict[str, tuple],
+                 below: bool = False) -> None:
+        self._users, self._lengths, self._by_user, self._below = users, lengths, by_user, below
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    def __getitem__(self, row):  # type: ignore[override]
+        if isinstance(row, slice):
+            return [self[i] for i in range(*row.indices(len(self)))]
+        values, length = self._by_user[self._users[row]], self._lengths[row]
+        if self._below:
+            return tuple(p for p in values if p < length)
+        return values[:length]
 
 
 def reads_sessions(bundle_config: dict) -> bool:
@@ -135,21 +189,33 @@ def score_model(model: Model, vocab: ItemVocab, exclude_seen: bool, window: Gate
                 k: int = 10, name: str | None = None) -> GateScores:
     """Rank every window target with the evaluator's `rank_targets` (full catalogue, the model's
     seen-items policy). A target outside the model's vocabulary cannot be ranked: it counts as a miss."""
-    histories, starts = [], []
-    for row, history in enumerate(window.histories):
-        index = vocab.index(list(history))
+    # Each user's sequence is indexed once; every target's history (and its openings) is a view
+    # of a prefix of it: an item the model does not know is dropped, and its session still
+    # opens at the next kept one (`keep_with_openings`, whose flags of a prefix are the
+    # prefix of its flags).
+    sessions = bool(window.openings)
+    indexed: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
+    for user, sequence in window.sequences.items():
+        index = vocab.index(list(sequence))
         kept = index > 0
-        histories.append(index[kept])
-        if window.session_openings:
-            # An item the model does not know is dropped; its session still opens at the next kept one.
-            flags = np.zeros(len(index), dtype=bool)
-            flags[list(window.session_openings[row])] = True
-            starts.append(keep_with_openings(index, flags, kept)[1])
+        flags = None
+        if sessions:
+            opens = np.zeros(len(index), dtype=bool)
+            opens[list(window.openings.get(user, ()))] = True
+            flags = keep_with_openings(index, opens, kept)[1]
+        indexed[user] = (index[kept], np.concatenate(([0], np.cumsum(kept))), flags)
+    histories, starts = [], []
+    for user, length in zip(window.users, window.lengths):
+        items, kept_before, flags = indexed[user]
+        size = int(kept_before[length])
+        histories.append(items[:size])
+        if flags is not None:
+            starts.append(flags[:size])
     targets = vocab.index(list(window.targets))
     known = targets > 0
     # Unknown targets get a stand-in (item 1) so every user still gets a list for coverage.
     eval_set = EvalSet(np.asarray(window.users, dtype=object), histories, np.where(known, targets, 1),
-                       starts if window.session_openings else None)
+                       starts if sessions else None)
     ranks, lists = rank_targets(model, eval_set, exclude_seen, k)
     ranks = np.where(known, ranks, model.n_items)
     return GateScores(name or model.kind, window.users, M.ndcg_at_k(ranks, k),
@@ -172,7 +238,7 @@ def baseline_scores(window: GateWindow, exclude_seen: bool, k: int = 10) -> dict
     if not window.train:
         raise GateError("the window carries no training sequences to fit the first-run baselines on")
     vocab = ItemVocab(tuple(sorted({i for s in window.train for i in s} |
-                                   {i for h in window.histories for i in h} | set(window.targets))))
+                                   {i for s in window.sequences.values() for i in s} | set(window.targets))))
     train = [vocab.index(list(s)) for s in window.train]
     held_out = None
     if window.validation:
