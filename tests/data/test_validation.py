@@ -176,3 +176,14 @@ def test_real_instacart_passes_the_gate() -> None:
     assert outcome.report.passed
     assert outcome.report.rows_clean + sum(outcome.report.quarantined.values()) == 150_000
     assert np.isnan(outcome.clean.events[S.PRICE]).all()
+
+
+def test_a_blank_session_id_is_a_missing_one() -> None:
+    from shoprec.data.validation import normalize_events
+
+    events = pd.DataFrame({S.USER_ID: ["u1"] * 4, S.ITEM_ID: ["a", "b", "c", "d"],
+                           S.TIMESTAMP: pd.date_range("2024-01-01", periods=4, freq="min", tz="UTC"),
+                           S.EVENT_TYPE: [S.PURCHASE] * 4, S.SESSION_ID: ["o1", "", "  ", None]})
+    clean = normalize_events(events)
+    assert clean[S.SESSION_ID].isna().tolist() == [False, True, True, True]
+    assert list(clean[S.SESSION_ID].cat.categories) == ["o1"] and len(clean) == 4  # no event lost

@@ -277,3 +277,11 @@ def test_a_push_to_a_history_view_without_the_session_fields_pushes_the_items(tm
     assert got.loc["u1", N.HISTORY_ITEMS] == ["A", "B", "B", "C", "A", "Z"]
     assert got.loc["u9", N.HISTORY_ITEMS] == ["Y"]
     assert N.HISTORY_SESSION_STARTS not in got
+
+
+def test_a_blank_pushed_session_id_is_none_as_validation_reads_it(settings, sessions):
+    # "" or spaces after an event without an id: no id on either side, so the gap decides
+    # (as `history_last_session` records a missing id as ""), not a change of id.
+    summary = push_events(sessions, _events([("b", "W", 61, ""), ("b", "V", 62, "  ")]), settings)
+    assert summary.history_session_starts["b"][-2:] == [False, False]
+    assert _history(sessions, settings, ["b"]).loc["b", N.HISTORY_LAST_SESSION] == ""

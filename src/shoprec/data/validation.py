@@ -416,7 +416,8 @@ def normalize_events(events: pd.DataFrame, timestamp_unit: str = "s") -> pd.Data
     gate to quarantine). Timestamps are parsed to UTC (numbers as epochs in `timestamp_unit`);
     what does not parse becomes NaT, a hard failure. Numeric columns become float64; a price or
     quantity column that is not numeric is left as it came, for the type check to name. Missing
-    optional columns are added empty; missing required ones are not.
+    optional columns are added empty; missing required ones are not. A blank session id ("",
+    spaces) is a missing one.
     """
     return _normalize(events, timestamp_unit, False)[0]
 
@@ -436,6 +437,13 @@ def _normalize(events: pd.DataFrame, unit: str,
                 fractional[column] = bad
     if S.SESSION_ID not in out:
         out[S.SESSION_ID] = pd.Categorical([None] * len(out), categories=[])
+    else:
+        # A blank session id says nothing: it is a missing one, so every reader (training's
+        # session openings, the feature tables, pushes) falls back to the time gap alike.
+        ids = out[S.SESSION_ID]
+        blank = [c for c in ids.cat.categories if not str(c).strip()]
+        if blank:
+            out[S.SESSION_ID] = ids.cat.remove_categories(blank)
     read = {"numbers": 0, "aware": 0, "naive": 0}
     if S.TIMESTAMP in out:
         out[S.TIMESTAMP], read = parse_timestamps(out[S.TIMESTAMP], unit, count=count_times)

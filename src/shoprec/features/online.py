@@ -234,11 +234,13 @@ def push_events(
 
 
 def _session_ids(events: pd.DataFrame) -> list[str | None]:
-    """The events' session ids as text, None where an event has none (or the column is absent)."""
+    """The events' session ids as text, None where an event has none (or the column is absent;
+    a blank id is none, as validation reads it and as `history_last_session` records it)."""
     if S.SESSION_ID not in events:
         return [None] * len(events)
     column = events[S.SESSION_ID]
-    return [None if missing else str(value) for value, missing in zip(column.tolist(), pd.isna(column).tolist())]
+    return [None if missing or not str(value).strip() else str(value)
+            for value, missing in zip(column.tolist(), pd.isna(column).tolist())]
 
 
 def _session_opens(times_ns: list[int], sessions: list[str | None], last_ns: int | None,
