@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from shoprec.evaluation import metrics as M
@@ -140,6 +139,6 @@ def evaluate(
                 f"HR@{k}": float(per_user[f"HR@{k}"][rows].mean()),
                 f"NDCG@{k}": float(per_user[f"NDCG@{k}"][rows].mean()),
             }
-    users = len(pd.unique(np.asarray(eval_set.users, dtype=object)))
+    users = eval_set.n_users
     return EvalResult(name or model.kind, users, k, metrics, intervals, segments,
                       None if users == len(eval_set) else len(eval_set))

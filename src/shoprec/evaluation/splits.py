@@ -8,7 +8,7 @@ and the promotion gate reproduce exactly the split a model was trained on."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -165,8 +165,13 @@ class EvalSet:
 
     def describe_size(self) -> str:
         """"N users", or "N users, M targets" where users have several."""
-        users = self.n_users
-        return f"{users} users" if users == len(self) else f"{users} users, {len(self)} targets"
+        return size_label(self.users)
+
+
+def size_label(users: Sequence[Any]) -> str:
+    """"N users" for one target per user, else "N users, M targets" (`users`: each target's user)."""
+    distinct = len(pd.unique(np.asarray(users, dtype=object)))
+    return f"{distinct} users" if distinct == len(users) else f"{distinct} users, {len(users)} targets"
 
 
 @dataclass

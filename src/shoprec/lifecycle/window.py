@@ -17,7 +17,7 @@ import pandas as pd
 from shoprec.errors import GateError
 from shoprec.evaluation import metrics as M
 from shoprec.evaluation.evaluate import rank_targets
-from shoprec.evaluation.splits import EvalSet, Split, SplitSpec, make_split
+from shoprec.evaluation.splits import EvalSet, Split, SplitSpec, make_split, size_label
 from shoprec.evaluation.tuning import baseline_kinds, baseline_validation, fit_baseline
 from shoprec.models.base import Recommender as Model
 from shoprec.models.bundle import load_bundle
@@ -181,8 +181,7 @@ class GateScores:
 
     def size(self) -> str:
         """"N users", or "N users, M targets" where users have several (`SplitSpec.test_sessions`)."""
-        users = len(set(self.users))
-        return f"{users} users" if users == len(self.users) else f"{users} users, {len(self.users)} targets"
+        return size_label(self.users)
 
 
 def score_model(model: Model, vocab: ItemVocab, exclude_seen: bool, window: GateWindow,
